@@ -1,0 +1,3 @@
+from ipvland.cli import main
+
+raise SystemExit(main())

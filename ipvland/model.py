@@ -1,0 +1,464 @@
+"""The immutable types that flow between the stages: spec -> observe -> plan -> apply.
+
+Everything here is plain data: frozen dataclasses, enums and ipaddress values. No I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import Enum
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Ownership markers (see README "Ownership").
+OWNER_ALIAS = "ipvland"  # IFLA_IFALIAS of every ipvlan ipvland created
+RT_PROTO = 212  # rtm_protocol of routes and NDA_PROTOCOL of neighbors ipvland installed
+TEMP_PREFIX = "ipvtmp-"  # temporary device names used while creating: ipvtmp-<8 hex>
+MAIN_TABLE = 254
+
+
+class Mode(Enum):
+    """IPVLAN mode; the value is the kernel's IFLA_IPVLAN_MODE."""
+
+    L2 = 0
+    L3 = 1
+    L3S = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, label: str) -> Mode:
+        return cls[label.upper()]
+
+
+class Flag(Enum):
+    """IPVLAN port flags; the value is the kernel's IFLA_IPVLAN_FLAGS (0 = bridge)."""
+
+    BRIDGE = 0
+    PRIVATE = 1
+    VEPA = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, label: str) -> Flag:
+        return cls[label.upper()]
+
+
+class State(Enum):
+    UP = "up"
+    DOWN = "down"
+
+
+# ---------------------------------------------------------------- desired state (the spec)
+
+
+@dataclass(frozen=True, order=True)
+class Route:
+    """A route through a device. `to` of 0.0.0.0/0 or ::/0 is the default route."""
+
+    to: IPNetwork
+    via: IPAddress | None = None
+    metric: int | None = None
+    table: int | None = None  # None means the main table
+
+    @property
+    def family(self) -> int:
+        return self.to.version
+
+    @property
+    def key(self) -> tuple[int, IPNetwork, int, int]:
+        """What identifies a route in the kernel: family, destination, table, metric.
+
+        An unset metric is the kernel's default for the family (0 for IPv4, 1024 for IPv6).
+        """
+        metric = self.metric if self.metric is not None else (0 if self.to.version == 4 else 1024)
+        return (self.to.version, self.to, self.table or MAIN_TABLE, metric)
+
+    def describe(self) -> str:
+        to = "default" if self.to.prefixlen == 0 else str(self.to)
+        parts = [to if self.to.version == 4 or to != "default" else "default (ipv6)"]
+        if self.via is not None:
+            parts.append(f"via {self.via}")
+        if self.metric is not None:
+            parts.append(f"metric {self.metric}")
+        if self.table is not None:
+            parts.append(f"table {self.table}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, order=True)
+class Neighbor:
+    """A permanent neighbor entry. `lladdr` is lower-case colon-separated."""
+
+    address: IPAddress
+    lladdr: str
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    parent: str
+    netns: str | None = None  # None: the parent's (ipvland's own) namespace
+    addresses: tuple[IPInterface, ...] = ()
+    mtu: int | None = None
+    state: State = State.UP
+    routes: tuple[Route, ...] = ()
+    neighbors: tuple[Neighbor, ...] = ()
+
+
+@dataclass(frozen=True)
+class Parent:
+    name: str
+    mode: Mode | None = None  # required once the parent has devices
+    flags: Flag = Flag.BRIDGE
+    routes: tuple[Route, ...] = ()
+    neighbors: tuple[Neighbor, ...] = ()
+    devices: tuple[Device, ...] = ()
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A connectivity check (issue 5): ICMP from a namespace to a target."""
+
+    target: IPAddress
+    netns: str | None = None
+    tries: int = 3
+    timeout: float = 1.0
+
+
+@dataclass(frozen=True)
+class Spec:
+    version: int
+    parents: tuple[Parent, ...] = ()
+    sources: tuple[str, ...] = ()  # the files it was read from, in merge order
+    probes: tuple[Probe, ...] = ()
+
+    @property
+    def devices(self) -> tuple[Device, ...]:
+        return tuple(d for p in self.parents for d in p.devices)
+
+    @property
+    def namespaces(self) -> frozenset[str]:
+        return frozenset(d.netns for d in self.devices if d.netns is not None)
+
+
+# ---------------------------------------------------------------- observed state (the kernel)
+
+
+@dataclass(frozen=True)
+class ObservedLink:
+    netns: str | None  # None: ipvland's own namespace
+    index: int
+    name: str
+    kind: str | None  # "ipvlan", "veth", ... or None for a physical NIC
+    mtu: int
+    up: bool  # IFF_UP (admin state)
+    mac: str | None = None
+    alias: str | None = None
+    parent: str | None = None  # for an ipvlan: the name of its parent in ipvland's own namespace
+    mode: Mode | None = None  # for an ipvlan
+    flags: Flag | None = None  # for an ipvlan
+
+    @property
+    def owned(self) -> bool:
+        return self.kind == "ipvlan" and self.alias == OWNER_ALIAS
+
+
+@dataclass(frozen=True)
+class ObservedAddress:
+    netns: str | None
+    ifindex: int
+    address: IPInterface
+
+
+@dataclass(frozen=True)
+class ObservedRoute:
+    netns: str | None
+    ifindex: int  # the output device (RTA_OIF)
+    route: Route  # table/metric filled in as the kernel reports them (None for main/0)
+    protocol: int
+
+    @property
+    def owned(self) -> bool:
+        return self.protocol == RT_PROTO
+
+
+@dataclass(frozen=True)
+class ObservedNeighbor:
+    netns: str | None
+    ifindex: int
+    neighbor: Neighbor
+    permanent: bool
+    protocol: int | None
+
+    @property
+    def owned(self) -> bool:
+        return self.protocol == RT_PROTO
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A snapshot of what the kernel has, in ipvland's own namespace and in named namespaces.
+
+    `scanned` lists the namespaces whose addresses, routes and neighbors were dumped; elsewhere
+    only links were read.
+    """
+
+    namespaces: frozenset[str] = frozenset()  # named namespaces that exist (/run/netns)
+    links: tuple[ObservedLink, ...] = ()
+    addresses: tuple[ObservedAddress, ...] = ()
+    routes: tuple[ObservedRoute, ...] = ()
+    neighbors: tuple[ObservedNeighbor, ...] = ()
+    scanned: frozenset[str | None] = field(default_factory=lambda: frozenset({None}))
+
+
+# ---------------------------------------------------------------- changes (the plan)
+#
+# Each change is one small value that prints as one line. `device` names the (netns, name) of the
+# link a change acts on, so that apply can skip the changes of a device whose creation failed.
+
+DeviceRef = tuple[str | None, str]  # (netns, name)
+
+
+def _where(netns: str | None) -> str:
+    return f" netns {netns}" if netns is not None else ""
+
+
+@dataclass(frozen=True)
+class NamespaceCreate:
+    name: str
+    sign = "+"
+
+    @property
+    def device(self) -> DeviceRef | None:
+        return None
+
+    def describe(self) -> str:
+        return f"+ netns {self.name}"
+
+
+@dataclass(frozen=True)
+class LinkCreate:
+    """Create an ipvlan; in another namespace via a temporary name (create, move, rename)."""
+
+    spec: Device
+    mode: Mode
+    flags: Flag
+    temp_name: str | None = None  # set when the device goes to another namespace
+    sign = "+"
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.spec.netns, self.spec.name)
+
+    def describe(self) -> str:
+        flags = "" if self.flags is Flag.BRIDGE else f" {self.flags.label}"
+        mtu = f" mtu {self.spec.mtu}" if self.spec.mtu is not None else ""
+        return (f"+ link {self.spec.name} ipvlan {self.mode.label}{flags} on {self.spec.parent}"
+                f"{_where(self.spec.netns)}{mtu}")
+
+
+@dataclass(frozen=True)
+class LinkDelete:
+    netns: str | None
+    name: str
+    reason: str = "not in the spec"
+    sign = "-"
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.netns, self.name)
+
+    def describe(self) -> str:
+        return f"- link {self.name}{_where(self.netns)} ({self.reason})"
+
+
+@dataclass(frozen=True)
+class PortModeSet:
+    """Mode and flags belong to the parent: set once, through one ipvlan ipvland owns on it."""
+
+    parent: str
+    via: DeviceRef
+    mode: Mode
+    flags: Flag
+    old_mode: Mode | None
+    old_flags: Flag | None
+    sign = "~"
+
+    @property
+    def device(self) -> DeviceRef:
+        return self.via
+
+    def describe(self) -> str:
+        parts = []
+        if self.old_mode != self.mode:
+            parts.append(f"mode {self.old_mode.label if self.old_mode else '?'} -> {self.mode.label}")
+        if self.old_flags != self.flags:
+            parts.append(f"flags {self.old_flags.label if self.old_flags else '?'} -> {self.flags.label}")
+        return f"~ parent {self.parent} " + ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class LinkMtuSet:
+    netns: str | None
+    name: str
+    old: int
+    new: int
+    sign = "~"
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.netns, self.name)
+
+    def describe(self) -> str:
+        return f"~ link {self.name}{_where(self.netns)} mtu {self.old} -> {self.new}"
+
+
+@dataclass(frozen=True)
+class LinkStateSet:
+    netns: str | None
+    name: str
+    up: bool
+    sign = "~"
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.netns, self.name)
+
+    def describe(self) -> str:
+        old, new = ("down", "up") if self.up else ("up", "down")
+        return f"~ link {self.name}{_where(self.netns)} state {old} -> {new}"
+
+
+@dataclass(frozen=True)
+class AddressAdd:
+    netns: str | None
+    dev: str
+    address: IPInterface
+    sign = "+"
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.netns, self.dev)
+
+    def describe(self) -> str:
+        return f"+ address {self.address} dev {self.dev}{_where(self.netns)}"
+
+
+@dataclass(frozen=True)
+class AddressDelete:
+    netns: str | None
+    dev: str
+    address: IPInterface
+    sign = "-"
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.netns, self.dev)
+
+    def describe(self) -> str:
+        return f"- address {self.address} dev {self.dev}{_where(self.netns)}"
+
+
+@dataclass(frozen=True)
+class RouteSet:
+    """Add a route, or replace one of ours with the same key (destination, table, metric)."""
+
+    netns: str | None
+    dev: str
+    route: Route
+    replace: bool = False
+    sign = "+"
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.netns, self.dev)
+
+    def describe(self) -> str:
+        sign = "~" if self.replace else "+"
+        return f"{sign} route {self.route.describe()} dev {self.dev}{_where(self.netns)}"
+
+
+@dataclass(frozen=True)
+class RouteDelete:
+    netns: str | None
+    dev: str
+    route: Route
+    sign = "-"
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.netns, self.dev)
+
+    def describe(self) -> str:
+        return f"- route {self.route.describe()} dev {self.dev}{_where(self.netns)}"
+
+
+@dataclass(frozen=True)
+class NeighborSet:
+    """Add a permanent neighbor entry, or replace one of ours with another lladdr."""
+
+    netns: str | None
+    dev: str
+    neighbor: Neighbor
+    replace: bool = False
+    sign = "+"
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.netns, self.dev)
+
+    def describe(self) -> str:
+        sign = "~" if self.replace else "+"
+        n = self.neighbor
+        return f"{sign} neighbor {n.address} lladdr {n.lladdr} dev {self.dev}{_where(self.netns)}"
+
+
+@dataclass(frozen=True)
+class NeighborDelete:
+    netns: str | None
+    dev: str
+    neighbor: Neighbor
+    sign = "-"
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.netns, self.dev)
+
+    def describe(self) -> str:
+        n = self.neighbor
+        return f"- neighbor {n.address} lladdr {n.lladdr} dev {self.dev}{_where(self.netns)}"
+
+
+Change = (NamespaceCreate | LinkCreate | LinkDelete | PortModeSet | LinkMtuSet | LinkStateSet
+          | AddressAdd | AddressDelete | RouteSet | RouteDelete | NeighborSet | NeighborDelete)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Something in the spec that ipvland must not or cannot do; an error for that object alone."""
+
+    subject: str  # e.g. "link web0 netns web"
+    message: str
+
+    def describe(self) -> str:
+        return f"! {self.subject}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    pending: tuple[Conflict, ...] = ()  # waiting for something outside ipvland (a missing parent)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
