@@ -1,0 +1,307 @@
+"""(desired Spec, Observed kernel state) -> Plan: the ordered, minimal list of changes. Pure: no I/O.
+
+Ownership rules (README "Ownership"): ipvland changes only ipvlans whose alias is OWNER_ALIAS,
+routes and neighbor entries whose protocol is RT_PROTO, and addresses on devices it owns. Anything
+else that stands in the way is a Conflict for that one object; the rest of the plan goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from ipvland.model import (
+    TEMP_PREFIX,
+    AddressAdd,
+    AddressDelete,
+    Change,
+    Conflict,
+    Device,
+    Flag,
+    LinkCreate,
+    LinkDelete,
+    LinkMtuSet,
+    LinkStateSet,
+    Mode,
+    NamespaceCreate,
+    Neighbor,
+    NeighborDelete,
+    NeighborSet,
+    Observed,
+    ObservedLink,
+    ObservedNeighbor,
+    ObservedRoute,
+    Parent,
+    Plan,
+    PortModeSet,
+    Route,
+    RouteDelete,
+    RouteSet,
+    Spec,
+    State,
+)
+
+# The order in which changes run: deletions first (they free names and addresses), then
+# namespace, port mode, device, MTU, addresses, up, routes, neighbors.
+_ORDER: tuple[type, ...] = (
+    NeighborDelete, RouteDelete, AddressDelete, LinkDelete,
+    NamespaceCreate, PortModeSet, LinkCreate, LinkMtuSet, AddressAdd, LinkStateSet, RouteSet, NeighborSet,
+)
+_LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
+
+Ns = str | None
+
+
+def temp_name(netns: str, name: str) -> str:
+    """A deterministic temporary name, so that `plan` shows exactly what `apply` does."""
+    digest = hashlib.sha256(f"{netns}/{name}".encode()).hexdigest()[:8]
+    return f"{TEMP_PREFIX}{digest}"
+
+
+def _where(netns: Ns) -> str:
+    return f" netns {netns}" if netns is not None else ""
+
+
+@dataclass
+class _Index:
+    """Observed state indexed for O(1) lookups, so planning stays linear in the number of objects."""
+
+    links: dict[tuple[Ns, str], ObservedLink] = field(default_factory=dict)
+    by_index: dict[tuple[Ns, int], ObservedLink] = field(default_factory=dict)
+    addresses: dict[tuple[Ns, int], set[ipaddress.IPv4Interface | ipaddress.IPv6Interface]] = field(
+        default_factory=lambda: defaultdict(set))
+    routes: dict[tuple[Ns, tuple[int, object, int, int]], list[ObservedRoute]] = field(
+        default_factory=lambda: defaultdict(list))
+    neighbors: dict[tuple[Ns, int, object], ObservedNeighbor] = field(default_factory=dict)
+    port_members: dict[str, list[ObservedLink]] = field(default_factory=lambda: defaultdict(list))
+
+    @classmethod
+    def of(cls, observed: Observed) -> _Index:
+        ix = cls()
+        for link in observed.links:
+            ix.links[(link.netns, link.name)] = link
+            ix.by_index[(link.netns, link.index)] = link
+            if link.kind == "ipvlan" and link.parent is not None:
+                ix.port_members[link.parent].append(link)
+        for a in observed.addresses:
+            ix.addresses[(a.netns, a.ifindex)].add(a.address)
+        for r in observed.routes:
+            ix.routes[(r.netns, r.route.key)].append(r)
+        for n in observed.neighbors:
+            ix.neighbors[(n.netns, n.ifindex, n.neighbor.address)] = n
+        return ix
+
+
+class _Planner:
+    def __init__(self, spec: Spec, observed: Observed) -> None:
+        self.spec = spec
+        self.observed = observed
+        self.ix = _Index.of(observed)
+        self.changes: list[Change] = []
+        self.conflicts: list[Conflict] = []
+        self.pending: list[Conflict] = []
+        # Owned links that stay (in the spec, on the right parent) and those we delete.
+        self.kept: set[tuple[Ns, str]] = set()
+        self.doomed: set[tuple[Ns, str]] = set()
+        # (netns, dev-name) of every device/parent whose routes and neighbors the spec manages.
+        self.wanted_routes: set[tuple[Ns, tuple[int, object, int, int]]] = set()
+        self.wanted_neighbors: set[tuple[Ns, int, object]] = set()
+
+    # ------------------------------------------------------------ entry point
+
+    def run(self) -> Plan:
+        namespaces_made: set[str] = set()
+        for parent in self.spec.parents:
+            self._parent(parent, namespaces_made)
+        self._prune()
+        order = {kind: i for i, kind in enumerate(_ORDER)}
+        changes = sorted(self.changes, key=lambda c: order[type(c)])  # stable: spec order within a kind
+        return Plan(tuple(changes), tuple(self.conflicts), tuple(self.pending))
+
+    # ------------------------------------------------------------ per parent
+
+    def _parent(self, parent: Parent, namespaces_made: set[str]) -> None:
+        link = self.ix.links.get((None, parent.name))
+        if link is None:
+            waiting = f"; {len(parent.devices)} device(s) wait for it" if parent.devices else ""
+            self.pending.append(Conflict(f"parent {parent.name}", f"not found{waiting}"))
+            return
+        if link.kind == "ipvlan":
+            self.conflicts.append(Conflict(
+                f"parent {parent.name}", "is itself an ipvlan; name its real parent instead"))
+            return
+        self._routes(None, parent.name, link.index, parent.routes)
+        self._neighbors(None, parent.name, link.index, parent.neighbors)
+        if not parent.devices:
+            return
+        assert parent.mode is not None  # the loader requires a mode once a parent has devices
+        port_ok = self._port(parent, parent.mode)
+        for device in parent.devices:
+            self._device(parent, device, parent.mode, port_ok, namespaces_made)
+
+    def _port(self, parent: Parent, mode: Mode) -> bool:
+        """Plan the parent's mode and flags. False when creating on it would re-mode a foreign ipvlan."""
+        members = self.ix.port_members.get(parent.name, [])
+        if not members:
+            return True
+        current_mode, current_flags = members[0].mode, members[0].flags
+        if current_mode == mode and current_flags == parent.flags:
+            return True
+        foreign = sorted(m.name + _where(m.netns) for m in members if not m.owned)
+        if foreign:
+            self.conflicts.append(Conflict(
+                f"parent {parent.name}",
+                f"mode/flags {_label(current_mode)}/{_label(current_flags)} -> {mode.label}/"
+                f"{parent.flags.label} would also change ipvlan(s) ipvland does not own: "
+                + ", ".join(foreign)))
+            return False
+        wanted = {(d.netns, d.name) for d in parent.devices}
+        via = next((m for m in members if (m.netns, m.name) in wanted), None)
+        if via is not None:
+            self.changes.append(PortModeSet(parent.name, (via.netns, via.name), mode, parent.flags,
+                                            current_mode, current_flags))
+        # Otherwise every member is ours and leaves the spec: creating new ones sets the mode.
+        return True
+
+    # ------------------------------------------------------------ per device
+
+    def _device(self, parent: Parent, device: Device, mode: Mode, port_ok: bool,
+                namespaces_made: set[str]) -> None:
+        ns, name = device.netns, device.name
+        subject = f"link {name}{_where(ns)}"
+        existing = self.ix.links.get((ns, name))
+        if existing is not None and not existing.owned:
+            kind = existing.kind or "physical"
+            self.conflicts.append(Conflict(
+                subject, f"a {kind} device that ipvland does not own has this name; left untouched"))
+            return
+        if existing is not None and existing.parent != parent.name:
+            self.changes.append(LinkDelete(ns, name, f"parent {existing.parent} -> {parent.name}"))
+            self.doomed.add((ns, name))
+            existing = None
+        if existing is None:
+            if not port_ok:
+                self.conflicts.append(Conflict(subject, f"not created: parent {parent.name} is in conflict"))
+                return
+            self._create(device, mode, parent.flags, namespaces_made)
+            return
+        self.kept.add((ns, name))
+        if device.mtu is not None and existing.mtu != device.mtu:
+            self.changes.append(LinkMtuSet(ns, name, existing.mtu, device.mtu))
+        if (device.state is State.UP) != existing.up:
+            self.changes.append(LinkStateSet(ns, name, device.state is State.UP))
+        self._addresses(device, self.ix.addresses.get((ns, existing.index), set()))
+        self._routes(ns, name, existing.index, device.routes)
+        self._neighbors(ns, name, existing.index, device.neighbors)
+
+    def _create(self, device: Device, mode: Mode, flags: Flag, namespaces_made: set[str]) -> None:
+        ns = device.netns
+        if ns is not None and ns not in self.observed.namespaces and ns not in namespaces_made:
+            namespaces_made.add(ns)
+            self.changes.append(NamespaceCreate(ns))
+        temp = temp_name(ns, device.name) if ns is not None else None
+        self.changes.append(LinkCreate(device, mode, flags, temp))
+        self.kept.add((ns, device.name))
+        self._addresses(device, set())
+        if device.state is State.UP:
+            self.changes.append(LinkStateSet(ns, device.name, True))
+        self._routes(ns, device.name, None, device.routes)
+        self._neighbors(ns, device.name, None, device.neighbors)
+
+    def _addresses(self, device: Device, present: set[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
+                   ) -> None:
+        ns, name = device.netns, device.name
+        wanted = set(device.addresses)
+        for address in sorted(present - wanted, key=_address_order):
+            if address.version == 6 and address.ip in _LINK_LOCAL:
+                continue  # the kernel's own; never ours to remove
+            self.changes.append(AddressDelete(ns, name, address))
+        for address in device.addresses:
+            if address not in present:
+                self.changes.append(AddressAdd(ns, name, address))
+
+    def _routes(self, ns: Ns, dev: str, ifindex: int | None, routes: Iterable[Route]) -> None:
+        for route in routes:
+            self.wanted_routes.add((ns, route.key))
+            same_key = self.ix.routes.get((ns, route.key), [])
+            foreign = [r for r in same_key if not r.owned]
+            if foreign:
+                self.conflicts.append(Conflict(
+                    f"route {route.describe()} dev {dev}{_where(ns)}",
+                    f"a route ipvland does not own (proto {foreign[0].protocol}) has this destination, "
+                    "table and metric; left untouched"))
+                continue
+            if not same_key:
+                self.changes.append(RouteSet(ns, dev, route))
+            elif any(r.ifindex != ifindex or r.route.via != route.via for r in same_key):
+                self.changes.append(RouteSet(ns, dev, route, replace=True))
+
+    def _neighbors(self, ns: Ns, dev: str, ifindex: int | None, neighbors: Iterable[Neighbor]) -> None:
+        for neighbor in neighbors:
+            if ifindex is None:
+                self.changes.append(NeighborSet(ns, dev, neighbor))
+                continue
+            key = (ns, ifindex, neighbor.address)
+            self.wanted_neighbors.add(key)
+            present = self.ix.neighbors.get(key)
+            if present is None:
+                self.changes.append(NeighborSet(ns, dev, neighbor))
+            elif present.permanent and not present.owned:
+                self.conflicts.append(Conflict(
+                    f"neighbor {neighbor.address} dev {dev}{_where(ns)}",
+                    f"a permanent entry ipvland does not own (lladdr {present.neighbor.lladdr}) is there; "
+                    "left untouched"))
+            elif not (present.owned and present.permanent and present.neighbor.lladdr == neighbor.lladdr):
+                # a learned (dynamic) entry, or ours with another lladdr: replace in place
+                self.changes.append(NeighborSet(ns, dev, neighbor, replace=True))
+
+    # ------------------------------------------------------------ what leaves the spec
+
+    def _prune(self) -> None:
+        for link in self.observed.links:
+            key = (link.netns, link.name)
+            leftover = link.kind == "ipvlan" and link.name.startswith(TEMP_PREFIX)
+            if (link.owned or leftover) and key not in self.kept and key not in self.doomed:
+                reason = "leftover of an interrupted create" if leftover else "not in the spec"
+                self.changes.append(LinkDelete(link.netns, link.name, reason))
+                self.doomed.add(key)
+        for r in self.observed.routes:
+            if r.owned and (r.netns, r.route.key) not in self.wanted_routes:
+                dev = self._surviving_name(r.netns, r.ifindex)
+                if dev is not None:
+                    self.changes.append(RouteDelete(r.netns, dev, r.route))
+        for n in self.observed.neighbors:
+            if n.owned and (n.netns, n.ifindex, n.neighbor.address) not in self.wanted_neighbors:
+                dev = self._surviving_name(n.netns, n.ifindex)
+                if dev is not None:
+                    self.changes.append(NeighborDelete(n.netns, dev, n.neighbor))
+
+    def _surviving_name(self, ns: Ns, ifindex: int) -> str | None:
+        """The name of a device that is not being deleted (its routes and neighbors go with it)."""
+        link = self.ix.by_index.get((ns, ifindex))
+        if link is None or (ns, link.name) in self.doomed:
+            return None
+        return link.name
+
+
+def _label(value: Mode | Flag | None) -> str:
+    return value.label if value is not None else "?"
+
+
+def _address_order(address: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> tuple[int, str]:
+    return (address.version, str(address))
+
+
+def plan(spec: Spec, observed: Observed) -> Plan:
+    """The one function that computes what `plan`, `apply` and the daemon do."""
+    return _Planner(spec, observed).run()
+
+
+def iter_lines(p: Plan) -> Iterator[str]:
+    for change in p.changes:
+        yield change.describe()
+    for conflict in (*p.conflicts, *p.pending):
+        yield conflict.describe()

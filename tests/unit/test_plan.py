@@ -1,0 +1,295 @@
+"""The planner on plain data: no kernel, no I/O. What the kernel does is tested in tests/kernel."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+from ipvland.model import (
+    OWNER_ALIAS,
+    RT_PROTO,
+    AddressAdd,
+    AddressDelete,
+    Device,
+    Flag,
+    LinkCreate,
+    LinkDelete,
+    LinkMtuSet,
+    LinkStateSet,
+    Mode,
+    NamespaceCreate,
+    Neighbor,
+    NeighborDelete,
+    NeighborSet,
+    Observed,
+    ObservedAddress,
+    ObservedLink,
+    ObservedNeighbor,
+    ObservedRoute,
+    Parent,
+    PortModeSet,
+    Route,
+    RouteDelete,
+    RouteSet,
+    Spec,
+    State,
+)
+from ipvland.plan import plan, temp_name
+
+IF = ipaddress.ip_interface
+NET = ipaddress.ip_network
+IP = ipaddress.ip_address
+MAC = "02:00:00:00:00:01"
+
+
+def parent_link(name: str = "eth0", index: int = 2) -> ObservedLink:
+    return ObservedLink(None, index, name, None, 1500, True, MAC)
+
+
+def ipvlan(name: str, index: int, netns: str | None = None, *, parent: str = "eth0", mode: Mode = Mode.L3S,
+           flags: Flag = Flag.BRIDGE, owned: bool = True, mtu: int = 1500, up: bool = True) -> ObservedLink:
+    return ObservedLink(netns, index, name, "ipvlan", mtu, up, MAC, OWNER_ALIAS if owned else None,
+                        parent, mode, flags)
+
+
+def spec_of(*devices: Device, mode: Mode = Mode.L3S, flags: Flag = Flag.BRIDGE,
+            routes: tuple[Route, ...] = (), neighbors: tuple[Neighbor, ...] = ()) -> Spec:
+    return Spec(1, (Parent("eth0", mode, flags, routes, neighbors, devices),))
+
+
+WEB = Device("web0", "eth0", "web", (IF("192.0.2.10/24"), IF("2001:db8::10/64")), None, State.UP,
+             (Route(NET("0.0.0.0/0")),))
+
+
+def converged_web() -> Observed:
+    """The kernel state that applying spec_of(WEB) leaves behind."""
+    return Observed(
+        namespaces=frozenset({"web"}),
+        links=(parent_link(), ipvlan("web0", 7, "web")),
+        addresses=(ObservedAddress("web", 7, IF("192.0.2.10/24")), ObservedAddress("web", 7, IF("2001:db8::10/64")),
+                   ObservedAddress("web", 7, IF("fe80::1/64"))),
+        routes=(ObservedRoute("web", 7, Route(NET("0.0.0.0/0")), RT_PROTO),
+                ObservedRoute("web", 7, Route(NET("192.0.2.0/24")), 2)),  # the kernel's connected route
+        scanned=frozenset({None, "web"}),
+    )
+
+
+def lines(p) -> list[str]:
+    return [c.describe() for c in p.changes]
+
+
+def test_create_from_empty_orders_namespace_device_addresses_up_routes() -> None:
+    p = plan(spec_of(WEB), Observed(links=(parent_link(),)))
+    assert [type(c) for c in p.changes] == [NamespaceCreate, LinkCreate, AddressAdd, AddressAdd, LinkStateSet,
+                                            RouteSet]
+    create = p.changes[1]
+    assert isinstance(create, LinkCreate)
+    assert create.mode is Mode.L3S and create.temp_name == temp_name("web", "web0")
+    assert lines(p)[1] == "+ link web0 ipvlan l3s on eth0 netns web"
+    assert not p.conflicts and not p.pending
+
+
+def test_converged_state_plans_nothing() -> None:
+    p = plan(spec_of(WEB), converged_web())
+    assert p.empty, lines(p)
+    assert not p.conflicts
+
+
+def test_root_namespace_device_has_no_temp_name() -> None:
+    dev = Device("app0", "eth0", None, (), 9000, State.DOWN)
+    p = plan(spec_of(dev), Observed(links=(parent_link(),)))
+    assert len(p.changes) == 1
+    create = p.changes[0]
+    assert isinstance(create, LinkCreate) and create.temp_name is None
+    assert create.describe() == "+ link app0 ipvlan l3s on eth0 mtu 9000"
+
+
+def test_mtu_and_state_change_in_place() -> None:
+    observed = converged_web()
+    observed = replace(observed, links=(parent_link(), ipvlan("web0", 7, "web", mtu=1500, up=False)))
+    p = plan(spec_of(replace(WEB, mtu=1400)), observed)
+    assert lines(p) == ["~ link web0 netns web mtu 1500 -> 1400", "~ link web0 netns web state down -> up"]
+
+
+def test_mode_change_is_one_change_per_parent_not_per_device() -> None:
+    other = Device("api0", "eth0", "web")
+    observed = replace(converged_web(), links=(parent_link(), ipvlan("web0", 7, "web", mode=Mode.L2),
+                                                ipvlan("api0", 8, "web", mode=Mode.L2)))
+    p = plan(spec_of(WEB, other, flags=Flag.PRIVATE), observed)
+    modes = [c for c in p.changes if isinstance(c, PortModeSet)]
+    assert len(modes) == 1
+    assert modes[0].describe() == "~ parent eth0 mode l2 -> l3s, flags bridge -> private"
+    assert not any(isinstance(c, (LinkCreate, LinkDelete)) for c in p.changes)
+
+
+def test_foreign_ipvlan_on_parent_blocks_mode_change_and_creates() -> None:
+    observed = Observed(links=(parent_link(), ipvlan("theirs", 9, mode=Mode.L2, owned=False)))
+    p = plan(spec_of(WEB), observed)
+    assert not any(isinstance(c, (LinkCreate, PortModeSet)) for c in p.changes)
+    subjects = [c.subject for c in p.conflicts]
+    assert "parent eth0" in subjects and "link web0 netns web" in subjects
+    assert "theirs" in p.conflicts[0].message
+
+
+def test_foreign_ipvlan_in_same_mode_is_left_alone_and_creates_proceed() -> None:
+    observed = Observed(links=(parent_link(), ipvlan("theirs", 9, owned=False)))
+    p = plan(spec_of(WEB), observed)
+    assert any(isinstance(c, LinkCreate) for c in p.changes)
+    assert not any(getattr(c, "name", None) == "theirs" for c in p.changes)
+    assert not p.conflicts
+
+
+def test_foreign_device_with_spec_name_is_a_conflict_and_others_converge() -> None:
+    other = Device("api0", "eth0", "web")
+    observed = Observed(namespaces=frozenset({"web"}),
+                        links=(parent_link(), ObservedLink("web", 5, "web0", "veth", 1500, True)),
+                        scanned=frozenset({None, "web"}))
+    p = plan(spec_of(WEB, other), observed)
+    assert [c.subject for c in p.conflicts] == ["link web0 netns web"]
+    assert "veth" in p.conflicts[0].message
+    assert not any(getattr(c, "device", None) == ("web", "web0") for c in p.changes)
+    assert any(isinstance(c, LinkCreate) and c.spec.name == "api0" for c in p.changes)
+
+
+def test_addresses_are_fully_managed_except_ipv6_link_local() -> None:
+    observed = converged_web()
+    observed = replace(observed, addresses=(*observed.addresses, ObservedAddress("web", 7, IF("10.9.9.9/8"))))
+    wanted = replace(WEB, addresses=(IF("192.0.2.10/24"), IF("2001:db8::11/64")))
+    p = plan(spec_of(wanted), observed)
+    assert lines(p) == [
+        "- address 10.9.9.9/8 dev web0 netns web",
+        "- address 2001:db8::10/64 dev web0 netns web",
+        "+ address 2001:db8::11/64 dev web0 netns web",
+    ]
+
+
+def test_prefix_length_change_replaces_the_address() -> None:
+    p = plan(spec_of(replace(WEB, addresses=(IF("192.0.2.10/25"), IF("2001:db8::10/64")))), converged_web())
+    assert lines(p) == ["- address 192.0.2.10/24 dev web0 netns web", "+ address 192.0.2.10/25 dev web0 netns web"]
+
+
+def test_device_leaving_spec_is_pruned_without_touching_its_addresses() -> None:
+    p = plan(Spec(1, (Parent("eth0", Mode.L3S),)), converged_web())
+    assert lines(p) == ["- link web0 netns web (not in the spec)"]
+
+
+def test_empty_spec_removes_only_owned_objects() -> None:
+    observed = replace(
+        converged_web(),
+        links=(*converged_web().links, ipvlan("theirs", 9, owned=False)),
+        routes=(*converged_web().routes, ObservedRoute(None, 2, Route(NET("198.51.100.0/24")), 4),
+                ObservedRoute(None, 2, Route(NET("198.51.100.7/32")), RT_PROTO)),
+        neighbors=(ObservedNeighbor(None, 2, Neighbor(IP("192.0.2.99"), MAC), True, None),
+                   ObservedNeighbor(None, 2, Neighbor(IP("192.0.2.98"), MAC), True, RT_PROTO)),
+    )
+    p = plan(Spec(1, ()), observed)
+    assert lines(p) == [
+        f"- neighbor 192.0.2.98 lladdr {MAC} dev eth0",
+        "- route 198.51.100.7/32 dev eth0",
+        "- link web0 netns web (not in the spec)",
+    ]
+
+
+def test_parent_change_deletes_and_recreates() -> None:
+    observed = replace(converged_web(), links=(parent_link(), parent_link("eth1", 3),
+                                               ipvlan("web0", 7, "web", parent="eth1")))
+    p = plan(spec_of(WEB), observed)
+    assert isinstance(p.changes[0], LinkDelete) and "parent eth1 -> eth0" in p.changes[0].reason
+    assert any(isinstance(c, LinkCreate) for c in p.changes)
+    # the recreated device gets its addresses again, though the old one had them
+    assert sum(isinstance(c, AddressAdd) for c in p.changes) == 2
+
+
+def test_netns_change_deletes_old_and_creates_new() -> None:
+    p = plan(spec_of(replace(WEB, netns="db")), converged_web())
+    kinds = [type(c) for c in p.changes]
+    assert kinds[:3] == [LinkDelete, NamespaceCreate, LinkCreate]
+
+
+def test_missing_parent_is_pending_and_other_parents_converge() -> None:
+    spec = Spec(1, (Parent("eth9", Mode.L2, devices=(Device("x0", "eth9"),)),
+                    Parent("eth0", Mode.L3S, devices=(WEB,))))
+    p = plan(spec, Observed(links=(parent_link(),)))
+    assert [c.subject for c in p.pending] == ["parent eth9"]
+    assert "1 device(s) wait" in p.pending[0].message
+    assert any(isinstance(c, LinkCreate) and c.spec.name == "web0" for c in p.changes)
+
+
+def test_ipvlan_named_as_parent_is_refused() -> None:
+    spec = Spec(1, (Parent("web0", Mode.L2, devices=(Device("x0", "web0", "x"),)),))
+    p = plan(spec, Observed(links=(parent_link(), ipvlan("web0", 7))))
+    assert p.conflicts[0].subject == "parent web0"
+    assert not any(isinstance(c, LinkCreate) for c in p.changes)
+
+
+def test_leftover_temporary_device_is_removed() -> None:
+    observed = Observed(links=(parent_link(), ipvlan(temp_name("web", "web0"), 11, owned=False)))
+    p = plan(spec_of(WEB), observed)
+    assert isinstance(p.changes[0], LinkDelete)
+    assert "interrupted" in p.changes[0].reason
+
+
+def test_routes_replace_ours_and_refuse_foreign() -> None:
+    gw_route = Route(NET("198.51.100.7/32"), IP("192.0.2.1"))
+    foreign = Route(NET("203.0.113.0/24"))
+    observed = Observed(links=(parent_link(),), routes=(
+        ObservedRoute(None, 2, Route(NET("198.51.100.7/32"), IP("192.0.2.254")), RT_PROTO),
+        ObservedRoute(None, 2, foreign, 186),
+    ))
+    p = plan(spec_of(routes=(gw_route, foreign)), observed)
+    assert lines(p) == ["~ route 198.51.100.7/32 via 192.0.2.1 dev eth0"]
+    assert isinstance(p.changes[0], RouteSet) and p.changes[0].replace
+    assert [c.subject for c in p.conflicts] == ["route 203.0.113.0/24 dev eth0"]
+
+
+def test_ipv6_default_metric_matches_the_kernels_1024() -> None:
+    route = Route(NET("::/0"))
+    observed = Observed(links=(parent_link(),),
+                        routes=(ObservedRoute(None, 2, Route(NET("::/0"), None, 1024), RT_PROTO),))
+    assert plan(spec_of(routes=(route,)), observed).empty
+
+
+def test_neighbors_replace_learned_and_ours_refuse_foreign_permanent() -> None:
+    a, b, c = IP("192.0.2.10"), IP("192.0.2.11"), IP("192.0.2.12")
+    observed = Observed(links=(parent_link(),), neighbors=(
+        ObservedNeighbor(None, 2, Neighbor(a, "02:00:00:00:00:aa"), False, None),  # learned
+        ObservedNeighbor(None, 2, Neighbor(b, "02:00:00:00:00:bb"), True, RT_PROTO),  # ours, stale lladdr
+        ObservedNeighbor(None, 2, Neighbor(c, "02:00:00:00:00:cc"), True, None),  # someone's permanent
+    ))
+    wanted = tuple(Neighbor(x, MAC) for x in (a, b, c))
+    p = plan(spec_of(neighbors=wanted), observed)
+    assert [c.describe() for c in p.changes] == [
+        f"~ neighbor 192.0.2.10 lladdr {MAC} dev eth0",
+        f"~ neighbor 192.0.2.11 lladdr {MAC} dev eth0",
+    ]
+    assert all(isinstance(x, NeighborSet) and x.replace for x in p.changes)
+    assert [x.subject for x in p.conflicts] == ["neighbor 192.0.2.12 dev eth0"]
+
+
+def test_pruned_route_and_neighbor_of_a_kept_device() -> None:
+    observed = replace(converged_web(), neighbors=(
+        ObservedNeighbor("web", 7, Neighbor(IP("192.0.2.1"), MAC), True, RT_PROTO),))
+    p = plan(spec_of(replace(WEB, routes=())), observed)
+    assert [type(c) for c in p.changes] == [NeighborDelete, RouteDelete]
+
+
+def test_mtu_unset_is_not_managed() -> None:
+    observed = replace(converged_web(), links=(parent_link(), ipvlan("web0", 7, "web", mtu=1280)))
+    assert plan(spec_of(WEB), observed).empty
+
+
+def test_address_delete_and_link_mtu_types() -> None:
+    observed = replace(converged_web(), links=(parent_link(), ipvlan("web0", 7, "web", mtu=1280)))
+    p = plan(spec_of(replace(WEB, mtu=1500, addresses=())), observed)
+    assert [type(c) for c in p.changes] == [AddressDelete, AddressDelete, LinkMtuSet]
+
+
+def test_plan_scales_linearly() -> None:
+    """Not a timing test: checks the planner converges a large converged state to an empty plan."""
+    n = 2000
+    devices = tuple(Device(f"d{i}", "eth0", f"ns{i % 100}", (IF(f"10.{i // 250}.{i % 250}.1/32"),))
+                    for i in range(n))
+    links = [parent_link()] + [ipvlan(f"d{i}", 100 + i, f"ns{i % 100}") for i in range(n)]
+    addresses = [ObservedAddress(f"ns{i % 100}", 100 + i, IF(f"10.{i // 250}.{i % 250}.1/32")) for i in range(n)]
+    observed = Observed(frozenset(f"ns{i}" for i in range(100)), tuple(links), tuple(addresses))
+    assert plan(spec_of(*devices), observed).empty
