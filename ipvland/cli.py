@@ -1,0 +1,94 @@
+"""Command line: `ipvland validate|plan|apply|show|run|status|peers`.
+
+Exit codes: 0 success / nothing to do, 1 error, 2 changes pending (`plan` only).
+No traceback ever reaches a user: unexpected errors print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ipvland import __version__
+
+EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", type=Path, default=None,
+                   help="main config file (default: $IPVLAND_CONFIG or /etc/ipvland/config.yaml)")
+
+
+def _json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ipvland", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ipvland {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check the config; exit 0 when valid, 1 with every error")
+    _config_arg(p)
+
+    p = sub.add_parser("plan", help="show the changes apply would make; exit 0 none, 2 pending, 1 error")
+    _config_arg(p)
+    _json_arg(p)
+
+    p = sub.add_parser("apply", help="converge the kernel to the config; exit 0 converged, 1 otherwise")
+    _config_arg(p)
+    _json_arg(p)
+
+    p = sub.add_parser("show", help="print the live state ipvland owns as a config")
+    _json_arg(p)
+    p.add_argument("--all", action="store_true", help="also the ipvlans ipvland does not own")
+
+    p = sub.add_parser("run", help="the daemon: keep the kernel converged")
+    _config_arg(p)
+    p.add_argument("--interval", type=float, default=30.0, help="periodic full resync, seconds (default 30)")
+    p.add_argument("--state-dir", type=Path, default=Path("/run/ipvland"), help="status file directory")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    p = sub.add_parser("status", help="show the daemon's last status")
+    _json_arg(p)
+    p.add_argument("--state-dir", type=Path, default=Path("/run/ipvland"), help="status file directory")
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from ipvland import spec
+
+    path = args.config or spec.default_config_path()
+    try:
+        loaded = spec.load(path)
+    except spec.SpecError as e:
+        for error in e.errors:
+            print(error, file=sys.stderr)
+        print(f"{path}: {len(e.errors)} error(s)", file=sys.stderr)
+        return EXIT_ERROR
+    n_devices = len(loaded.devices)
+    print(f"{path}: valid: {len(loaded.parents)} parent(s), {n_devices} device(s), "
+          f"{len(loaded.sources)} file(s)")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "validate": _validate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = COMMANDS.get(args.command)
+    if handler is None:
+        print(f"ipvland {args.command}: not available in this build", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # the last line of defence: one line, never a traceback
+        print(f"ipvland {args.command}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_ERROR
