@@ -7,11 +7,14 @@ No traceback ever reaches a user: unexpected errors print one line and exit 1.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from ipvland import __version__
+from ipvland.model import Plan, Spec
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
 
@@ -74,8 +77,93 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load(args: argparse.Namespace) -> Spec | None:
+    """The spec, or None after printing every config error (nothing is touched then)."""
+    from ipvland import spec
+
+    path = args.config or spec.default_config_path()
+    try:
+        return spec.load(path)
+    except spec.SpecError as e:
+        for error in e.errors:
+            print(error, file=sys.stderr)
+        print(f"{path}: {len(e.errors)} error(s); nothing changed", file=sys.stderr)
+        return None
+
+
+def _print_plan(p: Plan, out: TextIO = sys.stdout) -> None:
+    for change in p.changes:
+        print(change.describe(), file=out)
+    for problem in (*p.conflicts, *p.pending):
+        print(problem.describe(), file=out)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from ipvland.kernel import Kernel
+    from ipvland.reconcile import plan_to_json, reconcile
+
+    loaded = _load(args)
+    if loaded is None:
+        return EXIT_ERROR
+    with Kernel() as kernel:
+        report = reconcile(loaded, kernel, dry_run=True)
+    p = report.plan
+    if args.json:
+        print(json.dumps(plan_to_json(p), indent=2))
+    else:
+        _print_plan(p)
+        print(f"{len(p.changes)} change(s), {len(p.conflicts)} conflict(s), {len(p.pending)} pending")
+    if p.conflicts:
+        return EXIT_ERROR
+    return EXIT_PENDING if p.changes else EXIT_OK
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from ipvland.kernel import Kernel
+    from ipvland.reconcile import reconcile
+
+    loaded = _load(args)
+    if loaded is None:
+        return EXIT_ERROR
+    with Kernel() as kernel:
+        report = reconcile(loaded, kernel)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for outcome in report.outcomes:
+            print(outcome.describe())
+        remaining = report.remaining or report.plan
+        for change in remaining.changes:
+            print(f"still differs: {change.describe()}")
+        for problem in (*remaining.conflicts, *remaining.pending):
+            print(problem.describe())
+        applied = sum(o.ok for o in report.outcomes)
+        verdict = "converged" if report.ok else "NOT converged"
+        print(f"{applied} change(s) applied, {len(report.failures)} failed: {verdict}")
+    return EXIT_OK if report.ok else EXIT_ERROR
+
+
+def _show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ipvland.kernel import Kernel
+    from ipvland.observe import observe
+    from ipvland.show import to_document
+
+    with Kernel() as kernel:
+        document = to_document(observe(kernel), include_foreign=args.all)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), end="")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": _validate,
+    "plan": _plan,
+    "apply": _apply,
+    "show": _show,
 }
 
 

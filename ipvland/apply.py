@@ -1,0 +1,135 @@
+"""Plan -> outcomes: carry out each change; one failing object never stops unrelated ones.
+
+A change whose device could not be created (or whose namespace could not be made) is skipped, not
+attempted: its error would only repeat the first one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ipvland.model import (
+    OWNER_ALIAS,
+    AddressAdd,
+    AddressDelete,
+    Change,
+    DeviceRef,
+    LinkCreate,
+    LinkDelete,
+    LinkMtuSet,
+    LinkStateSet,
+    NamespaceCreate,
+    NeighborDelete,
+    NeighborSet,
+    Plan,
+    PortModeSet,
+    RouteDelete,
+    RouteSet,
+)
+
+if TYPE_CHECKING:
+    from ipvland.kernel import Kernel
+
+log = logging.getLogger("ipvland.apply")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One change as carried out."""
+
+    change: Change
+    error: str | None = None
+    skipped: bool = False  # not attempted: what it depends on failed
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.skipped
+
+    def describe(self) -> str:
+        line = self.change.describe()
+        if self.skipped:
+            return f"{line}: skipped: {self.error}"
+        return f"{line}: FAILED: {self.error}" if self.error else line
+
+
+def _create_link(kernel: Kernel, change: LinkCreate) -> None:
+    d = change.spec
+    if change.temp_name is None:
+        kernel.create_ipvlan(d.parent, d.name, change.mode, change.flags, d.mtu, OWNER_ALIAS)
+        return
+    assert d.netns is not None
+    # Create under a temporary name in the parent's namespace, move, then rename in the target
+    # namespace: a device of the final name in the parent's namespace can never collide.
+    kernel.create_ipvlan(d.parent, change.temp_name, change.mode, change.flags, d.mtu, OWNER_ALIAS)
+    where: str | None = None
+    try:
+        kernel.move_link(change.temp_name, d.netns)
+        where = d.netns
+        kernel.rename_link(d.netns, change.temp_name, d.name)
+    except Exception:
+        # Leave no temporary device behind; the planner would also remove it on the next run.
+        try:
+            kernel.delete_link(where, change.temp_name)
+        except Exception as cleanup:  # the first error is the one to report
+            log.warning("could not remove temporary device %s: %s", change.temp_name, cleanup)
+        raise
+
+
+def execute(kernel: Kernel, change: Change) -> None:
+    """Send the netlink requests for one change."""
+    match change:
+        case NamespaceCreate(name=name):
+            kernel.create_namespace(name)
+        case LinkCreate():
+            _create_link(kernel, change)
+        case LinkDelete(netns=ns, name=name):
+            kernel.delete_link(ns, name)
+        case PortModeSet(via=(ns, name), mode=mode, flags=flags):
+            kernel.set_port_mode(ns, name, mode, flags)
+        case LinkMtuSet(netns=ns, name=name, new=mtu):
+            kernel.set_mtu(ns, name, mtu)
+        case LinkStateSet(netns=ns, name=name, up=up):
+            kernel.set_up(ns, name, up)
+        case AddressAdd(netns=ns, dev=dev, address=address):
+            kernel.add_address(ns, dev, address)
+        case AddressDelete(netns=ns, dev=dev, address=address):
+            kernel.delete_address(ns, dev, address)
+        case RouteSet(netns=ns, dev=dev, route=route, replace=replace):
+            kernel.set_route(ns, dev, route, replace)
+        case RouteDelete(netns=ns, dev=dev, route=route):
+            kernel.delete_route(ns, dev, route)
+        case NeighborSet(netns=ns, dev=dev, neighbor=neighbor, replace=replace):
+            kernel.set_neighbor(ns, dev, neighbor, replace)
+        case NeighborDelete(netns=ns, dev=dev, neighbor=neighbor):
+            kernel.delete_neighbor(ns, dev, neighbor)
+
+
+def apply(kernel: Kernel, plan: Plan) -> tuple[Outcome, ...]:
+    failed_devices: dict[DeviceRef, str] = {}
+    failed_namespaces: dict[str, str] = {}
+    outcomes: list[Outcome] = []
+    for change in plan.changes:
+        ref = change.device
+        blocker = None
+        if ref is not None:
+            blocker = failed_devices.get(ref) or (failed_namespaces.get(ref[0]) if ref[0] else None)
+        if blocker is not None:
+            outcomes.append(Outcome(change, blocker, skipped=True))
+            log.warning("%s", outcomes[-1].describe())
+            continue
+        try:
+            execute(kernel, change)
+        except Exception as e:  # KernelError carries the kernel's reason; anything else is ours
+            outcome = Outcome(change, str(e))
+            if isinstance(change, LinkCreate):
+                failed_devices[change.device] = f"link {change.spec.name} was not created"
+            elif isinstance(change, NamespaceCreate):
+                failed_namespaces[change.name] = f"netns {change.name} was not created"
+            log.error("%s", outcome.describe())
+        else:
+            outcome = Outcome(change)
+            log.info("%s", change.describe())
+        outcomes.append(outcome)
+    return tuple(outcomes)

@@ -1,0 +1,36 @@
+"""Kernel -> Observed: read only what ipvland may own or must respect.
+
+Links are read in ipvland's own namespace and in every named namespace (an owned device may have
+been left anywhere by an earlier config). Addresses, routes and neighbors are read only where they
+can matter: ipvland's own namespace, the namespaces the spec names, and those holding our devices.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ipvland.model import TEMP_PREFIX, Observed, ObservedLink, Spec
+
+if TYPE_CHECKING:
+    from ipvland.kernel import Kernel
+
+
+def _ours(link: ObservedLink) -> bool:
+    return link.owned or (link.kind == "ipvlan" and link.name.startswith(TEMP_PREFIX))
+
+
+def observe(kernel: Kernel, spec: Spec | None = None) -> Observed:
+    """A snapshot of the kernel. With spec None, scan only where ipvland's own objects are."""
+    namespaces = kernel.list_namespaces()
+    links = list(kernel.links(None))
+    for ns in sorted(namespaces):
+        links.extend(kernel.links(ns))
+    wanted = spec.namespaces & namespaces if spec is not None else frozenset()
+    scanned: set[str | None] = {None, *wanted, *(link.netns for link in links if _ours(link))}
+    addresses, routes, neighbors = [], [], []
+    for ns in sorted(scanned, key=lambda n: (n is not None, n or "")):
+        addresses.extend(kernel.addresses(ns))
+        routes.extend(kernel.routes(ns))
+        neighbors.extend(kernel.neighbors(ns))
+    return Observed(namespaces, tuple(links), tuple(addresses), tuple(routes), tuple(neighbors),
+                    frozenset(scanned))
