@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=Path("/run/ipvland"), help="status file directory")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
+    p = sub.add_parser("peers", help="what a remote peer must configure to reach l3/l3s ipvlans")
+    _config_arg(p)
+    p.add_argument("--format", choices=["ip", "yaml"], default="ip",
+                   help="ip: `ip neigh replace` lines; yaml: a config for the peer's own ipvland")
+    p.add_argument("--peer-dev", default="eth0", help="the peer's NIC on the shared wire (default eth0)")
+
     p = sub.add_parser("status", help="show the daemon's last status")
     _json_arg(p)
     p.add_argument("--state-dir", type=Path, default=Path("/run/ipvland"), help="status file directory")
@@ -159,11 +165,33 @@ def _show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _peers(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ipvland.kernel import Kernel
+    from ipvland.peers import as_document, as_ip_commands, peer_neighbors
+
+    loaded = _load(args)
+    if loaded is None:
+        return EXIT_ERROR
+    with Kernel() as kernel:  # the MAC is read from the live parent, never guessed
+        macs = {link.name: link.mac for link in kernel.links(None) if link.mac}
+    entries, problems = peer_neighbors(loaded, macs)
+    for problem in problems:
+        print(f"ipvland peers: {problem}", file=sys.stderr)
+    if args.format == "ip":
+        print(as_ip_commands(entries, args.peer_dev), end="")
+    else:
+        print(yaml.safe_dump(as_document(entries, args.peer_dev), sort_keys=False), end="")
+    return EXIT_ERROR if problems else EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": _validate,
     "plan": _plan,
     "apply": _apply,
     "show": _show,
+    "peers": _peers,
 }
 
 
