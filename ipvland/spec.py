@@ -1,0 +1,1274 @@
+"""Load and validate the YAML configuration into a `model.Spec`.
+
+Pure: reads files, never touches the network. `load()` either returns a Spec or raises `SpecError`
+carrying *every* problem found, each with FILE:LINE:COL and a dotted path; it never raises
+anything else, whatever the input.
+
+How it works:
+1. read each file (main + config.d drop-ins) with a size cap, decode strict UTF-8;
+2. compose the YAML into nodes with a restricted loader (no aliases, no tags, no sexagesimal
+   numbers, no timestamps, bounded nesting) and build plain Python data from the nodes ourselves,
+   remembering where every key and value came from and refusing duplicate keys;
+3. validate the structure against the JSON Schema (`SCHEMA`, also in schemas/ipvland.schema.json)
+   and translate its errors into short human messages;
+4. check the values (names, addresses, prefixes, MACs, ranges) and build per-file drafts;
+5. merge the drafts in file order and run the cross-object checks (duplicates, clashes, modes).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import jsonschema
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from ipvland.model import (
+    MAIN_TABLE,
+    TEMP_PREFIX,
+    Device,
+    Flag,
+    IPAddress,
+    IPInterface,
+    IPNetwork,
+    Mode,
+    Neighbor,
+    Parent,
+    Probe,
+    Route,
+    Spec,
+    State,
+)
+
+__all__ = ["SCHEMA", "ConfigError", "SpecError", "default_config_path", "dropin_paths", "load"]
+
+DEFAULT_CONFIG = "/etc/ipvland/config.yaml"
+MAX_FILE_SIZE = 4 * 1024 * 1024
+MAX_DEPTH = 64
+IFNAMSIZ = 15  # bytes, without the terminating NUL
+NETNS_MAX = 255  # NAME_MAX: the name becomes /run/netns/NAME
+LOCAL_TABLE = 255
+
+
+# ---------------------------------------------------------------- public API
+
+
+@dataclass(frozen=True)
+class ConfigError:
+    """One problem in a config file. line/col are 1-based; 0:0 means the file as a whole."""
+
+    file: str
+    line: int
+    col: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.col}"
+        if self.path:
+            return f"{where}: {self.path}: {self.message}"
+        return f"{where}: {self.message}"
+
+
+class SpecError(Exception):
+    """The configuration is invalid; `errors` holds all problems, sorted by file, line, col."""
+
+    def __init__(self, errors: tuple[ConfigError, ...] | list[ConfigError]) -> None:
+        self.errors: tuple[ConfigError, ...] = tuple(
+            sorted(set(errors), key=lambda e: (e.file, e.line, e.col, e.path, e.message)))
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+def default_config_path() -> Path:
+    """$IPVLAND_CONFIG if set (and not empty), else /etc/ipvland/config.yaml."""
+    return Path(os.environ.get("IPVLAND_CONFIG") or DEFAULT_CONFIG)
+
+
+def dropin_paths(path: str | os.PathLike[str]) -> list[Path]:
+    """The drop-ins `load(path)` reads: config.d/*.yaml|*.yml beside the main file, lexical order.
+
+    Hidden files and editor/package-manager leftovers are ignored. A missing or unreadable
+    config.d gives an empty list here (load() reports an unreadable one).
+    """
+    paths, _ = _list_dropins(Path(path))
+    return paths
+
+
+def load(path: str | os.PathLike[str]) -> Spec:
+    """Read the main file and its drop-ins, validate everything, return the merged Spec."""
+    main = str(path)
+    try:
+        return _load(Path(path))
+    except SpecError:
+        raise
+    except RecursionError:
+        raise SpecError([ConfigError(main, 0, 0, "", "configuration is nested too deeply")]) from None
+    except Exception as e:  # the daemon must never crash on a config
+        raise SpecError([ConfigError(main, 0, 0, "", f"internal error while loading: "
+                                                     f"{type(e).__name__}: {e}")]) from None
+
+
+# ---------------------------------------------------------------- JSON Schema
+
+_ROUTE_DESC = "A route: destination prefix, optional gateway, metric and table."
+_NEIGH_DESC = "A permanent neighbor (ARP/NDP) entry."
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "urn:ipvland:config:1",
+    "title": "ipvland configuration, version 1",
+    "description": (
+        "One ipvland config file: the main file (/etc/ipvland/config.yaml, which must also have "
+        "'parents') or a drop-in (config.d/*.yaml). Drop-ins are merged into the main file by "
+        "parent name, in lexical order."),
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["version"],
+    "properties": {
+        "version": {
+            "title": "Config format version",
+            "description": "Must be the integer 1.",
+            "type": "integer",
+            "const": 1,
+        },
+        "parents": {
+            "title": "Parent NICs",
+            "description": (
+                "Existing network interfaces, keyed by name. ipvland never creates or deletes "
+                "them; it manages the IPVLAN devices on them. {} means: manage nothing (and tear "
+                "down what ipvland owns)."),
+            "type": "object",
+            "propertyNames": {"$ref": "#/$defs/ifname"},
+            "additionalProperties": {"$ref": "#/$defs/parent"},
+        },
+        "probes": {
+            "title": "Connectivity probes",
+            "description": "ICMP checks run from a namespace to a target address.",
+            "type": "array",
+            "items": {"$ref": "#/$defs/probe"},
+        },
+    },
+    "$defs": {
+        "ifname": {
+            "title": "Interface name",
+            "description": "1 to 15 bytes; no '/', ':' or whitespace; not '.' or '..'.",
+            "type": "string",
+            "minLength": 1,
+            "maxLength": IFNAMSIZ,
+            "pattern": "^(?!\\.\\.?$)[^/:\\s]+$",
+        },
+        "netns": {
+            "title": "Network namespace",
+            "description": (
+                "A named network namespace (/run/netns/NAME), created if missing. Without it the "
+                "device stays in ipvland's own namespace, beside its parent."),
+            "type": "string",
+            "minLength": 1,
+            "maxLength": NETNS_MAX,
+            "pattern": "^(?!\\.\\.?$)[^/\\s]+$",
+        },
+        "ipAddress": {
+            "title": "IP address",
+            "description": "An IPv4 or IPv6 address without prefix length.",
+            "type": "string",
+        },
+        "interfaceAddress": {
+            "title": "Interface address",
+            "description": (
+                "An IPv4 or IPv6 address with an explicit prefix length, e.g. 192.0.2.10/24 or "
+                "2001:db8::10/64. IPv6 link-local addresses are managed by the kernel."),
+            "type": "string",
+            "pattern": "/[0-9]+$",
+        },
+        "mac": {
+            "title": "Link-layer address",
+            "description": (
+                "6 octets in hex separated by ':' or '-', e.g. \"e8:6a:6e:8a:a2:44\". Quote it: "
+                "YAML 1.1 may read some unquoted MACs as numbers. Unicast only."),
+            "type": "string",
+            "pattern": "^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$",
+        },
+        "route": {
+            "title": "Route",
+            "description": _ROUTE_DESC,
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["to"],
+            "properties": {
+                "to": {
+                    "title": "Destination",
+                    "description": (
+                        "A prefix (192.0.2.0/24), a bare address (a /32 or /128), or 'default' "
+                        "(0.0.0.0/0, or ::/0 when 'via' is IPv6)."),
+                    "type": "string",
+                },
+                "via": {
+                    "$ref": "#/$defs/ipAddress",
+                    "description": "Optional gateway, of the same family as 'to'.",
+                },
+                "metric": {
+                    "title": "Metric",
+                    "description": "Route priority, 0 to 4294967295 (lower wins).",
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 4294967295,
+                },
+                "table": {
+                    "title": "Routing table",
+                    "description": "1 to 4294967295, not 255 (local). 254 is the main table (default).",
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 4294967295,
+                    "not": {"const": LOCAL_TABLE},
+                },
+            },
+        },
+        "neighbor": {
+            "title": "Neighbor",
+            "description": _NEIGH_DESC,
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["address", "lladdr"],
+            "properties": {
+                "address": {"$ref": "#/$defs/ipAddress"},
+                "lladdr": {"$ref": "#/$defs/mac"},
+            },
+        },
+        "routes": {
+            "title": "Routes",
+            "type": "array",
+            "items": {"$ref": "#/$defs/route"},
+        },
+        "neighbors": {
+            "title": "Neighbors",
+            "type": "array",
+            "items": {"$ref": "#/$defs/neighbor"},
+        },
+        "parent": {
+            "title": "Parent NIC",
+            "description": "An existing NIC and the IPVLAN devices to keep on it.",
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "properties": {
+                "mode": {
+                    "title": "IPVLAN mode",
+                    "description": (
+                        "l2, l3 or l3s. The kernel keeps one mode per parent, shared by all its "
+                        "ipvlans. Required once the parent has devices (in any file)."),
+                    "enum": ["l2", "l3", "l3s"],
+                },
+                "flags": {
+                    "title": "IPVLAN flags",
+                    "description": "bridge (default), private or vepa; one value per parent.",
+                    "enum": ["bridge", "private", "vepa"],
+                    "default": "bridge",
+                },
+                "routes": {
+                    "$ref": "#/$defs/routes",
+                    "description": "Peer routes through this NIC, in ipvland's own namespace.",
+                },
+                "neighbors": {
+                    "$ref": "#/$defs/neighbors",
+                    "description": "Permanent neighbor entries on this NIC.",
+                },
+                "devices": {
+                    "title": "IPVLAN devices",
+                    "description": "The IPVLAN devices on this parent, keyed by name.",
+                    "type": "object",
+                    "propertyNames": {"$ref": "#/$defs/ifname"},
+                    "additionalProperties": {"$ref": "#/$defs/device"},
+                },
+            },
+        },
+        "device": {
+            "title": "IPVLAN device",
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "properties": {
+                "netns": {"$ref": "#/$defs/netns"},
+                "addresses": {
+                    "title": "Addresses",
+                    "description": "Interface addresses with prefix length; each IP at most once per parent.",
+                    "type": "array",
+                    "items": {"$ref": "#/$defs/interfaceAddress"},
+                },
+                "mtu": {
+                    "title": "MTU",
+                    "description": "68 to 65535 (at least 1280 with IPv6 addresses).",
+                    "type": "integer",
+                    "minimum": 68,
+                    "maximum": 65535,
+                },
+                "state": {
+                    "title": "Admin state",
+                    "enum": ["up", "down"],
+                    "default": "up",
+                },
+                "routes": {
+                    "$ref": "#/$defs/routes",
+                    "description": "Routes through this device, in its namespace.",
+                },
+                "neighbors": {
+                    "$ref": "#/$defs/neighbors",
+                    "description": "Permanent neighbor entries on this device.",
+                },
+            },
+        },
+        "probe": {
+            "title": "Probe",
+            "description": "An ICMP connectivity check.",
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["target"],
+            "properties": {
+                "netns": {
+                    "$ref": "#/$defs/netns",
+                    "description": "Namespace to probe from; default: ipvland's own.",
+                },
+                "target": {"$ref": "#/$defs/ipAddress", "description": "The address to ping."},
+                "tries": {
+                    "title": "Tries",
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 20,
+                    "default": 3,
+                },
+                "timeout": {
+                    "title": "Timeout (seconds)",
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": 30,
+                    "default": 1,
+                },
+            },
+        },
+    },
+}
+
+
+def _is_int(checker: Any, instance: Any) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_int),
+)
+_VALIDATOR: Any = None
+
+
+def _validator() -> Any:
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        _VALIDATOR = _Validator(SCHEMA)
+    return _VALIDATOR
+
+
+# ---------------------------------------------------------------- errors and positions
+
+PathT = tuple[str | int, ...]
+Loc = tuple[str, int, int]  # file, line, col (1-based)
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.@+-]+")
+
+
+def _render_path(path: PathT) -> str:
+    out = ""
+    for p in path:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif _PLAIN_KEY.fullmatch(p):
+            out += f".{p}" if out else p
+        else:
+            out += "[" + _quote(p) + "]"
+    return out
+
+
+def _quote(s: str) -> str:
+    return repr(s)
+
+
+def _at(loc: Loc) -> str:
+    return f"{loc[0]}:{loc[1]}:{loc[2]}"
+
+
+@dataclass
+class _Errors:
+    strong: list[ConfigError] = field(default_factory=list)
+    weak: list[ConfigError] = field(default_factory=list)  # shown only if nothing else is there
+
+    def add(self, loc: Loc, path: PathT, message: str, weak: bool = False) -> None:
+        e = ConfigError(loc[0], loc[1], loc[2], _render_path(path), message)
+        (self.weak if weak else self.strong).append(e)
+
+    def file(self, file: str, message: str) -> None:
+        self.strong.append(ConfigError(file, 0, 0, "", message))
+
+    def result(self) -> list[ConfigError]:
+        places = {(e.file, e.line, e.col) for e in self.strong}
+        return self.strong + [e for e in self.weak if (e.file, e.line, e.col) not in places]
+
+
+@dataclass
+class _Doc:
+    """One parsed file: plain data plus where every value (and key) came from."""
+
+    file: str
+    data: Any
+    vpos: dict[PathT, tuple[int, int]] = field(default_factory=dict)
+    kpos: dict[PathT, tuple[int, int]] = field(default_factory=dict)
+    tags: dict[PathT, str] = field(default_factory=dict)  # resolved tag of scalar values
+    raw: dict[PathT, str] = field(default_factory=dict)  # original text of scalar values
+    bad: set[PathT] = field(default_factory=set)  # values already reported (tags, bad scalars)
+
+    def at(self, path: PathT) -> Loc:
+        """Location of the value at path (or of its closest ancestor)."""
+        p = path
+        while True:
+            if p in self.vpos:
+                return (self.file, *self.vpos[p])
+            if not p:
+                return (self.file, 1, 1)
+            p = p[:-1]
+
+    def key_at(self, path: PathT) -> Loc:
+        """Location of the key whose value is at path."""
+        if path in self.kpos:
+            return (self.file, *self.kpos[path])
+        return self.at(path)
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def _open(path: Path) -> IO[bytes]:  # a seam for tests
+    return open(path, "rb")
+
+
+def _read(path: Path, file: str, errors: _Errors) -> str | None:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        errors.file(file, f"cannot read: {e.strerror or e}")
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        errors.file(file, "cannot read: Is a directory")
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        errors.file(file, "cannot read: not a regular file")
+        return None
+    if st.st_size > MAX_FILE_SIZE:
+        errors.file(file, f"file is too large ({st.st_size} bytes; the limit is 4 MiB)")
+        return None
+    try:
+        with _open(path) as f:
+            data = f.read(MAX_FILE_SIZE + 1)
+    except OSError as e:
+        errors.file(file, f"cannot read: {e.strerror or e}")
+        return None
+    if len(data) > MAX_FILE_SIZE:
+        errors.file(file, "file is too large (the limit is 4 MiB)")
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = data[: e.start]
+        line = before.count(b"\n") + 1
+        col = len(before[before.rfind(b"\n") + 1:].decode("utf-8", "replace")) + 1
+        errors.add((file, line, col), (), f"not valid UTF-8 at byte {e.start}")
+        return None
+
+
+_IGNORED = re.compile(r"(^[.#])|(~$)|(\.(bak|old|orig|rej|tmp|swp|swo|save)$)|(\.dpkg-)|(\.rpm)|(\.ucf-)")
+
+
+def _list_dropins(main: Path) -> tuple[list[Path], str | None]:
+    directory = main.parent / "config.d"
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return [], None
+    except OSError as e:
+        return [], f"cannot read directory: {e.strerror or e}"
+    picked = [n for n in names if n.endswith((".yaml", ".yml")) and not _IGNORED.search(n)]
+    return [directory / n for n in sorted(picked)], None
+
+
+# ---------------------------------------------------------------- YAML -> nodes -> data
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_SCALAR_TAGS = {_STR, _INT, _FLOAT, _BOOL, _NULL}
+
+
+class _AliasError(yaml.MarkedYAMLError):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without sexagesimal numbers, timestamps, merge keys, octal-by-leading-zero,
+    aliases or unbounded nesting. `12:34:56:00:00:11` stays the string it looks like."""
+
+    yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012 (PyYAML looks it up per class)
+    depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.get_event()  # type: ignore[no-untyped-call]
+            raise _AliasError(None, None, "YAML aliases (*name) are not supported", event.start_mark)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise _AliasError(None, None, f"nesting deeper than {MAX_DEPTH} levels",
+                                  event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+_Loader.add_implicit_resolver(
+    _BOOL,
+    re.compile(r"^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$"),
+    list("yYnNtTfFoO"))
+_Loader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+_Loader.add_implicit_resolver(
+    _INT,
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?0o[0-7_]+)$"),
+    list("-+0123456789"))
+_Loader.add_implicit_resolver(_NULL, re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
+
+
+def _scalar(loader: _Loader, node: ScalarNode) -> Any:
+    if node.tag == _STR:
+        return node.value
+    if node.tag == _NULL:
+        return None
+    if node.tag == _BOOL:
+        return loader.construct_yaml_bool(node)
+    if node.tag == _FLOAT:
+        return loader.construct_yaml_float(node)
+    text = node.value.replace("_", "")
+    sign = -1 if text.startswith("-") else 1
+    text = text.lstrip("+-")
+    for prefix, base in (("0x", 16), ("0o", 8), ("0b", 2)):
+        if text.startswith(prefix):
+            return sign * int(text[2:], base)
+    if len(text) > 1 and text.startswith("0"):  # only through an explicit !!int: YAML 1.1 octal
+        return sign * int(text, 8)
+    return sign * int(text, 10)
+
+
+def _mark(m: Any) -> tuple[int, int]:
+    return (m.line + 1, m.column + 1)
+
+
+def _parse(file: str, text: str, errors: _Errors) -> _Doc | None:
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as e:
+        before = text[: e.position]
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        errors.add((file, line, col), (), f"unacceptable character #x{e.character:04x}: "
+                                          "control characters (and NUL) are not allowed")
+        return None
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        pos = _mark(mark) if mark is not None else (1, 1)
+        message = str(e.problem or "invalid YAML")
+        if not isinstance(e, _AliasError):
+            message = f"YAML syntax error: {message}"
+            if e.context and e.context_mark is not None and e.context_mark is not mark:
+                message += f" ({e.context} at line {e.context_mark.line + 1})"
+            if "'\\t'" in message:
+                message += "; indent with spaces, not tabs"
+        errors.add((file, *pos), (), message)
+        return None
+    except yaml.YAMLError as e:
+        errors.add((file, 1, 1), (), f"YAML error: {e}")
+        return None
+    finally:
+        loader.dispose()
+    if node is None:
+        errors.add((file, 1, 1), (), "empty document: expected a mapping starting with 'version: 1'")
+        return None
+    doc = _Doc(file, None)
+    doc.data = _build(loader, doc, node, (), errors)
+    return doc
+
+
+def _build(loader: _Loader, doc: _Doc, node: Node, path: PathT, errors: _Errors) -> Any:
+    doc.vpos[path] = _mark(node.start_mark)
+    if isinstance(node, ScalarNode):
+        if node.tag not in _SCALAR_TAGS:
+            errors.add(doc.at(path), path, f"YAML tag {node.tag} is not supported")
+            doc.bad.add(path)
+            return None
+        doc.tags[path] = node.tag
+        doc.raw[path] = node.value
+        try:
+            return _scalar(loader, node)
+        except Exception:
+            errors.add(doc.at(path), path, f"{node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}")
+            doc.bad.add(path)
+            return None
+    if isinstance(node, SequenceNode):
+        if node.tag != _SEQ:
+            errors.add(doc.at(path), path, f"YAML tag {node.tag} is not supported")
+            doc.bad.add(path)
+            return None
+        return [_build(loader, doc, item, (*path, i), errors) for i, item in enumerate(node.value)]
+    if isinstance(node, MappingNode):
+        if node.tag != _MAP:
+            errors.add(doc.at(path), path, f"YAML tag {node.tag} is not supported")
+            doc.bad.add(path)
+            return None
+        out: dict[str, Any] = {}
+        for knode, vnode in node.value:
+            kpos = _mark(knode.start_mark)
+            if not isinstance(knode, ScalarNode) or knode.tag not in _SCALAR_TAGS:
+                errors.add((doc.file, *kpos), path, "mapping keys must be plain strings")
+                continue
+            key = knode.value
+            sub = (*path, key)
+            if key in out:
+                errors.add((doc.file, *kpos), sub,
+                           f"duplicate key {key!r} (first at line {doc.kpos[sub][0]})")
+                continue
+            doc.kpos[sub] = kpos
+            out[key] = _build(loader, doc, vnode, sub, errors)
+        return out
+    errors.add(doc.at(path), path, "unsupported YAML node")  # pragma: no cover
+    doc.bad.add(path)
+    return None
+
+
+# ---------------------------------------------------------------- schema errors -> messages
+
+_TYPE_NAMES = {
+    "object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+    "number": "a number", "null": "empty", "boolean": "true or false",
+}
+
+
+def _what(doc: _Doc, path: PathT, value: Any) -> str:
+    tag = doc.tags.get(path)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    raw = doc.raw.get(path, str(value))
+    kind = {_BOOL: "a boolean", _INT: "an integer", _FLOAT: "a number"}.get(tag or "", "")
+    return f"{raw!r}, which YAML reads as {kind}" if kind else repr(raw)
+
+
+def _range(schema: dict[str, Any]) -> str:
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    xlo = schema.get("exclusiveMinimum")
+    if lo is not None and hi is not None:
+        return f"must be between {lo} and {hi}"
+    if xlo is not None and hi is not None:
+        return f"must be greater than {xlo} and at most {hi}"
+    if lo is not None:
+        return f"must be at least {lo}"
+    if hi is not None:
+        return f"must be at most {hi}"
+    return f"must be greater than {xlo}"
+
+
+def _schema_errors(doc: _Doc, errors: _Errors) -> None:
+    found: dict[PathT, list[tuple[Loc, PathT, str, bool]]] = {}
+    type_msgs: set[str] = set()
+    typed: set[PathT] = set()
+    for err in _validator().iter_errors(doc.data):
+        path: PathT = tuple(err.absolute_path)
+        kind = err.validator
+        inst = err.instance
+        sub = err.schema if isinstance(err.schema, dict) else {}
+        out = found.setdefault(path, [])
+        if "propertyNames" in err.schema_path:
+            kpath = (*path, inst) if isinstance(inst, str) else path
+            out.append((doc.key_at(kpath), kpath, f"invalid name {inst!r}", True))
+        elif kind == "additionalProperties" and isinstance(inst, dict):
+            valid = sorted(sub.get("properties", {}))
+            for key in inst:
+                if key in valid:
+                    continue
+                close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(valid)})"
+                kpath = (*path, key)
+                out.append((doc.key_at(kpath), kpath, f"unknown key {key!r}{hint}", False))
+        elif kind == "required" and isinstance(inst, dict):
+            for key in err.validator_value:
+                if key not in inst:
+                    hint = ""
+                    if path == () and key == "version":
+                        hint = " (every config file starts with 'version: 1')"
+                    out.append((doc.at(path), path, f"missing required key {key!r}{hint}", False))
+        elif kind == "type":
+            types: list[str] = [str(t) for t in (err.validator_value if isinstance(err.validator_value, list)
+                                                  else [err.validator_value])]
+            want = " or ".join(_TYPE_NAMES.get(t, t) for t in types if t != "null")
+            got = _what(doc, path, inst)
+            if path == ():
+                msg = f"the document must be a mapping starting with 'version: 1', not {got}"
+            elif path == ("version",):
+                msg = f"must be the integer 1, not {got}"
+            else:
+                msg = f"must be {want}, not {got}"
+                if "string" in types and doc.tags.get(path) in (_BOOL, _INT, _FLOAT, _NULL):
+                    msg += " (quote it)"
+                if inst is None and "array" in types:
+                    msg += " (write [] for none)"
+                elif inst is None and "object" in types:
+                    msg += " (write {} for none)"
+            typed.add(path)
+            type_msgs.add(msg)
+            out.append((doc.at(path), path, msg, False))
+        elif kind == "enum":
+            choices = ", ".join(str(c) for c in err.validator_value)
+            out.append((doc.at(path), path, f"must be one of {choices}, not {_what(doc, path, inst)}", False))
+        elif kind == "not" and path[-1:] == ("table",):
+            out.append((doc.at(path), path, "table 255 is the kernel's local table; ipvland does not "
+                                            "manage it", False))
+        elif kind == "const" and path == ("version",):
+            out.append((doc.at(path), path, f"unsupported version {inst!r}; this ipvland reads version 1",
+                        False))
+        elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            out.append((doc.at(path), path, f"{_range(sub)}, not {inst!r}", False))
+        else:  # pattern, minLength, maxLength, not, const: the value checks say it better
+            out.append((doc.at(path), path, f"invalid value {inst!r}", True))
+    for path, items in found.items():
+        if path in doc.bad:
+            continue
+        for loc, epath, msg, weak in items:
+            if path in typed and msg not in type_msgs:
+                continue
+            errors.add(loc, epath, msg, weak=weak)
+
+
+# ---------------------------------------------------------------- value checks
+
+
+def _bad_chars(name: str, extra: str) -> list[str]:
+    return sorted({c for c in name if c in extra or c.isspace() or not c.isprintable()})
+
+
+def _ifname_problem(name: str) -> str | None:
+    if not name:
+        return "an interface name must not be empty"
+    if name in (".", ".."):
+        return f"{name!r} is not a valid interface name"
+    bad = _bad_chars(name, "/:")
+    if bad:
+        return f"interface name {name!r} contains {', '.join(repr(c) for c in bad)}; " \
+               "'/', ':', whitespace and control characters are not allowed"
+    size = len(name.encode("utf-8"))
+    if size > IFNAMSIZ:
+        return f"interface name {name!r} is {size} bytes long; the kernel allows at most {IFNAMSIZ}"
+    return None
+
+
+def _netns_problem(name: str) -> str | None:
+    if not name:
+        return "a namespace name must not be empty"
+    if name in (".", ".."):
+        return f"{name!r} is not a valid namespace name"
+    bad = _bad_chars(name, "/")
+    if bad:
+        return f"namespace name {name!r} contains {', '.join(repr(c) for c in bad)}; " \
+               "'/', whitespace and control characters are not allowed"
+    size = len(name.encode("utf-8"))
+    if size > NETNS_MAX:
+        return f"namespace name is {size} bytes long; at most {NETNS_MAX} are allowed"
+    return None
+
+
+def _ip(text: str) -> IPAddress | None:
+    if "%" in text or "/" in text:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+_MAC = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}")
+
+
+@dataclass
+class _RouteD:
+    route: Route
+    loc: Loc
+
+
+@dataclass
+class _NeighD:
+    neighbor: Neighbor
+    loc: Loc
+
+
+@dataclass
+class _DevD:
+    name: str
+    parent: str
+    loc: Loc
+    netns: str | None = None
+    addresses: list[tuple[IPInterface, Loc, PathT]] = field(default_factory=list)
+    mtu: int | None = None
+    mtu_loc: Loc | None = None
+    state: State = State.UP
+    routes: list[_RouteD] = field(default_factory=list)
+    neighbors: list[_NeighD] = field(default_factory=list)
+
+
+@dataclass
+class _ParentD:
+    name: str
+    loc: Loc
+    mode: tuple[Mode | None, Loc] | None = None  # (None, loc): present but invalid
+    flags: tuple[Flag | None, Loc] | None = None
+    routes: list[_RouteD] = field(default_factory=list)
+    neighbors: list[_NeighD] = field(default_factory=list)
+    devices: dict[str, _DevD] = field(default_factory=dict)
+
+
+@dataclass
+class _FileD:
+    file: str
+    parents: list[_ParentD] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _extract(doc: _Doc, errors: _Errors, main: bool) -> _FileD:
+    data = _dict(doc.data)
+    out = _FileD(doc.file)
+    if main and isinstance(doc.data, dict) and "parents" not in data:
+        errors.add(doc.at(()), (), "missing required key 'parents' in the main file "
+                                   "(write 'parents: {}' to manage nothing)")
+    parents = _dict(data.get("parents"))
+    for pname, pval in parents.items():
+        ppath: PathT = ("parents", pname)
+        problem = _ifname_problem(pname)
+        if problem:
+            errors.add(doc.key_at(ppath), ppath, problem)
+        out.parents.append(_parent(doc, errors, pname, _dict(pval), ppath))
+    for i, pv in enumerate(_list(data.get("probes"))):
+        probe = _probe(doc, errors, _dict(pv), ("probes", i))
+        if probe is not None:
+            out.probes.append(probe)
+    return out
+
+
+def _parent(doc: _Doc, errors: _Errors, name: str, p: dict[str, Any], path: PathT) -> _ParentD:
+    draft = _ParentD(name, doc.key_at(path))
+    if "mode" in p:
+        mode = p["mode"]
+        valid = isinstance(mode, str) and mode in ("l2", "l3", "l3s")
+        draft.mode = (Mode.from_label(mode) if valid else None, doc.at((*path, "mode")))
+    if "flags" in p:
+        flags = p["flags"]
+        valid = isinstance(flags, str) and flags in ("bridge", "private", "vepa")
+        draft.flags = (Flag.from_label(flags) if valid else None, doc.at((*path, "flags")))
+    draft.routes = _routes(doc, errors, p.get("routes"), (*path, "routes"))
+    draft.neighbors = _neighbors(doc, errors, p.get("neighbors"), (*path, "neighbors"))
+    for dname, dval in _dict(p.get("devices")).items():
+        dpath = (*path, "devices", dname)
+        draft.devices[dname] = _device(doc, errors, dname, name, _dict(dval), dpath)
+    return draft
+
+
+def _device(doc: _Doc, errors: _Errors, name: str, parent: str, d: dict[str, Any], path: PathT) -> _DevD:
+    draft = _DevD(name, parent, doc.key_at(path))
+    problem = _ifname_problem(name)
+    if problem:
+        errors.add(draft.loc, path, problem)
+    elif name.startswith(TEMP_PREFIX):
+        errors.add(draft.loc, path, f"device names starting with {TEMP_PREFIX!r} are reserved for "
+                                    "ipvland's temporary names")
+    elif name == "lo":
+        errors.add(draft.loc, path, "'lo' is the loopback device of every namespace")
+    netns = d.get("netns")
+    if isinstance(netns, str):
+        problem = _netns_problem(netns)
+        if problem:
+            errors.add(doc.at((*path, "netns")), (*path, "netns"), problem)
+        draft.netns = netns
+    for i, text in enumerate(_list(d.get("addresses"))):
+        apath = (*path, "addresses", i)
+        if not isinstance(text, str):
+            continue
+        iface = _interface(doc, errors, text, apath)
+        if iface is not None:
+            draft.addresses.append((iface, doc.at(apath), apath))
+    mtu = d.get("mtu")
+    if isinstance(mtu, int) and not isinstance(mtu, bool) and 68 <= mtu <= 65535:
+        draft.mtu, draft.mtu_loc = mtu, doc.at((*path, "mtu"))
+    if d.get("state") == "down":
+        draft.state = State.DOWN
+    draft.routes = _routes(doc, errors, d.get("routes"), (*path, "routes"))
+    draft.neighbors = _neighbors(doc, errors, d.get("neighbors"), (*path, "neighbors"))
+    return draft
+
+
+def _interface(doc: _Doc, errors: _Errors, text: str, path: PathT) -> IPInterface | None:
+    loc = doc.at(path)
+    bare = _ip(text)
+    if bare is not None:
+        plen = 32 if bare.version == 4 else 128
+        errors.add(loc, path, f"{text!r} needs a prefix length, e.g. {bare}/{plen}")
+        return None
+    addr, sep, plen_text = text.partition("/")
+    if not sep or not plen_text.isascii() or not plen_text.isdigit() or _ip(addr) is None:
+        errors.add(loc, path, f"{text!r} is not an interface address like 192.0.2.10/24 or 2001:db8::10/64")
+        return None
+    try:
+        iface: IPInterface = ipaddress.ip_interface(f"{addr}/{int(plen_text)}")
+    except ValueError:
+        errors.add(loc, path, f"{text!r}: prefix length /{plen_text} is too long for this address")
+        return None
+    ip = iface.ip
+    if ip.version == 6 and ip.is_link_local:
+        errors.add(loc, path, f"{text!r} is an IPv6 link-local address; the kernel manages those, "
+                              "leave them out")
+        return None
+    if ip.is_multicast or ip.is_unspecified:
+        kind = "multicast" if ip.is_multicast else "unspecified"
+        errors.add(loc, path, f"{text!r} is a {kind} address and cannot be an interface address")
+        return None
+    return iface
+
+
+def _routes(doc: _Doc, errors: _Errors, value: Any, path: PathT) -> list[_RouteD]:
+    out = []
+    for i, r in enumerate(_list(value)):
+        route = _route(doc, errors, _dict(r), (*path, i))
+        if route is not None:
+            out.append(_RouteD(route, doc.at((*path, i))))
+    return out
+
+
+def _route(doc: _Doc, errors: _Errors, r: dict[str, Any], path: PathT) -> Route | None:
+    ok = True
+    via: IPAddress | None = None
+    if "via" in r:
+        if isinstance(r["via"], str):
+            via = _ip(r["via"])
+            if via is None or via.is_multicast or via.is_unspecified:
+                errors.add(doc.at((*path, "via")), (*path, "via"),
+                           f"{r['via']!r} is not a gateway address (a unicast IP address without prefix)")
+                ok = False
+                via = None
+        else:
+            ok = False
+    to_text = r.get("to")
+    to: IPNetwork | None = None
+    tpath = (*path, "to")
+    if isinstance(to_text, str):
+        if to_text == "default":
+            to = ipaddress.ip_network("::/0" if via is not None and via.version == 6 else "0.0.0.0/0")
+        else:
+            to = _prefix(doc, errors, to_text, tpath)
+    if to is None:
+        return None
+    if via is not None and via.version != to.version:
+        errors.add(doc.at((*path, "via")), (*path, "via"),
+                   f"gateway {via} is IPv{via.version} but destination {to} is IPv{to.version}")
+        ok = False
+    metric = r.get("metric")
+    metric = metric if isinstance(metric, int) and not isinstance(metric, bool) else None
+    table = r.get("table")
+    table = table if isinstance(table, int) and not isinstance(table, bool) else None
+    if table == LOCAL_TABLE:  # the schema reported it
+        ok = False
+    if table == MAIN_TABLE:
+        table = None
+    if not ok:
+        return None
+    return Route(to, via, metric, table)
+
+
+def _prefix(doc: _Doc, errors: _Errors, text: str, path: PathT) -> IPNetwork | None:
+    loc = doc.at(path)
+    bare = _ip(text)
+    if bare is not None:
+        return ipaddress.ip_network(f"{bare}/{32 if bare.version == 4 else 128}")
+    addr, sep, plen_text = text.partition("/")
+    ip = _ip(addr)
+    if not sep or ip is None or not plen_text.isascii() or not plen_text.isdigit():
+        errors.add(loc, path, f"{text!r} is not a prefix like 198.51.100.0/24, an address, or 'default'")
+        return None
+    try:
+        iface = ipaddress.ip_interface(f"{ip}/{int(plen_text)}")
+    except ValueError:
+        errors.add(loc, path, f"{text!r}: prefix length /{plen_text} is too long for this address")
+        return None
+    if iface.ip != iface.network.network_address:
+        errors.add(loc, path, f"{text} has host bits set; did you mean {iface.network}?")
+        return None
+    return iface.network
+
+
+def _neighbors(doc: _Doc, errors: _Errors, value: Any, path: PathT) -> list[_NeighD]:
+    out = []
+    for i, n in enumerate(_list(value)):
+        npath = (*path, i)
+        n = _dict(n)
+        address: IPAddress | None = None
+        if isinstance(n.get("address"), str):
+            address = _ip(n["address"])
+            if address is None:
+                errors.add(doc.at((*npath, "address")), (*npath, "address"),
+                           f"{n['address']!r} is not an IP address (no prefix length here)")
+        lladdr = _mac(doc, errors, n.get("lladdr"), (*npath, "lladdr"))
+        if address is not None and lladdr is not None:
+            out.append(_NeighD(Neighbor(address, lladdr), doc.at(npath)))
+    return out
+
+
+def _mac(doc: _Doc, errors: _Errors, value: Any, path: PathT) -> str | None:
+    if not isinstance(value, str):
+        return None  # the schema reported it
+    loc = doc.at(path)
+    if doc.tags.get(path) != _STR:  # pragma: no cover - non-strings never get here
+        return None
+    if not _MAC.fullmatch(value):
+        errors.add(loc, path, f"{value!r} is not a MAC address like \"e8:6a:6e:8a:a2:44\"")
+        return None
+    mac = value.lower().replace("-", ":")
+    octets = [int(o, 16) for o in mac.split(":")]
+    if all(o == 0 for o in octets):
+        errors.add(loc, path, f"{value} is the all-zero MAC address")
+        return None
+    if all(o == 0xFF for o in octets):
+        errors.add(loc, path, f"{value} is the broadcast MAC address")
+        return None
+    if octets[0] & 1:
+        errors.add(loc, path, f"{value} is a multicast MAC address; a neighbor needs a unicast one")
+        return None
+    return mac
+
+
+def _probe(doc: _Doc, errors: _Errors, p: dict[str, Any], path: PathT) -> Probe | None:
+    ok = True
+    netns = p.get("netns")
+    if isinstance(netns, str):
+        problem = _netns_problem(netns)
+        if problem:
+            errors.add(doc.at((*path, "netns")), (*path, "netns"), problem)
+            ok = False
+    else:
+        ok = ok and netns is None
+        netns = None
+    target = None
+    if isinstance(p.get("target"), str):
+        target = _ip(p["target"])
+        if target is None:
+            errors.add(doc.at((*path, "target")), (*path, "target"),
+                       f"{p['target']!r} is not an IP address (no prefix length here)")
+    tries = p.get("tries", 3)
+    if not (isinstance(tries, int) and not isinstance(tries, bool) and 1 <= tries <= 20):
+        ok = False
+    timeout = p.get("timeout", 1)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        ok = False
+    elif not (math.isfinite(timeout) and 0 < timeout <= 30):
+        if math.isnan(timeout):
+            errors.add(doc.at((*path, "timeout")), (*path, "timeout"),
+                       "must be greater than 0 and at most 30, not nan")
+        ok = False
+    if not ok or target is None:
+        return None
+    return Probe(target=target, netns=netns, tries=tries, timeout=float(timeout))
+
+
+# ---------------------------------------------------------------- merging
+
+
+def _describe_route(r: Route) -> str:
+    return r.describe()
+
+
+def _unite_routes(items: list[_RouteD], errors: _Errors, path: PathT) -> tuple[Route, ...]:
+    seen: dict[Any, _RouteD] = {}
+    for item in items:
+        other = seen.get(item.route.key)
+        if other is None:
+            seen[item.route.key] = item
+        elif other.route != item.route:
+            errors.add(item.loc, path, f"route {item.route.describe()} conflicts with route "
+                                       f"{other.route.describe()} at {_at(other.loc)} "
+                                       "(same destination, table and metric)")
+    return tuple(i.route for i in seen.values())
+
+
+def _unite_neighbors(items: list[_NeighD], errors: _Errors, path: PathT) -> tuple[Neighbor, ...]:
+    seen: dict[IPAddress, _NeighD] = {}
+    for item in items:
+        other = seen.get(item.neighbor.address)
+        if other is None:
+            seen[item.neighbor.address] = item
+        elif other.neighbor != item.neighbor:
+            errors.add(item.loc, path, f"neighbor {item.neighbor.address} lladdr {item.neighbor.lladdr} "
+                                       f"conflicts with lladdr {other.neighbor.lladdr} at {_at(other.loc)}")
+    return tuple(i.neighbor for i in seen.values())
+
+
+@dataclass
+class _Merged:
+    name: str
+    loc: Loc
+    mode: tuple[Mode | None, Loc] | None = None
+    flags: tuple[Flag | None, Loc] | None = None
+    routes: list[_RouteD] = field(default_factory=list)
+    neighbors: list[_NeighD] = field(default_factory=list)
+    devices: dict[str, _DevD] = field(default_factory=dict)
+
+
+def _merge(files: list[_FileD], errors: _Errors) -> Spec:
+    merged: dict[str, _Merged] = {}
+    for f in files:
+        for p in f.parents:
+            m = merged.setdefault(p.name, _Merged(p.name, p.loc))
+            ppath: PathT = ("parents", p.name)
+            for attr, label in (("mode", "mode"), ("flags", "flags")):
+                new = getattr(p, attr)
+                old = getattr(m, attr)
+                if new is None:
+                    continue
+                if old is None:
+                    setattr(m, attr, new)
+                elif old[0] is not None and new[0] is not None and old[0] != new[0]:
+                    errors.add(new[1], (*ppath, label),
+                               f"parent {p.name} {label} {new[0].label} conflicts with {label} "
+                               f"{old[0].label} at {_at(old[1])} (one value per parent)")
+            m.routes.extend(p.routes)
+            m.neighbors.extend(p.neighbors)
+            for dname, d in p.devices.items():
+                if dname in m.devices:
+                    errors.add(d.loc, (*ppath, "devices", dname),
+                               f"device {dname} is also defined at {_at(m.devices[dname].loc)}")
+                else:
+                    m.devices[dname] = d
+
+    # cross checks on the merged result
+    by_ns: dict[tuple[str | None, str], _DevD] = {}
+    parents: list[Parent] = []
+    for m in merged.values():
+        ppath = ("parents", m.name)
+        if m.devices and m.mode is None:
+            first = next(iter(m.devices.values()))
+            errors.add(m.loc, ppath, f"parent {m.name} has devices (e.g. {first.name} at {_at(first.loc)}) "
+                                     "but no mode; set mode: l2, l3 or l3s")
+        ips: dict[Any, tuple[_DevD, Loc]] = {}
+        devices: list[Device] = []
+        for d in m.devices.values():
+            dpath = (*ppath, "devices", d.name)
+            key = (d.netns, d.name)
+            if key in by_ns:
+                other = by_ns[key]
+                where = f"netns {d.netns}" if d.netns else "ipvland's own namespace"
+                errors.add(d.loc, dpath, f"device {d.name} is also defined on parent {other.parent} at "
+                                         f"{_at(other.loc)} (same name in {where})")
+            else:
+                by_ns[key] = d
+            if d.netns is None and d.name in merged:
+                errors.add(d.loc, dpath, f"device {d.name} has the same name as parent {d.name} "
+                                         f"(at {_at(merged[d.name].loc)}), in the same namespace; "
+                                         "rename it or give it a netns")
+            for iface, loc, apath in d.addresses:
+                if iface.ip in ips:
+                    od, oloc = ips[iface.ip]
+                    on = "this device" if od is d else f"device {od.name}"
+                    errors.add(loc, apath, f"address {iface.ip} is also on {on} at {_at(oloc)} "
+                                           f"(each IP at most once on the ipvlans of parent {m.name})")
+                else:
+                    ips[iface.ip] = (d, loc)
+            if d.mtu is not None and d.mtu < 1280 and d.mtu_loc is not None \
+                    and any(a.version == 6 for a, _, _ in d.addresses):
+                errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280, the minimum for the "
+                                                       "device's IPv6 addresses")
+            devices.append(Device(
+                name=d.name, parent=m.name, netns=d.netns,
+                addresses=tuple(a for a, _, _ in d.addresses), mtu=d.mtu, state=d.state,
+                routes=_unite_routes(d.routes, errors, (*dpath, "routes")),
+                neighbors=_unite_neighbors(d.neighbors, errors, (*dpath, "neighbors"))))
+        parents.append(Parent(
+            name=m.name,
+            mode=m.mode[0] if m.mode is not None else None,
+            flags=(m.flags[0] or Flag.BRIDGE) if m.flags is not None else Flag.BRIDGE,
+            routes=_unite_routes(m.routes, errors, (*ppath, "routes")),
+            neighbors=_unite_neighbors(m.neighbors, errors, (*ppath, "neighbors")),
+            devices=tuple(devices)))
+    probes: list[Probe] = []
+    for f in files:
+        probes.extend(p for p in f.probes if p not in probes)
+    return Spec(version=1, parents=tuple(parents), sources=tuple(f.file for f in files),
+                probes=tuple(probes))
+
+
+# ---------------------------------------------------------------- driver
+
+
+def _iter_files(main: Path, errors: _Errors) -> Iterator[tuple[Path, str]]:
+    yield main, str(main)
+    dropins, problem = _list_dropins(main)
+    if problem:
+        errors.file(str(main.parent / "config.d"), problem)
+    for p in dropins:
+        yield p, str(p)
+
+
+def _load(main: Path) -> Spec:
+    errors = _Errors()
+    drafts: list[_FileD] = []
+    for i, (path, file) in enumerate(_iter_files(main, errors)):
+        text = _read(path, file, errors)
+        if text is None:
+            continue
+        doc = _parse(file, text, errors)
+        if doc is None:
+            continue
+        _schema_errors(doc, errors)
+        drafts.append(_extract(doc, errors, main=(i == 0)))
+    spec = _merge(drafts, errors)
+    result = errors.result()
+    if result:
+        raise SpecError(result)
+    return spec
