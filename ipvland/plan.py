@@ -264,7 +264,10 @@ class _Planner:
         for link in self.observed.links:
             key = (link.netns, link.name)
             leftover = link.kind == "ipvlan" and link.name.startswith(TEMP_PREFIX)
-            if (link.owned or leftover) and key not in self.kept and key not in self.doomed:
+            # parent None: its parent is not in our namespace, so another ipvland instance (a peer
+            # host in a lab, say) made it; never ours to prune.
+            mine = (link.owned or leftover) and link.parent is not None
+            if mine and key not in self.kept and key not in self.doomed:
                 reason = "leftover of an interrupted create" if leftover else "not in the spec"
                 self.changes.append(LinkDelete(link.netns, link.name, reason))
                 self.doomed.add(key)

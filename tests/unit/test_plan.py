@@ -46,7 +46,7 @@ def parent_link(name: str = "eth0", index: int = 2) -> ObservedLink:
     return ObservedLink(None, index, name, None, 1500, True, MAC)
 
 
-def ipvlan(name: str, index: int, netns: str | None = None, *, parent: str = "eth0", mode: Mode = Mode.L3S,
+def ipvlan(name: str, index: int, netns: str | None = None, *, parent: str | None = "eth0", mode: Mode = Mode.L3S,
            flags: Flag = Flag.BRIDGE, owned: bool = True, mtu: int = 1500, up: bool = True) -> ObservedLink:
     return ObservedLink(netns, index, name, "ipvlan", mtu, up, MAC, OWNER_ALIAS if owned else None,
                         parent, mode, flags)
@@ -188,6 +188,13 @@ def test_empty_spec_removes_only_owned_objects() -> None:
         "- route 198.51.100.7/32 dev eth0",
         "- link web0 netns web (not in the spec)",
     ]
+
+
+def test_owned_device_whose_parent_is_not_in_our_namespace_is_not_pruned() -> None:
+    """Another ipvland instance (e.g. run inside a peer namespace) must not prune our devices."""
+    observed = Observed(links=(parent_link(), ipvlan("web0", 7, "web", parent=None)),
+                        namespaces=frozenset({"web"}))
+    assert plan(Spec(1, ()), observed).empty
 
 
 def test_parent_change_deletes_and_recreates() -> None:
