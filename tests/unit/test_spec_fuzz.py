@@ -1,0 +1,72 @@
+"""load() never raises anything but SpecError, whatever the file holds."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ipvland.model import Spec
+from ipvland.spec import SpecError, load
+
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_DIR = Path(tempfile.mkdtemp(prefix="ipvland-spec-fuzz-"))
+_PATH = _DIR / "config.yaml"
+
+
+def load_bytes(data: bytes) -> Spec | SpecError:
+    _PATH.write_bytes(data)
+    try:
+        return load(_PATH)
+    except SpecError as e:
+        assert e.errors, "a SpecError always carries at least one error"
+        for err in e.errors:
+            assert err.file == str(_PATH) and err.line >= 0 and err.col >= 0 and err.message
+        assert list(e.errors) == sorted(e.errors, key=lambda x: (x.file, x.line, x.col, x.path, x.message))
+        return e
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes(data: bytes) -> None:
+    assert isinstance(load_bytes(data), Spec | SpecError)
+
+
+YAMLISH = st.text(alphabet=st.sampled_from(list("version: 1\nparents{}[]-,eth0 mode l3s devices web0 "
+                                                "addresses 192.0.2.10/24 :&*!#'\"\t|>?%@`~\\")),
+                  max_size=200)
+
+
+@FUZZ
+@given(YAMLISH)
+def test_yamlish_text(text: str) -> None:
+    assert isinstance(load_bytes(text.encode("utf-8", "surrogatepass")), Spec | SpecError)
+
+
+KEYS = st.sampled_from(["version", "parents", "probes", "eth0", "eth1", "web0", "mode", "flags", "devices",
+                        "routes", "neighbors", "addresses", "netns", "mtu", "state", "to", "via", "metric",
+                        "table", "address", "lladdr", "target", "tries", "timeout", "x"])
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=True), st.text(max_size=20),
+    st.sampled_from(["l2", "l3s", "bridge", "up", "down", "default", "192.0.2.10/24", "2001:db8::1",
+                     "fe80::1/64", "12:34:56:00:00:11", "01:00:5e:00:00:01", "10.0.0.0/8", "web"]))
+DOCS: st.SearchStrategy[Any] = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(KEYS, children, max_size=5)),
+    max_leaves=30)
+
+
+@FUZZ
+@given(DOCS, st.booleans())
+def test_structured_documents(doc: Any, with_version: bool) -> None:
+    if with_version and isinstance(doc, dict):
+        doc = {"version": 1, **doc}
+    text = yaml.safe_dump(doc, allow_unicode=True)
+    result = load_bytes(text.encode("utf-8", "surrogatepass"))
+    assert isinstance(result, Spec | SpecError)
