@@ -1,0 +1,219 @@
+"""The daemon's status: a JSON file written atomically after every reconcile, its rendering for
+`ipvland status`, and sd_notify (the systemd readiness/watchdog protocol) without a dependency.
+
+The status file is `<state dir>/status.json` (default /run/ipvland). Its schema, version 1:
+
+    schema          1
+    pid             the daemon's pid
+    started         when the daemon started (ISO 8601, UTC)
+    updated         when this file was written
+    config          {path, generation, sources, loaded, error: null | {since, errors: [str]}}
+    last_reconcile  null | {started, duration, result, trigger, changes, errors, conflicts, pending}
+                    result: ok | errors | pending | failed | no-config
+    reconciles      how many reconciles ran since start
+    changes_total   how many changes were applied since start
+    drift           {events, last}: relevant netlink events seen (somebody changed something)
+    pending         objects waiting for something outside ipvland (a missing parent), as lines
+
+`ipvland status` exits 0 when the daemon's last reconcile converged with no config error, 1 otherwise
+(missing or unreadable status file included), so that scripts can use it as a health check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+STATUS_FILE = "status.json"
+SCHEMA = 1
+
+Status = dict[str, Any]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def iso(ts: float | None) -> str | None:
+    """A time.time() value as ISO 8601 UTC; None stays None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+# ---------------------------------------------------------------- the file
+
+
+def path_in(state_dir: Path) -> Path:
+    return state_dir / STATUS_FILE
+
+
+def write(state_dir: Path, status: Status) -> Path:
+    """Write atomically: a temp file in the same directory, fsync, rename, fsync the directory.
+
+    A reader sees the old file or the new one, never a half-written one, even across a crash.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    target = path_in(state_dir)
+    data = json.dumps(status, indent=2, sort_keys=True).encode() + b"\n"
+    fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=state_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return target
+
+
+def read(state_dir: Path) -> Status:
+    """Raises OSError (missing file) or ValueError (not a status file)."""
+    with open(path_in(state_dir), encoding="utf-8") as f:
+        status = json.load(f)
+    if not isinstance(status, dict) or status.get("schema") != SCHEMA:
+        raise ValueError(f"{path_in(state_dir)}: not an ipvland status file (schema {SCHEMA})")
+    return status
+
+
+def healthy(status: Status) -> bool:
+    last = status.get("last_reconcile") or {}
+    return last.get("result") == "ok" and not (status.get("config") or {}).get("error")
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def summary(status: Status) -> str:
+    """One line, for systemd's STATUS= and the first line of `ipvland status`."""
+    config = status.get("config") or {}
+    last = status.get("last_reconcile")
+    parts = [f"config generation {config.get('generation', 0)}"]
+    if last is None:
+        parts.append("not reconciled yet")
+    else:
+        result = last.get("result")
+        n_changes = len(last.get("changes") or ())
+        n_errors = len(last.get("errors") or ())
+        if result == "no-config":
+            parts.append("nothing enforced (no valid config yet)")
+        elif result == "failed":
+            parts.append(f"reconcile failed: {(last.get('errors') or [{}])[0].get('error', '?')}")
+        else:
+            parts.append(f"{result}, {n_changes} change(s)" + (f", {n_errors} error(s)" if n_errors else "")
+                         + f" in {last.get('duration', 0):.2f}s")
+    pending = status.get("pending") or ()
+    if pending:
+        parts.append(f"{len(pending)} pending")
+    error = config.get("error")
+    if error:
+        errors = error.get("errors") or ["?"]
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        parts.append(f"config error: {errors[0]}{more}")
+    return "; ".join(parts)
+
+
+def render(status: Status, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(status, indent=2, sort_keys=True)
+    lines = []
+    pid = status.get("pid")
+    running = "running" if _pid_alive(pid) else "NOT RUNNING (stale status file)"
+    lines.append(f"ipvland: {running}, pid {pid}, since {status.get('started')}")
+    lines.append(f"summary: {summary(status)}")
+    config = status.get("config") or {}
+    sources = config.get("sources") or []
+    lines.append(f"config: {config.get('path')} generation {config.get('generation', 0)}, "
+                 f"{len(sources)} file(s), loaded {config.get('loaded') or 'never'}")
+    for source in sources:
+        lines.append(f"  {source}")
+    error = config.get("error")
+    if error:
+        lines.append(f"config error since {error.get('since')} (the last good config is still enforced):")
+        lines.extend(f"  {e}" for e in error.get("errors") or ())
+    last = status.get("last_reconcile")
+    if last is None:
+        lines.append("last reconcile: none yet")
+    else:
+        lines.append(f"last reconcile: {last.get('started')}, {last.get('duration', 0):.3f}s, "
+                     f"result {last.get('result')}, trigger {', '.join(last.get('trigger') or ()) or '-'}")
+        for change in last.get("changes") or ():
+            lines.append(f"  {change}")
+        for err in last.get("errors") or ():
+            lines.append(f"  ! {err.get('object')}: {err.get('error')}")
+        for conflict in last.get("conflicts") or ():
+            lines.append(f"  {conflict}")
+    pending = status.get("pending") or []
+    if pending:
+        lines.append("pending:")
+        lines.extend(f"  {p}" for p in pending)
+    drift = status.get("drift") or {}
+    lines.append(f"reconciles: {status.get('reconciles', 0)}, changes applied: {status.get('changes_total', 0)}, "
+                 f"drift events: {drift.get('events', 0)} (last {drift.get('last') or 'never'})")
+    return "\n".join(lines)
+
+
+def main(state_dir: Path, as_json: bool) -> int:
+    try:
+        status = read(state_dir)
+    except FileNotFoundError:
+        print(f"ipvland status: {path_in(state_dir)}: no status file (is the daemon running?)", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"ipvland status: {e}", file=sys.stderr)
+        return 1
+    print(render(status, as_json))
+    return 0 if healthy(status) and _pid_alive(status.get("pid")) else 1
+
+
+# ---------------------------------------------------------------- sd_notify
+
+
+def sd_notify(*fields: str) -> bool:
+    """Send `FIELD=value` lines to systemd ($NOTIFY_SOCKET). False when not under a notify service.
+
+    The protocol (sd_notify(3)): one datagram on an AF_UNIX socket; a name starting with '@' is in
+    the abstract namespace (a leading NUL byte). Errors are swallowed: notification is best effort.
+    """
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address or not fields:
+        return False
+    if address[0] == "@":
+        address = "\0" + address[1:]
+    elif address[0] != "/":
+        return False  # vsock and others: not supported
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall("\n".join(fields).encode())
+    except OSError:
+        return False
+    return True

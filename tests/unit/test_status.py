@@ -1,0 +1,141 @@
+"""The status file (atomic writes), its rendering, and sd_notify over a real unix datagram socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from ipvland import status
+
+
+def sample(**over: object) -> dict[str, object]:
+    s: dict[str, object] = {
+        "schema": status.SCHEMA, "pid": os.getpid(), "started": status.now_iso(), "updated": status.now_iso(),
+        "config": {"path": "/etc/ipvland/config.yaml", "generation": 3,
+                   "sources": ["/etc/ipvland/config.yaml", "/etc/ipvland/config.d/10-web.yaml"],
+                   "loaded": status.now_iso(), "error": None},
+        "last_reconcile": {"started": status.now_iso(), "duration": 0.1234, "result": "ok", "trigger": ["resync"],
+                           "changes": ["+ link web0 ipvlan l2 on eth0"], "errors": [], "conflicts": [],
+                           "pending": []},
+        "reconciles": 7, "changes_total": 12, "drift": {"events": 4, "last": None}, "pending": [],
+    }
+    s.update(over)
+    return s
+
+
+def test_write_then_read_roundtrip_leaves_no_temp_file(tmp_path: Path) -> None:
+    s = sample()
+    path = status.write(tmp_path / "state", s)
+    assert path == tmp_path / "state" / "status.json"
+    assert status.read(tmp_path / "state") == s
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["status.json"]
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_reader_never_sees_a_partial_file(tmp_path: Path) -> None:
+    big = sample(pending=[f"link dev{i} waits for parent eth9" for i in range(2000)])
+    status.write(tmp_path, big)
+    done = threading.Event()
+    bad: list[Exception] = []
+
+    def reader() -> None:
+        while not done.is_set():
+            try:
+                status.read(tmp_path)
+            except Exception as e:  # a torn read would be a JSONDecodeError
+                bad.append(e)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(60):
+        status.write(tmp_path, {**big, "reconciles": i})
+    done.set()
+    t.join()
+    assert bad == []
+    assert status.read(tmp_path)["reconciles"] == 59
+
+
+def test_read_rejects_a_foreign_file(tmp_path: Path) -> None:
+    (tmp_path / "status.json").write_text('{"hello": 1}')
+    with pytest.raises(ValueError, match="not an ipvland status file"):
+        status.read(tmp_path)
+
+
+def test_summary_is_one_line_and_names_the_config_error() -> None:
+    s = sample(config={"path": "c", "generation": 2, "sources": [], "loaded": None,
+                       "error": {"since": None, "errors": ["c.yaml:4:3: parents.eth0.mode: bad", "c.yaml:9:1: x"]}},
+               pending=["link a waits for parent eth9"])
+    line = status.summary(s)
+    assert "\n" not in line
+    assert "config generation 2" in line
+    assert "1 pending" in line
+    assert "config error: c.yaml:4:3: parents.eth0.mode: bad (+1 more)" in line
+    assert "ok, 1 change(s)" in status.summary(sample())
+    no_config = sample(last_reconcile={"result": "no-config", "duration": 0})
+    assert "nothing enforced" in status.summary(no_config)
+    assert "not reconciled yet" in status.summary(sample(last_reconcile=None))
+
+
+def test_render_text_and_json() -> None:
+    s = sample(config={"path": "/c.yaml", "generation": 1, "sources": ["/c.yaml"], "loaded": None,
+                       "error": {"since": "t", "errors": ["/c.yaml:3:5: parents: expected a mapping"]}},
+               pending=["link db0: parent eth9 is missing"])
+    s["last_reconcile"]["errors"] = [{"object": "+ address 10.0.0.2/24 dev web0", "error": "EADDRINUSE"}]  # type: ignore[index]
+    text = status.render(s, as_json=False)
+    assert "running" in text and "STALE" not in text.upper()
+    assert "/c.yaml:3:5: parents: expected a mapping" in text
+    assert "the last good config is still enforced" in text
+    assert "+ link web0 ipvlan l2 on eth0" in text
+    assert "! + address 10.0.0.2/24 dev web0: EADDRINUSE" in text
+    assert "link db0: parent eth9 is missing" in text
+    assert json.loads(status.render(s, as_json=True)) == s
+
+
+def test_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert status.main(tmp_path, as_json=False) == 1
+    assert "no status file" in capsys.readouterr().err
+    status.write(tmp_path, sample())
+    assert status.main(tmp_path, as_json=True) == 0
+    assert json.loads(capsys.readouterr().out)["reconciles"] == 7
+    status.write(tmp_path, sample(pid=2**22 + 12345))  # above pid_max: no such process
+    assert status.main(tmp_path, as_json=False) == 1
+    assert "NOT RUNNING" in capsys.readouterr().out
+    bad = sample()
+    bad["last_reconcile"]["result"] = "errors"  # type: ignore[index]
+    status.write(tmp_path, bad)
+    assert status.main(tmp_path, as_json=False) == 1
+
+
+def _receiver(address: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(2)
+    return sock
+
+
+def test_sd_notify_path_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = str(tmp_path / "notify")
+    with _receiver(path) as rx:
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        assert status.sd_notify("READY=1", "STATUS=all good")
+        assert rx.recv(4096) == b"READY=1\nSTATUS=all good"
+
+
+def test_sd_notify_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"ipvland-test-{os.getpid()}-{threading.get_ident()}"
+    with _receiver("\0" + name) as rx:
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        assert status.sd_notify("WATCHDOG=1")
+        assert rx.recv(4096) == b"WATCHDOG=1"
+
+
+def test_sd_notify_without_systemd_is_a_quiet_no(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert status.sd_notify("READY=1") is False
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens"))
+    assert status.sd_notify("READY=1") is False
