@@ -1,0 +1,761 @@
+"""The netlink layer: read the kernel's state as model types, and make single changes.
+
+Reads use a plain netlink socket per namespace and a small decoder that looks only at the attributes
+ipvland needs (decoding everything through pyroute2 costs far more than the dump itself). Writes go
+through pyroute2 (IPRoute, one per namespace) with ipvland's own ipvlan NLA class registered, since
+pyroute2 0.9.7 knows IFLA_IPVLAN_MODE but not IFLA_IPVLAN_FLAGS.
+
+Sockets for another namespace are opened on the calling thread by setns into it and back: the socket
+stays bound to the namespace it was created in, with no helper process (IPRoute(netns=...) forks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno as errnos
+import ipaddress
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    nla,
+)
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import (
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_DELNEIGH,
+    RTM_DELROUTE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWNEIGH,
+    RTM_NEWROUTE,
+)
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+from ipvland.model import (
+    MAIN_TABLE,
+    RT_PROTO,
+    Flag,
+    IPInterface,
+    Mode,
+    Neighbor,
+    ObservedAddress,
+    ObservedLink,
+    ObservedNeighbor,
+    ObservedRoute,
+    Route,
+)
+
+NETNS_DIR = "/run/netns"
+
+# ---------------------------------------------------------------- pyroute2: the ipvlan link kind
+
+
+class IpvlanData(nla):  # type: ignore[misc]  # pyroute2 is untyped
+    """IFLA_INFO_DATA of kind ipvlan (include/uapi/linux/if_link.h), flags included."""
+
+    prefix = "IFLA_"
+    nla_map = (
+        ("IFLA_IPVLAN_UNSPEC", "none"),
+        ("IFLA_IPVLAN_MODE", "uint16"),
+        ("IFLA_IPVLAN_FLAGS", "uint16"),
+    )
+
+
+def register_ipvlan_kind() -> None:
+    """Make pyroute2 encode (and decode) ipvlan mode and flags.
+
+    The registry is one class attribute shared by every socket in the process, and any later
+    register_link_kind() call first restores pyroute2's own plugins (which drop the flags), so this
+    is re-checked each time a socket is opened.
+    """
+    data_map = ifinfmsg.ifinfo.data_map
+    if data_map.get("ipvlan") is not IpvlanData:
+        ifinfmsg.ifinfo.register_link_kind(module={"ipvlan": IpvlanData})
+
+
+# ---------------------------------------------------------------- namespaces and sockets
+
+_CLONE_NEWNET = 0x40000000
+_MS_BIND = 4096
+_MS_REC = 16384
+_MS_SHARED = 1 << 20
+_libc = ctypes.CDLL(None, use_errno=True)
+
+T = TypeVar("T")
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def _in_netns(netns: str | None, fn: Callable[[], T]) -> T:
+    """Run fn with this thread in the named namespace (None: where it is), then come back."""
+    if netns is None:
+        return fn()
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            return fn()
+        finally:
+            _setns(home)  # must never be skipped: the thread would stay in the other namespace
+    finally:
+        os.close(home)
+
+
+def open_socket(netns: str | None) -> IPRoute:
+    """An IPRoute bound to `netns` (None: the caller's namespace), opened without forking."""
+    register_ipvlan_kind()
+    ipr = _in_netns(netns, lambda: IPRoute(ext_ack=True))
+    # pyroute2 0.9.7's IPRoute never sets this key, so its sync nlm_request() raises KeyError;
+    # False makes nlm_request() collect the answers, which raises the kernel's error right there.
+    ipr.asyncore.status.setdefault("nlm_generator", False)
+    return ipr
+
+
+def _open_raw(netns: str | None) -> socket.socket:
+    def make() -> socket.socket:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.bind((0, 0))
+        return s
+
+    return _in_netns(netns, make)
+
+
+def list_namespaces() -> frozenset[str]:
+    try:
+        return frozenset(e.name for e in os.scandir(NETNS_DIR) if not e.name.startswith("."))
+    except FileNotFoundError:
+        return frozenset()
+
+
+def create_namespace(name: str) -> None:
+    """Like `ip netns add NAME`, in-process: a short-lived thread unshares and bind-mounts its netns."""
+    path = os.path.join(NETNS_DIR, name)
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    # As iproute2 does: make /run/netns a shared mount point so the bind mounts propagate to other
+    # mount namespaces (e.g. `ip netns exec` of another process).
+    if _libc.mount(b"", NETNS_DIR.encode(), b"none", _MS_SHARED | _MS_REC, None) != 0:
+        if _libc.mount(NETNS_DIR.encode(), NETNS_DIR.encode(), b"none", _MS_BIND | _MS_REC, None) != 0:
+            err = ctypes.get_errno()
+            raise KernelError(f"create netns {name}", err, f"mount {NETNS_DIR}: {os.strerror(err)}")
+        _libc.mount(b"", NETNS_DIR.encode(), b"none", _MS_SHARED | _MS_REC, None)
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    except OSError as e:
+        raise KernelError(f"create netns {name}", e.errno or 0, os.strerror(e.errno or 0)) from None
+    failure: list[int] = []
+
+    def unshare_and_bind() -> None:
+        # unshare() moves this thread alone; the thread ends and the mount keeps the netns alive.
+        if _libc.unshare(_CLONE_NEWNET) != 0:
+            failure.append(ctypes.get_errno())
+            return
+        if _libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", _MS_BIND, None) != 0:
+            failure.append(ctypes.get_errno())
+
+    t = threading.Thread(target=unshare_and_bind, name=f"netns-{name}")
+    t.start()
+    t.join()
+    if failure:
+        os.unlink(path)
+        raise KernelError(f"create netns {name}", failure[0], os.strerror(failure[0]))
+
+
+def delete_namespace(name: str) -> None:
+    """Like `ip netns delete NAME` (used by tests; ipvland itself never deletes namespaces)."""
+    path = os.path.join(NETNS_DIR, name)
+    _libc.umount2(path.encode(), 2)  # MNT_DETACH
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+# ---------------------------------------------------------------- errors
+
+
+class KernelError(Exception):
+    def __init__(self, op: str, errno: int, message: str) -> None:
+        super().__init__(op, errno, message)
+        self.op = op
+        self.errno = errno
+        self.message = message
+
+    def __str__(self) -> str:
+        name = errnos.errorcode.get(self.errno, str(self.errno))
+        return f"{self.op}: {self.message} ({name})"
+
+
+def _kernel_error(op: str, e: NetlinkError | OSError) -> KernelError:
+    code = getattr(e, "code", None)
+    if not isinstance(code, int):
+        code = e.errno if isinstance(e, OSError) and e.errno else (e.args[0] if e.args else 0)
+    code = abs(int(code or 0))
+    text = os.strerror(code) if code else str(e)
+    # pyroute2 puts the kernel's extended ack (what exactly was refused) where strerror would be.
+    extack = e.args[1] if len(e.args) > 1 else None
+    if isinstance(extack, bytes):
+        extack = extack.decode(errors="replace")
+    if isinstance(extack, str) and extack and extack != text:
+        text = f"{text}: {extack}"
+    return KernelError(op, code, text)
+
+
+# ---------------------------------------------------------------- raw dumps
+
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_NLM_F_DUMP = 0x300
+_NLM_F_DUMP_INTR = 0x10
+_RTM_GETLINK = 18
+_RTM_GETADDR = 22
+_RTM_GETROUTE = 26
+_RTM_GETNEIGH = 30
+_RTM_GETNSID = 90
+_IFLA_ADDRESS = 1
+_IFLA_IFNAME = 3
+_IFLA_MTU = 4
+_IFLA_LINK = 5
+_IFLA_LINKINFO = 18
+_IFLA_IFALIAS = 20
+_IFLA_EXT_MASK = 29
+_IFLA_LINK_NETNSID = 37
+_RTEXT_FILTER_SKIP_STATS = 1 << 3
+_IFLA_INFO_KIND = 1
+_IFLA_INFO_DATA = 2
+_IFLA_IPVLAN_MODE = 1
+_IFLA_IPVLAN_FLAGS = 2
+_IFF_UP = 1
+_IFA_ADDRESS = 1
+_IFA_LOCAL = 2
+_RTA_DST = 1
+_RTA_OIF = 4
+_RTA_GATEWAY = 5
+_RTA_PRIORITY = 6
+_RTA_TABLE = 15
+_RTA_VIA = 18
+_RTN_UNICAST = 1
+_LOCAL_TABLE = 255
+_NDA_DST = 1
+_NDA_LLADDR = 2
+_NDA_PROTOCOL = 12
+_NUD_PERMANENT = 0x80
+_NETNSA_NSID = 1
+_NETNSA_FD = 3
+_AF = {socket.AF_INET: 4, socket.AF_INET6: 6}
+
+Attrs = dict[int, bytes]
+
+
+def _attrs(data: bytes, off: int, end: int) -> Attrs:
+    out: Attrs = {}
+    while off + 4 <= end:
+        length, kind = struct.unpack_from("HH", data, off)
+        if length < 4:
+            break
+        out[kind & 0x3FFF] = data[off + 4 : off + length]  # strip NLA_F_NESTED / byte-order bits
+        off += (length + 3) & ~3
+    return out
+
+
+def _str(value: bytes) -> str:
+    return value.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _u32(value: bytes) -> int:
+    return int(struct.unpack_from("I", value)[0])
+
+
+def _mac(value: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in value)
+
+
+def _ip(family: int, value: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.IPv4Address(value[:4]) if family == socket.AF_INET else ipaddress.IPv6Address(value[:16])
+
+
+class _Dumper:
+    """A raw rtnetlink socket in one namespace: dump requests, messages handed back undecoded."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def request(self, msg_type: int, body: bytes, flags: int) -> Iterator[tuple[int, bytes, int]]:
+        """Yields (type, data, offset of the payload) for each answer until DONE, or the one answer."""
+        self.seq += 1
+        seq = self.seq
+        self.sock.send(struct.pack("IHHII", 16 + len(body), msg_type, flags, seq, 0) + body)
+        while True:
+            data = self.sock.recv(1 << 20)
+            off = 0
+            while off + 16 <= len(data):
+                length, mtype, mflags, mseq, _ = struct.unpack_from("IHHII", data, off)
+                if length < 16:
+                    return
+                if mseq == seq:
+                    if mflags & _NLM_F_DUMP_INTR:
+                        raise _DumpInterrupted
+                    if mtype == _NLMSG_DONE:
+                        return
+                    if mtype == _NLMSG_ERROR:
+                        err = -struct.unpack_from("i", data, off + 16)[0]
+                        if err:
+                            raise OSError(err, os.strerror(err))
+                        return
+                    yield mtype, data[off : off + length], 16
+                    if not flags & _NLM_F_DUMP:
+                        return
+                off += (length + 3) & ~3
+
+    def dump(self, msg_type: int, body: bytes) -> list[bytes]:
+        for _ in range(5):  # the kernel flags a dump that raced with a change: take it again
+            try:
+                return [d for _, d, _ in self.request(msg_type, body, NLM_F_REQUEST | _NLM_F_DUMP)]
+            except _DumpInterrupted:
+                continue
+        raise OSError(errnos.EAGAIN, "dump interrupted repeatedly")
+
+
+class _DumpInterrupted(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- the Kernel
+
+
+class Kernel:
+    """Per-namespace sockets (cached), reads as model types, and single write operations.
+
+    `writes` counts every netlink write request sent (add/set/del), so a caller can check that a
+    reconcile with nothing to do sent none.
+    """
+
+    def __init__(self) -> None:
+        register_ipvlan_kind()
+        self.writes = 0
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)  # ipvland's own namespace
+        self._ipr: dict[str | None, IPRoute] = {}
+        self._raw: dict[str | None, _Dumper] = {}
+        self._index: dict[str | None, dict[str, int]] = {}  # name -> ifindex, from the latest dump
+        self._root_names: dict[int, str] = {}
+
+    # -- lifetime
+
+    def close(self) -> None:
+        for ipr in self._ipr.values():
+            ipr.close()
+        for raw in self._raw.values():
+            raw.close()
+        self._ipr.clear()
+        self._raw.clear()
+        if self._home >= 0:
+            os.close(self._home)
+            self._home = -1
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def forget(self, netns: str) -> None:
+        """Drop the cached sockets of a namespace (e.g. after it was deleted)."""
+        ipr = self._ipr.pop(netns, None)
+        if ipr is not None:
+            ipr.close()
+        raw = self._raw.pop(netns, None)
+        if raw is not None:
+            raw.close()
+        self._index.pop(netns, None)
+
+    def socket(self, netns: str | None) -> IPRoute:
+        ipr = self._ipr.get(netns)
+        if ipr is None:
+            ipr = self._ipr[netns] = open_socket(netns)
+        else:
+            register_ipvlan_kind()
+        return ipr
+
+    def _dumper(self, netns: str | None) -> _Dumper:
+        raw = self._raw.get(netns)
+        if raw is None:
+            raw = self._raw[netns] = _Dumper(_open_raw(netns))
+        return raw
+
+    def _dump(self, netns: str | None, op: str, msg_type: int, body: bytes) -> list[bytes]:
+        try:
+            return self._dumper(netns).dump(msg_type, body)
+        except OSError as e:
+            raise _kernel_error(f"{op}{_where(netns)}", e) from None
+
+    # -- namespaces
+
+    @staticmethod
+    def list_namespaces() -> frozenset[str]:
+        return list_namespaces()
+
+    def create_namespace(self, name: str) -> None:
+        create_namespace(name)
+
+    # -- reads
+
+    def links(self, netns: str | None) -> list[ObservedLink]:
+        body = struct.pack("BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
+        body += struct.pack("HHI", 8, _IFLA_EXT_MASK, _RTEXT_FILTER_SKIP_STATS)  # no counters: less to copy
+        raw: list[tuple[int, str, Attrs, int, Attrs]] = []
+        for data in self._dump(netns, "list links", _RTM_GETLINK, body):
+            _, _, index, ifflags, _ = struct.unpack_from("BxHiII", data, 16)
+            a = _attrs(data, 32, len(data))
+            info = _attrs(a[_IFLA_LINKINFO], 0, len(a[_IFLA_LINKINFO])) if _IFLA_LINKINFO in a else {}
+            raw.append((index, _str(a.get(_IFLA_IFNAME, b"")), a, ifflags, info))
+        names = {index: name for index, name, *_ in raw}
+        self._index[netns] = {name: index for index, name, *_ in raw}
+        if netns is None:
+            self._root_names = names
+        home_nsid: int | None = None
+        home_nsid_known = False
+        out = []
+        for index, name, a, ifflags, info in raw:
+            kind = _str(info[_IFLA_INFO_KIND]) if _IFLA_INFO_KIND in info else None
+            parent = mode = flags = None
+            if kind == "ipvlan":
+                data = info.get(_IFLA_INFO_DATA, b"")
+                d = _attrs(data, 0, len(data))
+                if _IFLA_IPVLAN_MODE in d:
+                    mode = _enum(Mode, struct.unpack_from("H", d[_IFLA_IPVLAN_MODE])[0])
+                flags = _enum(Flag, struct.unpack_from("H", d[_IFLA_IPVLAN_FLAGS])[0] if
+                              _IFLA_IPVLAN_FLAGS in d else 0)
+                if _IFLA_LINK in a:
+                    plink = _u32(a[_IFLA_LINK])
+                    if _IFLA_LINK_NETNSID not in a:
+                        # The parent is in the same namespace: a name only if that is ipvland's own.
+                        parent = names.get(plink) if netns is None else None
+                    elif netns is not None:
+                        if not home_nsid_known:
+                            home_nsid, home_nsid_known = self._nsid_of_home(netns), True
+                        if home_nsid is not None and struct.unpack("i", a[_IFLA_LINK_NETNSID][:4])[0] == home_nsid:
+                            parent = self._root_name(plink)
+            out.append(ObservedLink(
+                netns=netns, index=index, name=name, kind=kind,
+                mtu=_u32(a[_IFLA_MTU]) if _IFLA_MTU in a else 0,
+                up=bool(ifflags & _IFF_UP),
+                mac=_mac(a[_IFLA_ADDRESS]) if a.get(_IFLA_ADDRESS) else None,
+                alias=_str(a[_IFLA_IFALIAS]) or None if _IFLA_IFALIAS in a else None,
+                parent=parent, mode=mode, flags=flags,
+            ))
+        return out
+
+    def _nsid_of_home(self, netns: str) -> int | None:
+        """The id under which `netns` knows ipvland's own namespace (what IFLA_LINK_NETNSID means there)."""
+        body = struct.pack("Bxxx", socket.AF_UNSPEC) + struct.pack("HHI", 8, _NETNSA_FD, self._home)
+        try:
+            for _, data, off in self._dumper(netns).request(_RTM_GETNSID, body, NLM_F_REQUEST):
+                a = _attrs(data, off + 4, len(data))
+                if _NETNSA_NSID in a:
+                    nsid = struct.unpack("i", a[_NETNSA_NSID][:4])[0]
+                    return None if nsid < 0 else int(nsid)
+        except OSError:
+            return None
+        return None
+
+    def _root_name(self, index: int) -> str | None:
+        if index not in self._root_names:
+            self.links(None)  # one dump refreshes the map; a parent is rarely new
+        return self._root_names.get(index)
+
+    def addresses(self, netns: str | None) -> list[ObservedAddress]:
+        out = []
+        for data in self._dump(netns, "list addresses", _RTM_GETADDR, struct.pack("BBBBI", 0, 0, 0, 0, 0)):
+            family, prefixlen, _, _, index = struct.unpack_from("BBBBI", data, 16)
+            if family not in _AF:
+                continue
+            a = _attrs(data, 24, len(data))
+            value = a.get(_IFA_LOCAL) or a.get(_IFA_ADDRESS)
+            if value is None:
+                continue
+            iface: IPInterface = ipaddress.ip_interface(f"{_ip(family, value)}/{prefixlen}")
+            out.append(ObservedAddress(netns=netns, ifindex=index, address=iface))
+        return out
+
+    def routes(self, netns: str | None) -> list[ObservedRoute]:
+        out = []
+        for data in self._dump(netns, "list routes", _RTM_GETROUTE, struct.pack("BBBBBBBBI", *[0] * 9)):
+            family, dst_len, _, _, table, proto, _, rtype, _ = struct.unpack_from("BBBBBBBBI", data, 16)
+            if family not in _AF or rtype != _RTN_UNICAST:
+                continue
+            a = _attrs(data, 28, len(data))
+            if _RTA_OIF not in a:  # multipath or no device: not ipvland's kind of route
+                continue
+            if _RTA_TABLE in a:
+                table = _u32(a[_RTA_TABLE])
+            if table == _LOCAL_TABLE:
+                continue
+            dst = _ip(family, a[_RTA_DST]) if _RTA_DST in a else _ip(family, bytes(16))
+            via: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+            if _RTA_GATEWAY in a:
+                via = _ip(family, a[_RTA_GATEWAY])
+            elif _RTA_VIA in a:
+                vfam = struct.unpack_from("H", a[_RTA_VIA])[0]
+                via = _ip(vfam, a[_RTA_VIA][2:])
+            metric = _u32(a[_RTA_PRIORITY]) if _RTA_PRIORITY in a else None
+            route = Route(
+                to=ipaddress.ip_network(f"{dst}/{dst_len}", strict=False),
+                via=via,
+                metric=metric or None,
+                table=None if table == MAIN_TABLE else table,
+            )
+            out.append(ObservedRoute(netns=netns, ifindex=_u32(a[_RTA_OIF]), route=route, protocol=proto))
+        return out
+
+    def neighbors(self, netns: str | None) -> list[ObservedNeighbor]:
+        out = []
+        for data in self._dump(netns, "list neighbors", _RTM_GETNEIGH, struct.pack("BxxxiHBB", 0, 0, 0, 0, 0)):
+            family, index, state = struct.unpack_from("BxxxiH", data, 16)
+            if family not in _AF:
+                continue
+            a = _attrs(data, 28, len(data))
+            if _NDA_DST not in a or not a.get(_NDA_LLADDR):
+                continue  # incomplete or failed entries have no lladdr
+            out.append(ObservedNeighbor(
+                netns=netns, ifindex=index,
+                neighbor=Neighbor(address=_ip(family, a[_NDA_DST]), lladdr=_mac(a[_NDA_LLADDR])),
+                permanent=bool(state & _NUD_PERMANENT),
+                protocol=a[_NDA_PROTOCOL][0] if _NDA_PROTOCOL in a else None,
+            ))
+        return out
+
+    # -- writes
+
+    def _write(self, netns: str | None, op: str, msg: Any, msg_type: int, flags: int) -> None:
+        ipr = self.socket(netns)
+        self.writes += 1
+        try:
+            ipr.nlm_request(msg, msg_type=msg_type, msg_flags=NLM_F_REQUEST | NLM_F_ACK | flags)
+        except (NetlinkError, OSError) as e:
+            raise _kernel_error(op, e) from None
+
+    def ifindex(self, netns: str | None, name: str) -> int:
+        """From the latest links() dump of the namespace when it knows the name, else one lookup."""
+        index = self._index.get(netns, {}).get(name)
+        if index is not None:
+            return index
+        try:
+            index = socket.if_nametoindex(name) if netns is None else _in_netns(
+                netns, lambda: socket.if_nametoindex(name))
+        except OSError:
+            raise KernelError(f"find link {name}{_where(netns)}", errnos.ENODEV,
+                              os.strerror(errnos.ENODEV)) from None
+        self._index.setdefault(netns, {})[name] = index
+        return index
+
+    def _forget_name(self, netns: str | None, *names: str) -> None:
+        cache = self._index.get(netns)
+        if cache is not None:
+            for name in names:
+                cache.pop(name, None)
+
+    def _link_msg(self, netns: str | None, name: str) -> Any:
+        msg = ifinfmsg()
+        msg["family"] = socket.AF_UNSPEC
+        msg["index"] = self.ifindex(netns, name)
+        return msg
+
+    def create_ipvlan(self, parent: str, name: str, mode: Mode, flags: Flag,
+                      mtu: int | None = None, alias: str | None = None) -> None:
+        """Create in ipvland's own namespace: one request carrying mode, flags, MTU and alias.
+
+        The mode is always sent: a request without it means L3 and re-modes every sibling.
+        """
+        op = f"create link {name}"
+        msg = ifinfmsg()
+        msg["family"] = socket.AF_UNSPEC
+        try:
+            parent_index = self.ifindex(None, parent)
+        except KernelError as e:
+            raise KernelError(op, e.errno, f"parent {parent}: {e.message}") from None
+        attrs: list[tuple[str, Any]] = [
+            ("IFLA_IFNAME", name),
+            ("IFLA_LINK", parent_index),
+            ("IFLA_LINKINFO", {"attrs": [
+                ("IFLA_INFO_KIND", "ipvlan"),
+                ("IFLA_INFO_DATA", {"attrs": [("IFLA_IPVLAN_MODE", mode.value),
+                                              ("IFLA_IPVLAN_FLAGS", flags.value)]}),
+            ]}),
+        ]
+        if mtu is not None:
+            attrs.append(("IFLA_MTU", mtu))
+        if alias is not None:
+            attrs.append(("IFLA_IFALIAS", alias))
+        msg["attrs"] = attrs
+        self._forget_name(None, name)
+        self._write(None, op, msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL)
+
+    def move_link(self, name: str, to_netns: str) -> None:
+        op = f"move link {name} to netns {to_netns}"
+        msg = self._link_msg(None, name)
+        try:
+            fd = os.open(os.path.join(NETNS_DIR, to_netns), os.O_RDONLY)
+        except OSError as e:
+            raise KernelError(op, e.errno or 0, os.strerror(e.errno or 0)) from None
+        try:
+            msg["attrs"] = [("IFLA_NET_NS_FD", fd)]
+            self._write(None, op, msg, RTM_NEWLINK, 0)
+        finally:
+            os.close(fd)
+        self._forget_name(None, name)
+        self._forget_name(to_netns, name)
+
+    def rename_link(self, netns: str | None, old: str, new: str) -> None:
+        msg = self._link_msg(netns, old)
+        msg["attrs"] = [("IFLA_IFNAME", new)]
+        index = msg["index"]
+        self._write(netns, f"rename link {old} to {new}{_where(netns)}", msg, RTM_NEWLINK, 0)
+        self._forget_name(netns, old)
+        self._index.setdefault(netns, {})[new] = index
+
+    def delete_link(self, netns: str | None, name: str) -> None:
+        msg = self._link_msg(netns, name)
+        self._write(netns, f"delete link {name}{_where(netns)}", msg, RTM_DELLINK, 0)
+        self._forget_name(netns, name)
+
+    def set_port_mode(self, netns: str | None, name: str, mode: Mode, flags: Flag) -> None:
+        """Changelink of one ipvlan: mode and flags belong to its parent, so every sibling changes."""
+        msg = self._link_msg(netns, name)
+        msg["attrs"] = [("IFLA_LINKINFO", {"attrs": [
+            ("IFLA_INFO_KIND", "ipvlan"),
+            ("IFLA_INFO_DATA", {"attrs": [("IFLA_IPVLAN_MODE", mode.value),
+                                          ("IFLA_IPVLAN_FLAGS", flags.value)]}),
+        ]})]
+        self._write(netns, f"set mode of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
+
+    def set_mtu(self, netns: str | None, name: str, mtu: int) -> None:
+        msg = self._link_msg(netns, name)
+        msg["attrs"] = [("IFLA_MTU", mtu)]
+        self._write(netns, f"set mtu of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
+
+    def set_alias(self, netns: str | None, name: str, alias: str) -> None:
+        msg = self._link_msg(netns, name)
+        msg["attrs"] = [("IFLA_IFALIAS", alias)]
+        self._write(netns, f"set alias of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
+
+    def set_up(self, netns: str | None, name: str, up: bool) -> None:
+        msg = self._link_msg(netns, name)
+        msg["flags"] = _IFF_UP if up else 0
+        msg["change"] = _IFF_UP
+        self._write(netns, f"set link {name}{_where(netns)} {'up' if up else 'down'}", msg, RTM_NEWLINK, 0)
+
+    def _addr_msg(self, netns: str | None, dev: str, iface: IPInterface) -> Any:
+        msg = ifaddrmsg()
+        msg["family"] = socket.AF_INET if iface.version == 4 else socket.AF_INET6
+        msg["prefixlen"] = iface.network.prefixlen
+        msg["index"] = self.ifindex(netns, dev)
+        attrs: list[tuple[str, Any]] = [("IFA_ADDRESS", str(iface.ip))]
+        if iface.version == 4:
+            attrs.append(("IFA_LOCAL", str(iface.ip)))
+        msg["attrs"] = attrs
+        return msg
+
+    def add_address(self, netns: str | None, dev: str, iface: IPInterface) -> None:
+        msg = self._addr_msg(netns, dev, iface)
+        self._write(netns, f"add address {iface} dev {dev}{_where(netns)}", msg, RTM_NEWADDR,
+                    NLM_F_CREATE | NLM_F_EXCL)
+
+    def delete_address(self, netns: str | None, dev: str, iface: IPInterface) -> None:
+        msg = self._addr_msg(netns, dev, iface)
+        self._write(netns, f"delete address {iface} dev {dev}{_where(netns)}", msg, RTM_DELADDR, 0)
+
+    def _route_msg(self, netns: str | None, dev: str, route: Route) -> Any:
+        table = route.table if route.table is not None else MAIN_TABLE
+        msg = rtmsg()
+        msg["family"] = socket.AF_INET if route.to.version == 4 else socket.AF_INET6
+        msg["dst_len"] = route.to.prefixlen
+        msg["table"] = table if table < 256 else 252  # RT_TABLE_COMPAT; the real id is in RTA_TABLE
+        msg["proto"] = RT_PROTO
+        msg["scope"] = 0 if route.via is not None else 253  # universe via a gateway, else link
+        msg["type"] = _RTN_UNICAST
+        attrs: list[tuple[str, Any]] = [("RTA_OIF", self.ifindex(netns, dev)), ("RTA_TABLE", table)]
+        if route.to.prefixlen:
+            attrs.append(("RTA_DST", str(route.to.network_address)))
+        if route.via is not None:
+            if route.via.version == route.to.version:
+                attrs.append(("RTA_GATEWAY", str(route.via)))
+            else:
+                attrs.append(("RTA_VIA", {"family": socket.AF_INET6 if route.via.version == 6
+                                          else socket.AF_INET, "addr": str(route.via)}))
+        if route.metric is not None:
+            attrs.append(("RTA_PRIORITY", route.metric))
+        msg["attrs"] = attrs
+        return msg
+
+    def set_route(self, netns: str | None, dev: str, route: Route, replace: bool = False) -> None:
+        msg = self._route_msg(netns, dev, route)
+        flags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
+        self._write(netns, f"{'replace' if replace else 'add'} route {route.describe()} dev {dev}"
+                    f"{_where(netns)}", msg, RTM_NEWROUTE, flags)
+
+    def delete_route(self, netns: str | None, dev: str, route: Route) -> None:
+        msg = self._route_msg(netns, dev, route)
+        msg["scope"] = 255  # RT_SCOPE_NOWHERE: the kernel's wildcard, so any scope matches
+        # proto stays RT_PROTO: the kernel then refuses (ESRCH) to delete a route ipvland did not add
+        self._write(netns, f"delete route {route.describe()} dev {dev}{_where(netns)}", msg, RTM_DELROUTE, 0)
+
+    def _neigh_msg(self, netns: str | None, dev: str, neighbor: Neighbor) -> Any:
+        msg = ndmsg()
+        msg["family"] = socket.AF_INET if neighbor.address.version == 4 else socket.AF_INET6
+        msg["ifindex"] = self.ifindex(netns, dev)
+        msg["state"] = _NUD_PERMANENT
+        msg["attrs"] = [("NDA_DST", str(neighbor.address)), ("NDA_LLADDR", neighbor.lladdr),
+                        ("NDA_PROTOCOL", RT_PROTO)]
+        return msg
+
+    def set_neighbor(self, netns: str | None, dev: str, neighbor: Neighbor, replace: bool = False) -> None:
+        msg = self._neigh_msg(netns, dev, neighbor)
+        flags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
+        self._write(netns, f"{'replace' if replace else 'add'} neighbor {neighbor.address} dev {dev}"
+                    f"{_where(netns)}", msg, RTM_NEWNEIGH, flags)
+
+    def delete_neighbor(self, netns: str | None, dev: str, neighbor: Neighbor) -> None:
+        msg = self._neigh_msg(netns, dev, neighbor)
+        self._write(netns, f"delete neighbor {neighbor.address} dev {dev}{_where(netns)}", msg,
+                    RTM_DELNEIGH, 0)
+
+
+E = TypeVar("E", Mode, Flag)
+
+
+def _enum(cls: type[E], value: int) -> E | None:
+    try:
+        return cls(value)
+    except ValueError:
+        return None
+
+
+def _where(netns: str | None) -> str:
+    return f" netns {netns}" if netns is not None else ""
