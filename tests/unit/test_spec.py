@@ -215,7 +215,7 @@ def test_binary_garbage(tmp_path: Path) -> None:
     ("version: 1\n", 1, 1, "missing required key 'parents' in the main file"),
     ("version: 1\nparents:\n", 2, 9, "must be a mapping, not nothing (null) (write {} for none)"),
     ("version: 1\nparents:\n  eth0:\n    mode: l2\n    devices:\n      a:\n        addresses: [192.0.2.1/24",
-     7, 33, "YAML syntax error"),
+     7, 33, "YAML syntax error: "),
     ("version: 1\nparents:\n  eth0: {mode: l2\n", 4, 1, "YAML syntax error"),
     ("version: 1\nparents: {}\n---\nversion: 1\n", 3, 1, "expected a single document"),
     ("version: 1\nparents:\n\teth0: {}\n", 3, 1, "not tabs"),
@@ -228,7 +228,15 @@ def test_binary_garbage(tmp_path: Path) -> None:
     ("version: 1\nparents: {}\n<<: {version: 1}\n", 3, 1, "unknown key '<<'"),
     ("version: 1\nparents: {}\nprobe: []\n", 3, 1, "unknown key 'probe' (did you mean 'probes'?)"),
 ])
-def test_bad_documents(tmp_path: Path, text: str, line: int, col: int, fragment: str) -> None:
+@pytest.mark.parametrize("parser", ["libyaml", "python"])
+def test_bad_documents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parser: str, text: str, line: int,
+                       col: int, fragment: str) -> None:
+    if parser == "python":
+        monkeypatch.setattr(spec_mod, "_LoaderClass", spec_mod._Loader)
+    elif spec_mod._LoaderClass is spec_mod._Loader:
+        pytest.skip("PyYAML without libyaml")
+    elif (line, col) == (7, 33):  # libyaml reports the end of the stream, past the last newline
+        line, col = 8, 1
     expect(write(tmp_path, text), line, col, fragment)
 
 
@@ -244,11 +252,14 @@ def test_billion_laughs(tmp_path: Path) -> None:
     expect(p, 3, 10, "aliases")
 
 
+@pytest.mark.parametrize("parser", ["libyaml", "python"])
 @pytest.mark.parametrize("depth", [100, 20000])
-def test_deep_nesting(tmp_path: Path, depth: int) -> None:
+def test_deep_nesting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, depth: int, parser: str) -> None:
+    if parser == "python":
+        monkeypatch.setattr(spec_mod, "_LoaderClass", spec_mod._Loader)
     p = write(tmp_path, "version: 1\nparents: " + "[" * depth + "]" * depth + "\n")
     (e,) = errors_of(p)
-    assert e.line == 2 and "nesting deeper than" in e.message
+    assert e.line == 2 and "nesting" in e.message
 
 
 def test_deep_block_nesting(tmp_path: Path) -> None:

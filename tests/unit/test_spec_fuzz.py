@@ -5,11 +5,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ipvland import spec as spec_mod
 from ipvland.model import Spec
 from ipvland.spec import SpecError, load
 
@@ -70,3 +72,10 @@ def test_structured_documents(doc: Any, with_version: bool) -> None:
     text = yaml.safe_dump(doc, allow_unicode=True)
     result = load_bytes(text.encode("utf-8", "surrogatepass"))
     assert isinstance(result, Spec | SpecError)
+
+
+@FUZZ
+@given(YAMLISH)
+def test_yamlish_text_with_the_pure_python_parser(text: str) -> None:
+    with mock.patch.object(spec_mod, "_LoaderClass", spec_mod._Loader):
+        assert isinstance(load_bytes(text.encode("utf-8", "surrogatepass")), Spec | SpecError)
