@@ -192,6 +192,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "apply": _apply,
     "show": _show,
     "peers": _peers,
+    "run": lambda a: __import__("ipvland.daemon").daemon.run(a.config, a.interval, a.state_dir, a.log_level),
+    "status": lambda a: __import__("ipvland.status").status.main(a.state_dir, a.json),
 }
 
 

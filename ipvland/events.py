@@ -17,8 +17,8 @@ daemon debounces), and it paces itself (PACE seconds between batches), letting t
 drop. A dropped batch (ENOBUFS: the socket's buffer overran) counts as an event: something happened
 that we did not see, so the reconcile looks at everything again, which is exactly right.
 
-Sockets are opened by entering the namespace on the calling thread (setns), creating the socket and
-going back (the kernel binds a socket to the namespace it was created in), the same technique as
+Sockets are opened by entering the namespace on the calling thread (netns.entered: setns, create,
+go back; the kernel binds a socket to the namespace it was created in), the same technique as
 kernel.open_socket, but raw sockets: pyroute2's IPRoute owns its fd through an asyncio transport, and
 reading it behind pyroute2's back would be fragile.
 """
@@ -26,8 +26,6 @@ reading it behind pyroute2's back would be fragile.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -38,6 +36,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from ipvland.model import RT_PROTO
+from ipvland.netns import entered
 
 log = logging.getLogger("ipvland.events")
 
@@ -62,7 +61,6 @@ NDA_PROTOCOL = 12
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _NDMSG = struct.Struct("=BxxxiHBB")  # family, pad, ifindex, state, flags, type
 _RTATTR = struct.Struct("=HH")
-CLONE_NEWNET = 0x40000000
 PACE = 0.05  # seconds between two batches of one flood
 RCVBUF = 1 << 20
 
@@ -118,36 +116,6 @@ def count_relevant(buf: bytes | bytearray | memoryview, size: int | None = None)
 
 # ---------------------------------------------------------------- sockets in namespaces
 
-_libc: ctypes.CDLL | None = None
-
-
-def _setns(fd: int) -> None:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def _in_netns(netns: str) -> Iterator[None]:
-    """Run the body with the calling thread in /run/netns/NAME, then go back."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(os.path.join("/run/netns", netns), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
-
-
 def open_event_socket(netns: Ns) -> socket.socket:
     """A non-blocking NETLINK_ROUTE socket in `netns`, subscribed to GROUPS."""
     def make() -> socket.socket:
@@ -161,9 +129,7 @@ def open_event_socket(netns: Ns) -> socket.socket:
             raise
         return sock
 
-    if netns is None:
-        return make()
-    with _in_netns(netns):
+    with entered(netns):
         return make()
 
 

@@ -1,0 +1,87 @@
+"""The netlink event filter on hand-built messages (layouts from linux/rtnetlink.h), and the monitor's
+coalescing over a socketpair. What the kernel actually sends is tested in tests/kernel (the VM)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+
+from ipvland import events
+from ipvland.model import RT_PROTO
+
+
+def nlmsg(kind: int, payload: bytes) -> bytes:
+    length = 16 + len(payload)
+    msg = struct.pack("=IHHII", length, kind, 0, 0, 0) + payload
+    return msg + b"\0" * ((4 - length % 4) % 4)
+
+
+def rtmsg(protocol: int) -> bytes:
+    # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+    return struct.pack("=BBBBBBBBI", 2, 24, 0, 0, 254, protocol, 0, 1, 0)
+
+
+def ndmsg(state: int, protocol: int | None = None) -> bytes:
+    body = struct.pack("=BxxxiHBB", 2, 5, state, 0, 1)
+    if protocol is not None:
+        body += struct.pack("=HHB", 5, events.NDA_PROTOCOL, protocol) + b"\0" * 3
+    return body
+
+
+def test_links_and_addresses_always_count() -> None:
+    for kind in (events.RTM_NEWLINK, events.RTM_DELLINK, events.RTM_NEWADDR, events.RTM_DELADDR):
+        assert events.count_relevant(nlmsg(kind, b"\0" * 16)) == 1
+
+
+def test_routes_count_only_when_ours() -> None:
+    assert events.count_relevant(nlmsg(events.RTM_NEWROUTE, rtmsg(RT_PROTO))) == 1
+    assert events.count_relevant(nlmsg(events.RTM_DELROUTE, rtmsg(RT_PROTO))) == 1
+    assert events.count_relevant(nlmsg(events.RTM_NEWROUTE, rtmsg(3))) == 0  # boot: another tool's
+    assert events.count_relevant(nlmsg(events.RTM_NEWROUTE, b"\0\0")) == 0  # truncated
+
+
+def test_neighbors_count_when_permanent_or_ours() -> None:
+    assert events.count_relevant(nlmsg(events.RTM_NEWNEIGH, ndmsg(events.NUD_PERMANENT))) == 1
+    assert events.count_relevant(nlmsg(events.RTM_DELNEIGH, ndmsg(0x02, RT_PROTO))) == 1
+    assert events.count_relevant(nlmsg(events.RTM_NEWNEIGH, ndmsg(0x02))) == 0  # ARP churn: REACHABLE
+    assert events.count_relevant(nlmsg(events.RTM_NEWNEIGH, ndmsg(0x04, 4))) == 0
+
+
+def test_a_batch_counts_each_message() -> None:
+    batch = (nlmsg(events.RTM_NEWROUTE, rtmsg(4)) * 100 + nlmsg(events.RTM_NEWLINK, b"\0" * 16)
+             + nlmsg(events.RTM_NEWROUTE, rtmsg(RT_PROTO)))
+    assert events.count_relevant(batch) == 2
+    assert events.count_relevant(batch[:-3]) == 1  # a torn last message is not read past the end
+
+
+def test_monitor_coalesces_and_stops() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    b.setblocking(False)
+    got: list[tuple[str | None, int]] = []
+    seen = threading.Event()
+
+    def on_event(ns: str | None, n: int) -> None:
+        got.append((ns, n))
+        seen.set()
+
+    mon = events.NetlinkMonitor(on_event, open_socket=lambda ns: b)
+    mon.update({"web"})
+    mon.start()
+    try:
+        for _ in range(200):
+            a.send(nlmsg(events.RTM_NEWROUTE, rtmsg(9)))  # irrelevant flood
+        a.send(nlmsg(events.RTM_NEWLINK, b"\0" * 16))
+        for _ in range(50):
+            a.send(nlmsg(events.RTM_DELADDR, b"\0" * 8))
+        assert seen.wait(2)
+        time.sleep(events.PACE * 3)
+        assert sum(n for _, n in got) == 51
+        assert len(got) < 51  # batches, not one callback per message
+        assert {ns for ns, _ in got} == {"web"}
+        mon.update(set())
+        assert mon.namespaces == frozenset()
+    finally:
+        mon.stop()
+        a.close()
