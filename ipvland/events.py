@@ -65,6 +65,7 @@ PACE = 0.05  # seconds between two batches of one flood
 RCVBUF = 1 << 20
 
 Ns = str | None
+_WAKE = object()  # the selector key of the wake-up pipe (None is ipvland's own namespace)
 
 
 # ---------------------------------------------------------------- message filtering (pure)
@@ -152,7 +153,7 @@ class NetlinkMonitor:
         self._sockets: dict[Ns, socket.socket] = {}
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._buf = bytearray(1 << 16)
@@ -232,7 +233,7 @@ class NetlinkMonitor:
                 continue
             busy = False
             for key, _mask in ready:
-                if key.data is None:
+                if key.data is _WAKE:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 4096)
                     continue

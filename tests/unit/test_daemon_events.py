@@ -8,6 +8,8 @@ import struct
 import threading
 import time
 
+import pytest
+
 from ipvland import events
 from ipvland.model import RT_PROTO
 
@@ -56,7 +58,8 @@ def test_a_batch_counts_each_message() -> None:
     assert events.count_relevant(batch[:-3]) == 1  # a torn last message is not read past the end
 
 
-def test_monitor_coalesces_and_stops() -> None:
+@pytest.mark.parametrize("netns", [None, "web"])
+def test_monitor_coalesces_and_stops(netns: str | None) -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     b.setblocking(False)
     got: list[tuple[str | None, int]] = []
@@ -67,7 +70,7 @@ def test_monitor_coalesces_and_stops() -> None:
         seen.set()
 
     mon = events.NetlinkMonitor(on_event, open_socket=lambda ns: b)
-    mon.update({"web"})
+    mon.update({netns})
     mon.start()
     try:
         for _ in range(200):
@@ -79,7 +82,7 @@ def test_monitor_coalesces_and_stops() -> None:
         time.sleep(events.PACE * 3)
         assert sum(n for _, n in got) == 51
         assert len(got) < 51  # batches, not one callback per message
-        assert {ns for ns, _ in got} == {"web"}
+        assert {ns for ns, _ in got} == {netns}
         mon.update(set())
         assert mon.namespaces == frozenset()
     finally:
