@@ -748,3 +748,23 @@ def test_recursion_error_becomes_a_config_error(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(spec_mod, "_merge", deep)
     (e,) = errors_of(p)
     assert "nested too deeply" in e.message
+
+
+def test_routes_that_are_the_same_kernel_route_collapse(tmp_path: Path) -> None:
+    # metric unset is the kernel's 0 for IPv4: the same key, the same gateway -> one route
+    assert routes_of(tmp_path, "{to: 10.0.0.0/8, via: 192.0.2.1}", "{to: 10.0.0.0/8, via: 192.0.2.1, metric: 0}",
+                     "{to: 10.0.0.0/8, via: 192.0.2.1, metric: 5}") == (
+        Route(net("10.0.0.0/8"), ip("192.0.2.1")), Route(net("10.0.0.0/8"), ip("192.0.2.1"), metric=5))
+
+
+@pytest.mark.parametrize("parser", ["libyaml", "python"])
+def test_mac_base60_with_both_parsers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parser: str) -> None:
+    if parser == "python":
+        monkeypatch.setattr(spec_mod, "_LoaderClass", spec_mod._Loader)
+    s = load(neigh_file(tmp_path, "12:34:56:00:00:11"))
+    assert s.parents[0].neighbors[0].lladdr == "12:34:56:00:00:11"
+
+
+def test_dropin_paths_accepts_str(tmp_path: Path) -> None:
+    p = write(tmp_path, "version: 1\nparents: {}\n", a__yaml="version: 1\n")
+    assert dropin_paths(str(p)) == [tmp_path / "config.d" / "a.yaml"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from ipvland import spec as spec_mod
 from ipvland.model import Spec
 from ipvland.spec import SpecError, load
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=int(os.environ.get("SPEC_FUZZ_EXAMPLES", "200")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 _DIR = Path(tempfile.mkdtemp(prefix="ipvland-spec-fuzz-"))
 _PATH = _DIR / "config.yaml"
@@ -79,3 +81,38 @@ def test_structured_documents(doc: Any, with_version: bool) -> None:
 def test_yamlish_text_with_the_pure_python_parser(text: str) -> None:
     with mock.patch.object(spec_mod, "_LoaderClass", spec_mod._Loader):
         assert isinstance(load_bytes(text.encode("utf-8", "surrogatepass")), Spec | SpecError)
+
+
+NAMES = st.sampled_from(["eth0", "eth1", "web0", "web0", "lo", "ipvtmp-1", "a" * 16, "a/b", "x y", ".", "",
+                         "é" * 8, "eth0.100"])
+VALUES = st.sampled_from([None, True, 0, 1, 255, 254, -1, 1500, 2**32, 0.5, float("nan"), "", "l2", "l9",
+                          "vepa", "up", "web", "a/b", "default", "192.0.2.1", "192.0.2.1/24", "192.0.2.1/33",
+                          "2001:db8::1", "fe80::1/64", "10.0.0.0/8", "12:34:56:00:00:11", "ff:ff:ff:ff:ff:ff",
+                          "x" * 256, [], {}])
+
+
+def mapping(keys: list[str], values: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.dictionaries(st.sampled_from(keys), values, max_size=len(keys))
+
+
+ROUTE = mapping(["to", "via", "metric", "table", "tov"], VALUES)
+NEIGH = mapping(["address", "lladdr", "mac"], VALUES)
+DEVICE = st.one_of(VALUES, mapping(["netns", "mtu", "state", "addresses", "routes", "neighbors"], st.one_of(
+    VALUES, st.lists(VALUES, max_size=3), st.lists(ROUTE, max_size=2), st.lists(NEIGH, max_size=2))))
+PARENT = st.one_of(VALUES, st.fixed_dictionaries({}, optional={
+    "mode": VALUES, "flags": VALUES, "routes": st.lists(ROUTE, max_size=2), "neighbors": st.lists(NEIGH, max_size=2),
+    "devices": st.dictionaries(NAMES, DEVICE, max_size=3)}))
+PROBE = mapping(["netns", "target", "tries", "timeout"], VALUES)
+CONFIG = st.fixed_dictionaries({"version": st.sampled_from([1, 1, 1, 2, "1"])}, optional={
+    "parents": st.dictionaries(NAMES, PARENT, max_size=3), "probes": st.lists(PROBE, max_size=2)})
+
+
+@FUZZ
+@given(CONFIG)
+def test_every_complaint_is_human(doc: dict[str, Any]) -> None:
+    """No raw jsonschema fallback ('invalid value') or internal error surfaces for plausible configs."""
+    result = load_bytes(yaml.safe_dump(doc, allow_unicode=True).encode())
+    if isinstance(result, SpecError):
+        for e in result.errors:
+            assert not e.message.startswith(("invalid value", "invalid name", "internal error")), str(e)
+            assert e.line >= 1 and e.col >= 1, str(e)
