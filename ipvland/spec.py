@@ -395,12 +395,8 @@ def _render_path(path: PathT) -> str:
         elif _PLAIN_KEY.fullmatch(p):
             out += f".{p}" if out else p
         else:
-            out += "[" + _quote(p) + "]"
+            out += f"[{p!r}]"
     return out
-
-
-def _quote(s: str) -> str:
-    return repr(s)
 
 
 def _at(loc: Loc) -> str:
@@ -1159,10 +1155,6 @@ def _probe(doc: _Doc, errors: _Errors, p: dict[str, Any], path: PathT) -> Probe 
 
 
 # ---------------------------------------------------------------- merging
-
-
-def _describe_route(r: Route) -> str:
-    return r.describe()
 
 
 def _unite_routes(items: list[_RouteD], errors: _Errors, path: PathT) -> tuple[Route, ...]:
