@@ -329,6 +329,9 @@ class Daemon:
             from ipvland.reconcile import reconcile as reconcile_fn
         try:
             kernel = self._kernel()
+            # Before too: a socket of ours in a namespace deleted by hand would keep it (and its
+            # devices, and their addresses) alive, in the way of re-creating it.
+            self._update_monitor()
             report = reconcile_fn(self.spec, kernel)
         except Exception as e:
             duration = time.monotonic() - t0
@@ -372,19 +375,18 @@ class Daemon:
         self.monitor.update(wanted)
 
     def _digest(self, report: Any, started: float, duration: float, reasons: list[str]) -> dict[str, Any]:
-        """Log one line per change and per error; the status' view of a Report."""
+        """The status' view of a Report. apply already logged one line per change and per failure;
+        here only what apply does not log: conflicts and pending objects (when they change, not at
+        every resync) and what still differs after the apply."""
         changes: list[str] = []
         errors: list[dict[str, str]] = []
         for outcome in report.outcomes:
             line = outcome.change.describe()
             if outcome.skipped:
-                log.warning("skipped: %s (its device failed)", line)
-                errors.append({"object": line, "error": "skipped: its device failed"})
+                errors.append({"object": line, "error": f"skipped: {outcome.error or 'its device failed'}"})
             elif outcome.error:
-                log.error("failed: %s: %s", line, outcome.error)
                 errors.append({"object": line, "error": str(outcome.error)})
             else:
-                log.info("%s", line)
                 changes.append(line)
         self.changes_total += len(changes)
         final = report.remaining if report.remaining is not None else report.plan
@@ -401,6 +403,7 @@ class Daemon:
         remaining = report.remaining
         if remaining is not None:
             for change in remaining.changes:
+                log.warning("still differs after apply: %s", change.describe())
                 errors.append({"object": change.describe(), "error": "still differs after apply"})
         if errors or conflicts:
             result = "errors"
