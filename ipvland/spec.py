@@ -1294,11 +1294,32 @@ def _load(main: Path) -> Spec:
         text = _read(path, file, errors)
         if text is None:
             continue
-        doc = _parse(file, text, errors)
-        if doc is None:
-            continue
+        _draft(file, text, errors, main=(i == 0), drafts=drafts)
+    return _finish(drafts, errors)
+
+
+def _draft(file: str, text: str, errors: _Errors, *, main: bool, drafts: list[_FileD]) -> None:
+    doc = _parse(file, text, errors)
+    if doc is not None:
         _schema_errors(doc, errors)
-        drafts.append(_extract(doc, errors, main=(i == 0)))
+        drafts.append(_extract(doc, errors, main=main))
+
+
+def loads(text: str, source: str = "<string>") -> Spec:
+    """One document from text, no drop-ins: what `show` printed, or a state to roll back to."""
+    errors = _Errors()
+    drafts: list[_FileD] = []
+    try:
+        _draft(source, text, errors, main=True, drafts=drafts)
+        return _finish(drafts, errors)
+    except SpecError:
+        raise
+    except Exception as e:
+        raise SpecError([ConfigError(source, 0, 0, "", f"internal error while loading: "
+                                                       f"{type(e).__name__}: {e}")]) from None
+
+
+def _finish(drafts: list[_FileD], errors: _Errors) -> Spec:
     spec = _merge(drafts, errors)
     result = errors.result()
     if result:
