@@ -11,10 +11,13 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ipvland import __version__
 from ipvland.model import Plan, Spec
+
+if TYPE_CHECKING:
+    from ipvland.reconcile import Rollback
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
 
@@ -41,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     _json_arg(p)
 
     p = sub.add_parser("apply", help="converge the kernel to the config; exit 0 converged, 1 otherwise")
+    _config_arg(p)
+    _json_arg(p)
+    p.add_argument("--rollback-on-probe-failure", action="store_true",
+                   help="restore the previous state when a change makes a passing probe fail")
+
+    p = sub.add_parser("probe", help="run the config's probes now; exit 0 when all pass")
     _config_arg(p)
     _json_arg(p)
 
@@ -132,7 +141,7 @@ def _apply(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_ERROR
     with Kernel() as kernel:
-        report = reconcile(loaded, kernel)
+        report = reconcile(loaded, kernel, rollback_on_probe_failure=args.rollback_on_probe_failure)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -143,10 +152,42 @@ def _apply(args: argparse.Namespace) -> int:
             print(f"still differs: {change.describe()}")
         for problem in (*remaining.conflicts, *remaining.pending):
             print(problem.describe())
+        for result in report.probes:
+            print(result.describe())
+        if report.rollback is not None:
+            _print_rollback(report.rollback)
         applied = sum(o.ok for o in report.outcomes)
         verdict = "converged" if report.ok else "NOT converged"
+        if report.rollback is not None:
+            verdict = "ROLLED BACK" if report.rollback.ok else "ROLLBACK FAILED"
         print(f"{applied} change(s) applied, {len(report.failures)} failed: {verdict}")
     return EXIT_OK if report.ok else EXIT_ERROR
+
+
+def _print_rollback(rollback: Rollback) -> None:
+    print("rollback: a change broke " + ", ".join(p.describe() for p in rollback.broken))
+    if rollback.error is not None:
+        print(f"rollback: the previous state could not be planned: {rollback.error}")
+    if rollback.restore is not None:
+        for outcome in rollback.restore.outcomes:
+            print(f"rollback: {outcome.describe()}")
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from ipvland.probe import run_probes
+
+    loaded = _load(args)
+    if loaded is None:
+        return EXIT_ERROR
+    results = run_probes(loaded.probes)
+    if args.json:
+        print(json.dumps([{"line": r.describe(), "ok": r.ok, "rtt_ms": r.rtt_ms, "error": r.error}
+                          for r in results], indent=2))
+    else:
+        for result in results:
+            print(result.describe())
+        print(f"{sum(r.ok for r in results)} of {len(results)} probe(s) passed")
+    return EXIT_OK if all(r.ok for r in results) else EXIT_ERROR
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -186,14 +227,27 @@ def _peers(args: argparse.Namespace) -> int:
     return EXIT_ERROR if problems else EXIT_OK
 
 
+def _run(args: argparse.Namespace) -> int:
+    from ipvland import daemon
+
+    return daemon.run(args.config, args.interval, args.state_dir, args.log_level)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ipvland import status
+
+    return status.main(args.state_dir, args.json)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": _validate,
     "plan": _plan,
     "apply": _apply,
     "show": _show,
     "peers": _peers,
-    "run": lambda a: __import__("ipvland.daemon").daemon.run(a.config, a.interval, a.state_dir, a.log_level),
-    "status": lambda a: __import__("ipvland.status").status.main(a.state_dir, a.json),
+    "probe": _probe,
+    "run": _run,
+    "status": _status,
 }
 
 

@@ -9,10 +9,15 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
+from ipvland import spec as spec_mod
 from ipvland.apply import Outcome, apply
-from ipvland.model import Change, Conflict, Plan, Spec
+from ipvland.model import Change, Conflict, Observed, Plan, Spec
 from ipvland.observe import observe
 from ipvland.plan import plan
+from ipvland.probe import ProbeResult, run_probes
+from ipvland.show import to_document
 
 if TYPE_CHECKING:
     from ipvland.kernel import Kernel
@@ -52,12 +57,31 @@ def plan_to_json(p: Plan) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Rollback:
+    """A change broke a probe that passed before it: the state observed before was restored."""
+
+    broken: tuple[ProbeResult, ...]  # the probes that passed before and failed after
+    restore: Report | None  # the reconcile back to the previous state
+    error: str | None = None  # why the previous state could not even be planned
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.restore is not None and self.restore.ok
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "broken": [p.describe() for p in self.broken], "error": self.error,
+                "restore": self.restore.to_json() if self.restore is not None else None}
+
+
+@dataclass(frozen=True)
 class Report:
     plan: Plan
     outcomes: tuple[Outcome, ...]
     remaining: Plan | None  # the plan computed after applying (None for a dry run)
     started: float  # wall clock, seconds since the epoch
     duration: float  # seconds
+    probes: tuple[ProbeResult, ...] = ()  # run after an apply that changed something
+    rollback: Rollback | None = None
 
     @property
     def failures(self) -> tuple[Outcome, ...]:
@@ -66,8 +90,11 @@ class Report:
     @property
     def ok(self) -> bool:
         """Converged: nothing failed, nothing is in conflict or waiting, nothing still differs."""
+        if self.rollback is not None:
+            return False
         final = self.remaining if self.remaining is not None else self.plan
-        return not self.failures and not final.changes and not final.conflicts and not final.pending
+        return (not self.failures and not final.changes and not final.conflicts and not final.pending
+                and all(p.ok for p in self.probes))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +105,9 @@ class Report:
             "outcomes": [{"line": o.change.describe(), "ok": o.ok, "error": o.error, "skipped": o.skipped}
                          for o in self.outcomes],
             "remaining": plan_to_json(self.remaining) if self.remaining is not None else None,
+            "probes": [{"line": p.describe(), "ok": p.ok, "target": str(p.probe.target), "netns": p.probe.netns,
+                        "tries": p.tries, "rtt_ms": p.rtt_ms, "error": p.error} for p in self.probes],
+            "rollback": self.rollback.to_json() if self.rollback is not None else None,
         }
 
 
@@ -86,13 +116,32 @@ def watched_namespaces(spec: Spec, kernel: Kernel) -> frozenset[str | None]:
     return frozenset({None, *(spec.namespaces & kernel.list_namespaces())})
 
 
-def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False) -> Report:
+def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
+              rollback_on_probe_failure: bool = False) -> Report:
     started, t0 = time.time(), time.monotonic()
-    planned = plan(spec, observe(kernel, spec))
+    before = observe(kernel, spec)
+    planned = plan(spec, before)
     if dry_run:
         return Report(planned, (), None, started, time.monotonic() - t0)
     if planned.empty:
         return Report(planned, (), planned, started, time.monotonic() - t0)
+    watch = rollback_on_probe_failure and bool(spec.probes)
+    baseline = run_probes(spec.probes) if watch else ()
     outcomes = apply(kernel, planned)
     remaining = plan(spec, observe(kernel, spec))  # verify: what still differs after applying
-    return Report(planned, outcomes, remaining, started, time.monotonic() - t0)
+    probes = run_probes(spec.probes)
+    rollback = None
+    if watch:
+        broken = tuple(after for was, after in zip(baseline, probes, strict=True) if was.ok and not after.ok)
+        if broken:
+            rollback = _roll_back(kernel, before, broken)
+    return Report(planned, outcomes, remaining, started, time.monotonic() - t0, probes, rollback)
+
+
+def _roll_back(kernel: Kernel, before: Observed, broken: tuple[ProbeResult, ...]) -> Rollback:
+    """Restore what ipvland owned before the change: the observed state, as a spec, reconciled."""
+    try:
+        previous = spec_mod.loads(yaml.safe_dump(to_document(before)), "<state before apply>")
+    except spec_mod.SpecError as e:
+        return Rollback(broken, None, "; ".join(str(x) for x in e.errors))
+    return Rollback(broken, reconcile(previous, kernel))
