@@ -589,9 +589,11 @@ class Kernel:
 
     def create_ipvlan(self, parent: str, name: str, mode: Mode, flags: Flag,
                       mtu: int | None = None, alias: str | None = None) -> None:
-        """Create in ipvland's own namespace: one request carrying mode, flags, MTU and alias.
+        """Create in ipvland's own namespace, then set the alias: two writes (one without alias).
 
-        The mode is always sent: a request without it means L3 and re-modes every sibling.
+        The mode is always sent: a request without it means L3 and re-modes every sibling. The MTU
+        goes in the create request; IFLA_IFALIAS does not (seen on 6.1: the kernel ignores it on
+        create), so it is set right after, before the device can be moved anywhere.
         """
         op = f"create link {name}"
         msg = ifinfmsg()
@@ -611,11 +613,14 @@ class Kernel:
         ]
         if mtu is not None:
             attrs.append(("IFLA_MTU", mtu))
-        if alias is not None:
-            attrs.append(("IFLA_IFALIAS", alias))
         msg["attrs"] = attrs
         self._forget_name(None, name)
         self._write(None, op, msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL)
+        if alias is not None:
+            try:
+                self.set_alias(None, name, alias)
+            except KernelError as e:
+                raise KernelError(op, e.errno, f"set alias: {e.message}") from None
 
     def move_link(self, name: str, to_netns: str) -> None:
         op = f"move link {name} to netns {to_netns}"
