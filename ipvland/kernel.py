@@ -126,10 +126,17 @@ def _in_netns(netns: str | None, fn: Callable[[], T]) -> T:
         os.close(home)
 
 
-def open_socket(netns: str | None) -> IPRoute:
-    """An IPRoute bound to `netns` (None: the caller's namespace), opened without forking."""
+def open_socket(netns: str | None, groups: int | None = None) -> IPRoute:
+    """An IPRoute bound to `netns` (None: the caller's namespace), opened without forking.
+
+    groups: multicast groups to join; None is pyroute2's default set (for monitoring). Kernel
+    passes 0: a socket that only writes must not fill its buffer with events nobody reads.
+    """
     register_ipvlan_kind()
-    ipr = _in_netns(netns, lambda: IPRoute(ext_ack=True))
+    kwargs: dict[str, Any] = {"ext_ack": True}
+    if groups is not None:
+        kwargs["groups"] = groups
+    ipr = _in_netns(netns, lambda: IPRoute(**kwargs))
     # pyroute2 0.9.7's IPRoute never sets this key, so its sync nlm_request() raises KeyError;
     # False makes nlm_request() collect the answers, which raises the kernel's error right there.
     ipr.asyncore.status.setdefault("nlm_generator", False)
@@ -398,7 +405,7 @@ class Kernel:
     def socket(self, netns: str | None) -> IPRoute:
         ipr = self._ipr.get(netns)
         if ipr is None:
-            ipr = self._ipr[netns] = open_socket(netns)
+            ipr = self._ipr[netns] = open_socket(netns, groups=0)
         else:
             register_ipvlan_kind()
         return ipr
@@ -620,6 +627,9 @@ class Kernel:
             try:
                 self.set_alias(None, name, alias)
             except KernelError as e:
+                # Without its alias the device would look foreign to ipvland forever: remove it.
+                with contextlib.suppress(KernelError):
+                    self.delete_link(None, name)
                 raise KernelError(op, e.errno, f"set alias: {e.message}") from None
 
     def move_link(self, name: str, to_netns: str) -> None:
