@@ -22,6 +22,7 @@ is up and reporting), STATUS=<summary> after each, WATCHDOG=1 at half $WATCHDOG_
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -461,6 +462,10 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
 
 
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name.split(".")[0] not in ("pyroute2", "watchdog")
+
+
 def under_journal() -> bool:
     return bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
 
@@ -476,8 +481,9 @@ def setup_logging(level: str) -> None:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    logging.getLogger("pyroute2").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("watchdog").setLevel(max(logging.WARNING, root.level))
+    # Libraries' debug output (pyroute2 logs every netlink message) would drown ours; a filter on the
+    # handler holds whatever levels they set on their own loggers (pyroute2 resets its level on import).
+    handler.addFilter(_quiet_libraries)
 
 
 def _watchdog_usec() -> int | None:
@@ -514,6 +520,8 @@ def run(config: Path | None, interval: float, state_dir: Path, log_level: str) -
     if interval <= 0:
         log.error("--interval must be positive")
         return 1
+    # `kill -USR2 <pid>` prints every thread's stack to the log: a cheap window into a stuck daemon.
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
     daemon = Daemon(Path(config), state_dir=state_dir, interval=interval, watchdog_usec=_watchdog_usec())
     install_signals(daemon)
     log.info("starting: config %s, resync every %gs, status in %s", config, interval, state_dir)
