@@ -390,6 +390,11 @@ class Daemon:
             else:
                 changes.append(line)
         self.changes_total += len(changes)
+        probes = [p.describe() for p in getattr(report, "probes", ())]
+        for probe in getattr(report, "probes", ()):
+            if not probe.ok:
+                errors.append({"object": f"probe {probe.probe.netns or 'host'} -> {probe.probe.target}",
+                               "error": probe.error or "no reply"})
         final = report.remaining if report.remaining is not None else report.plan
         conflicts = tuple(c.describe() for c in final.conflicts)
         if conflicts != self._last_conflicts:  # conflicts repeat at every resync: log when they change
@@ -416,7 +421,7 @@ class Daemon:
             result = "errors"
         return {"started": status_mod.iso(started), "duration": round(duration, 4), "result": result,
                 "trigger": reasons, "changes": changes, "errors": errors, "conflicts": list(conflicts),
-                "pending": pending}
+                "pending": pending, "probes": probes}
 
     # ------------------------------------------------------------------ status
 

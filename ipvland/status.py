@@ -8,7 +8,8 @@ The status file is `<state dir>/status.json` (default /run/ipvland). Its schema,
     started         when the daemon started (ISO 8601, UTC)
     updated         when this file was written
     config          {path, generation, sources, loaded, error: null | {since, errors: [str]}}
-    last_reconcile  null | {started, duration, result, trigger, changes, errors, conflicts, pending}
+    last_reconcile  null | {started, duration, result, trigger, changes, errors, conflicts, pending,
+                    probes (run after an apply that changed something)}
                     result: ok | errors | pending | failed | no-config
     reconciles      how many reconciles ran since start
     changes_total   how many changes were applied since start
@@ -171,6 +172,8 @@ def render(status: Status, as_json: bool) -> str:
             lines.append(f"  ! {err.get('object')}: {err.get('error')}")
         for conflict in last.get("conflicts") or ():
             lines.append(f"  {conflict}")
+        for probe in last.get("probes") or ():
+            lines.append(f"  {probe}")
     pending = status.get("pending") or []
     if pending:
         lines.append("pending:")

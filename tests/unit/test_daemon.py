@@ -18,7 +18,8 @@ import pytest
 from ipvland import status
 from ipvland.apply import Outcome
 from ipvland.daemon import Daemon, JournalFormatter
-from ipvland.model import AddressAdd, Conflict, Device, Flag, LinkCreate, Mode, Plan, Spec
+from ipvland.model import AddressAdd, Conflict, Device, Flag, LinkCreate, Mode, Plan, Probe, Spec
+from ipvland.probe import ProbeResult
 from ipvland.reconcile import Report
 from ipvland.spec import ConfigError, SpecError
 
@@ -362,11 +363,12 @@ def test_outcomes_become_log_lines_and_status(config: Path, make: Any, caplog: p
     create = LinkCreate(dev, Mode.L2, Flag.BRIDGE)
     add = AddressAdd(None, "web0", ipaddress.ip_interface("10.0.0.2/24"))
     pending = Conflict("link db0", "parent eth9 is missing")
+    probe = Probe(ipaddress.ip_address("192.0.2.1"), netns="web")
 
     def result(spec: Spec, kernel: Any) -> Report:
         plan = Plan((create, add), (), (pending,))
         return Report(plan, (Outcome(create), Outcome(add, error="EADDRINUSE")), Plan(pending=(pending,)),
-                      time.time(), 0.01)
+                      time.time(), 0.01, probes=(ProbeResult(probe, ok=False, tries=3, error="timeout"),))
 
     caplog.set_level(logging.INFO, logger="ipvland")
     d, _rec, notes, _r = make(config, Recorder(result=result))
@@ -374,7 +376,9 @@ def test_outcomes_become_log_lines_and_status(config: Path, make: Any, caplog: p
     s = status.read(d.state_dir)
     last = s["last_reconcile"]
     assert last["changes"] == [create.describe()]
-    assert last["errors"] == [{"object": add.describe(), "error": "EADDRINUSE"}]
+    assert last["errors"] == [{"object": add.describe(), "error": "EADDRINUSE"},
+                              {"object": "probe web -> 192.0.2.1", "error": "timeout"}]
+    assert last["probes"] == ["probe netns web -> 192.0.2.1: FAILED after 3 tries: timeout"]
     assert last["result"] == "errors"
     assert s["pending"] == ["! link db0: parent eth9 is missing"]
     assert s["changes_total"] == 1

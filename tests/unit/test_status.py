@@ -86,6 +86,7 @@ def test_render_text_and_json() -> None:
                        "error": {"since": "t", "errors": ["/c.yaml:3:5: parents: expected a mapping"]}},
                pending=["link db0: parent eth9 is missing"])
     s["last_reconcile"]["errors"] = [{"object": "+ address 10.0.0.2/24 dev web0", "error": "EADDRINUSE"}]  # type: ignore[index]
+    s["last_reconcile"]["probes"] = ["probe netns web -> 192.0.2.1: ok (0.3 ms, try 1/3)"]  # type: ignore[index]
     text = status.render(s, as_json=False)
     assert "running" in text and "STALE" not in text.upper()
     assert "/c.yaml:3:5: parents: expected a mapping" in text
@@ -93,6 +94,7 @@ def test_render_text_and_json() -> None:
     assert "+ link web0 ipvlan l2 on eth0" in text
     assert "! + address 10.0.0.2/24 dev web0: EADDRINUSE" in text
     assert "link db0: parent eth9 is missing" in text
+    assert "probe netns web -> 192.0.2.1: ok" in text
     assert json.loads(status.render(s, as_json=True)) == s
 
 
