@@ -753,8 +753,20 @@ class Kernel:
     def set_neighbor(self, netns: str | None, dev: str, neighbor: Neighbor, replace: bool = False) -> None:
         msg = self._neigh_msg(netns, dev, neighbor)
         flags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
-        self._write(netns, f"{'replace' if replace else 'add'} neighbor {neighbor.address} dev {dev}"
-                    f"{_where(netns)}", msg, RTM_NEWNEIGH, flags)
+        op = f"{'replace' if replace else 'add'} neighbor {neighbor.address} dev {dev}{_where(netns)}"
+        try:
+            self._write(netns, op, msg, RTM_NEWNEIGH, flags)
+        except KernelError as e:
+            # A learned (dynamic) entry for the address makes an add fail with EEXIST; it belongs to
+            # nobody, so it is overwritten. A permanent one is left alone: that error stands.
+            if e.errno != errnos.EEXIST or replace:
+                raise
+            index = msg["ifindex"]
+            if any(n.ifindex == index and n.neighbor.address == neighbor.address and n.permanent
+                   for n in self.neighbors(netns)):
+                raise
+            self._write(netns, op, self._neigh_msg(netns, dev, neighbor), RTM_NEWNEIGH,
+                        NLM_F_CREATE | NLM_F_REPLACE)
 
     def delete_neighbor(self, netns: str | None, dev: str, neighbor: Neighbor) -> None:
         msg = self._neigh_msg(netns, dev, neighbor)
