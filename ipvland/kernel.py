@@ -18,6 +18,8 @@ import ipaddress
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -61,8 +63,7 @@ from ipvland.model import (
     ObservedRoute,
     Route,
 )
-
-NETNS_DIR = "/run/netns"
+from ipvland.netns import CLONE_NEWNET, NETNS_DIR, entered
 
 # ---------------------------------------------------------------- pyroute2: the ipvlan link kind
 
@@ -92,7 +93,6 @@ def register_ipvlan_kind() -> None:
 
 # ---------------------------------------------------------------- namespaces and sockets
 
-_CLONE_NEWNET = 0x40000000
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_SHARED = 1 << 20
@@ -101,29 +101,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
 def _in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     """Run fn with this thread in the named namespace (None: where it is), then come back."""
-    if netns is None:
+    with entered(netns):
         return fn()
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            return fn()
-        finally:
-            _setns(home)  # must never be skipped: the thread would stay in the other namespace
-    finally:
-        os.close(home)
 
 
 def open_socket(netns: str | None, groups: int | None = None) -> IPRoute:
@@ -160,8 +141,37 @@ def list_namespaces() -> frozenset[str]:
         return frozenset()
 
 
+def _foreign_mount_ns() -> str | None:
+    """The host's mount namespace when ours is a sandbox (systemd's ProtectSystem= and friends).
+
+    A bind mount made in a sandbox never reaches the host (systemd makes its mounts slaves), so
+    the unit names the host's mount namespace in $IPVLAND_HOST_MOUNT_NS and namespaces are
+    created there.
+    """
+    host = os.environ.get("IPVLAND_HOST_MOUNT_NS")
+    if not host:
+        return None
+    try:
+        ours, theirs = os.stat("/proc/self/ns/mnt"), os.stat(host)
+    except OSError:
+        return None
+    return None if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino) else host
+
+
 def create_namespace(name: str) -> None:
     """Like `ip netns add NAME`, in-process: a short-lived thread unshares and bind-mounts its netns."""
+    host = _foreign_mount_ns()
+    if host is not None:
+        # setns() into a mount namespace is refused to a multi-threaded process: a short-lived
+        # child does it (nsenter), running this same function there.
+        code = f"from ipvland.kernel import create_namespace; create_namespace({name!r})"
+        env = {k: v for k, v in os.environ.items() if k != "IPVLAND_HOST_MOUNT_NS"}
+        done = subprocess.run(["nsenter", f"--mount={host}", "--", sys.executable, "-c", code],
+                              capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            raise KernelError(f"create netns {name}", errnos.EPERM,
+                              "in the host mount namespace: " + (done.stderr.strip().splitlines() or ["?"])[-1])
+        return
     path = os.path.join(NETNS_DIR, name)
     os.makedirs(NETNS_DIR, exist_ok=True)
     # As iproute2 does: make /run/netns a shared mount point so the bind mounts propagate to other
@@ -179,7 +189,7 @@ def create_namespace(name: str) -> None:
 
     def unshare_and_bind() -> None:
         # unshare() moves this thread alone; the thread ends and the mount keeps the netns alive.
-        if _libc.unshare(_CLONE_NEWNET) != 0:
+        if _libc.unshare(CLONE_NEWNET) != 0:
             failure.append(ctypes.get_errno())
             return
         if _libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", _MS_BIND, None) != 0:
@@ -548,11 +558,14 @@ class Kernel:
             if family not in _AF:
                 continue
             a = _attrs(data, 28, len(data))
-            if _NDA_DST not in a or not a.get(_NDA_LLADDR):
-                continue  # incomplete or failed entries have no lladdr
+            if _NDA_DST not in a:
+                continue
+            # Incomplete or failed entries have no lladdr ("" here) but do exist: the planner must
+            # see them, or it would send an add that fails with EEXIST instead of a replace.
+            lladdr = _mac(a[_NDA_LLADDR]) if a.get(_NDA_LLADDR) else ""
             out.append(ObservedNeighbor(
                 netns=netns, ifindex=index,
-                neighbor=Neighbor(address=_ip(family, a[_NDA_DST]), lladdr=_mac(a[_NDA_LLADDR])),
+                neighbor=Neighbor(address=_ip(family, a[_NDA_DST]), lladdr=lladdr),
                 permanent=bool(state & _NUD_PERMANENT),
                 protocol=a[_NDA_PROTOCOL][0] if _NDA_PROTOCOL in a else None,
             ))
@@ -754,19 +767,7 @@ class Kernel:
         msg = self._neigh_msg(netns, dev, neighbor)
         flags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
         op = f"{'replace' if replace else 'add'} neighbor {neighbor.address} dev {dev}{_where(netns)}"
-        try:
-            self._write(netns, op, msg, RTM_NEWNEIGH, flags)
-        except KernelError as e:
-            # A learned (dynamic) entry for the address makes an add fail with EEXIST; it belongs to
-            # nobody, so it is overwritten. A permanent one is left alone: that error stands.
-            if e.errno != errnos.EEXIST or replace:
-                raise
-            index = msg["ifindex"]
-            if any(n.ifindex == index and n.neighbor.address == neighbor.address and n.permanent
-                   for n in self.neighbors(netns)):
-                raise
-            self._write(netns, op, self._neigh_msg(netns, dev, neighbor), RTM_NEWNEIGH,
-                        NLM_F_CREATE | NLM_F_REPLACE)
+        self._write(netns, op, msg, RTM_NEWNEIGH, flags)
 
     def delete_neighbor(self, netns: str | None, dev: str, neighbor: Neighbor) -> None:
         msg = self._neigh_msg(netns, dev, neighbor)

@@ -96,7 +96,7 @@ class Route:
 
 @dataclass(frozen=True, order=True)
 class Neighbor:
-    """A permanent neighbor entry. `lladdr` is lower-case colon-separated."""
+    """A neighbor entry. `lladdr` is lower-case colon-separated; "" for an observed incomplete one."""
 
     address: IPAddress
     lladdr: str

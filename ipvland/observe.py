@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ipvland.model import TEMP_PREFIX, Observed, ObservedLink, Spec
+from ipvland.model import (
+    TEMP_PREFIX,
+    Observed,
+    ObservedAddress,
+    ObservedLink,
+    ObservedNeighbor,
+    ObservedRoute,
+    Spec,
+)
 
 if TYPE_CHECKING:
     from ipvland.kernel import Kernel
@@ -27,10 +35,12 @@ def observe(kernel: Kernel, spec: Spec | None = None) -> Observed:
         links.extend(kernel.links(ns))
     wanted = spec.namespaces & namespaces if spec is not None else frozenset()
     scanned: set[str | None] = {None, *wanted, *(link.netns for link in links if _ours(link))}
-    addresses, routes, neighbors = [], [], []
-    for ns in sorted(scanned, key=lambda n: (n is not None, n or "")):
-        addresses.extend(kernel.addresses(ns))
-        routes.extend(kernel.routes(ns))
-        neighbors.extend(kernel.neighbors(ns))
+    addresses: list[ObservedAddress] = []
+    routes: list[ObservedRoute] = []
+    neighbors: list[ObservedNeighbor] = []
+    for where in sorted(scanned, key=lambda n: (n is not None, n or "")):
+        addresses.extend(kernel.addresses(where))
+        routes.extend(kernel.routes(where))
+        neighbors.extend(kernel.neighbors(where))
     return Observed(namespaces, tuple(links), tuple(addresses), tuple(routes), tuple(neighbors),
                     frozenset(scanned))

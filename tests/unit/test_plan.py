@@ -273,6 +273,14 @@ def test_neighbors_replace_learned_and_ours_refuse_foreign_permanent() -> None:
     assert [x.subject for x in p.conflicts] == ["neighbor 192.0.2.12 dev eth0"]
 
 
+def test_incomplete_neighbor_entry_is_replaced_not_added() -> None:
+    """A failed ARP attempt leaves an entry without lladdr: an add would fail with EEXIST."""
+    observed = Observed(links=(parent_link(),), neighbors=(
+        ObservedNeighbor(None, 2, Neighbor(IP("192.0.2.10"), ""), False, None),))
+    p = plan(spec_of(neighbors=(Neighbor(IP("192.0.2.10"), MAC),)), observed)
+    assert len(p.changes) == 1 and isinstance(p.changes[0], NeighborSet) and p.changes[0].replace
+
+
 def test_pruned_route_and_neighbor_of_a_kept_device() -> None:
     observed = replace(converged_web(), neighbors=(
         ObservedNeighbor("web", 7, Neighbor(IP("192.0.2.1"), MAC), True, RT_PROTO),))
