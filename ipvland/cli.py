@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=30.0, help="periodic full resync, seconds (default 30)")
     p.add_argument("--state-dir", type=Path, default=Path("/run/ipvland"), help="status file directory")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--rollback-on-probe-failure", action="store_true",
+                   help="restore the previous state when a change makes a passing probe fail; the "
+                        "rolled-back config is not retried until it changes")
 
     p = sub.add_parser("peers", help="what a remote peer must configure to reach l3/l3s ipvlans")
     _config_arg(p)
@@ -230,7 +233,7 @@ def _peers(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ipvland import daemon
 
-    return daemon.run(args.config, args.interval, args.state_dir, args.log_level)
+    return daemon.run(args.config, args.interval, args.state_dir, args.log_level, args.rollback_on_probe_failure)
 
 
 def _status(args: argparse.Namespace) -> int:

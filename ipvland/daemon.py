@@ -23,6 +23,7 @@ is up and reporting), STATUS=<summary> after each, WATCHDOG=1 at half $WATCHDOG_
 from __future__ import annotations
 
 import faulthandler
+import functools
 import logging
 import os
 import signal
@@ -88,6 +89,7 @@ class Daemon:
         max_delay: float = MAX_DELAY,
         notify: Callable[..., bool] = status_mod.sd_notify,
         watchdog_usec: int | None = None,
+        rollback_on_probe_failure: bool = False,
     ) -> None:
         self.config = config
         self.state_dir = state_dir
@@ -102,6 +104,8 @@ class Daemon:
         self.watch_files = watch_files
         self.watch_netlink = watch_netlink
         self.watchdog_interval = watchdog_usec / 2e6 if watchdog_usec else None
+        self.rollback_on_probe_failure = rollback_on_probe_failure
+        self.rolled_back: dict[str, Any] | None = None  # the last config generation that was rolled back
 
         self._cond = threading.Condition()
         self._req = _Requests()
@@ -327,7 +331,9 @@ class Daemon:
         if self._reconcile_fn is not None:
             reconcile_fn = self._reconcile_fn
         else:
-            from ipvland.reconcile import reconcile as reconcile_fn
+            from ipvland.reconcile import reconcile
+
+            reconcile_fn = functools.partial(reconcile, rollback_on_probe_failure=self.rollback_on_probe_failure)
         try:
             kernel = self._kernel()
             # Before too: a socket of ours in a namespace deleted by hand would keep it (and its
@@ -347,6 +353,7 @@ class Daemon:
             return
         self.reconciles += 1
         self.last = self._digest(report, started, time.monotonic() - t0, reasons)
+        self._after_rollback(report)
         if self.last["result"] in ("errors", "failed"):
             self._schedule_retry()
         else:
@@ -354,6 +361,19 @@ class Daemon:
             with self._cond:
                 self._retry_at = None
         self._update_monitor()
+
+    def _after_rollback(self, report: Any) -> None:
+        """A rolled-back config is not retried: the restored state is enforced until the config changes."""
+        rollback = getattr(report, "rollback", None)
+        if rollback is None:
+            return
+        broken = [p.describe() for p in rollback.broken]
+        self.rolled_back = {"generation": self.generation, "at": status_mod.now_iso(), "broken": broken,
+                            "restored": rollback.ok, "error": rollback.error}
+        log.error("config generation %d broke %s: rolled back%s", self.generation, "; ".join(broken),
+                  "" if rollback.ok else " (restore incomplete)")
+        if rollback.previous is not None:
+            self.spec = rollback.previous
 
     def _schedule_retry(self) -> None:
         with self._cond:
@@ -440,6 +460,7 @@ class Daemon:
                        "sources": list(self.spec.sources) if self.spec is not None else [],
                        "loaded": status_mod.iso(self.loaded_at), "error": error},
             "last_reconcile": self.last,
+            "rolled_back": self.rolled_back,
             "reconciles": self.reconciles,
             "changes_total": self.changes_total,
             "drift": drift,
@@ -516,7 +537,8 @@ def install_signals(daemon: Daemon) -> None:
     signal.signal(signal.SIGINT, later(daemon.request_stop))
 
 
-def run(config: Path | None, interval: float, state_dir: Path, log_level: str) -> int:
+def run(config: Path | None, interval: float, state_dir: Path, log_level: str,
+        rollback_on_probe_failure: bool = False) -> int:
     setup_logging(log_level)
     if config is None:
         from ipvland import spec
@@ -527,7 +549,8 @@ def run(config: Path | None, interval: float, state_dir: Path, log_level: str) -
         return 1
     # `kill -USR2 <pid>` prints every thread's stack to the log: a cheap window into a stuck daemon.
     faulthandler.register(signal.SIGUSR2, all_threads=True)
-    daemon = Daemon(Path(config), state_dir=state_dir, interval=interval, watchdog_usec=_watchdog_usec())
+    daemon = Daemon(Path(config), state_dir=state_dir, interval=interval, watchdog_usec=_watchdog_usec(),
+                    rollback_on_probe_failure=rollback_on_probe_failure)
     install_signals(daemon)
     log.info("starting: config %s, resync every %gs, status in %s", config, interval, state_dir)
     try:

@@ -6,6 +6,7 @@ back): a socket stays bound to the namespace it was created in. Needs CAP_NET_RA
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
@@ -70,7 +71,10 @@ def run_probe(probe: Probe) -> ProbeResult:
         with entered(probe.netns):
             sock = socket.socket(family, socket.SOCK_RAW, proto)
     except OSError as e:
-        return ProbeResult(probe, False, 0, error=f"cannot open an ICMP socket: {e.strerror or e}")
+        hint = ""
+        if e.errno in (errno.EAFNOSUPPORT, errno.EPERM, errno.EACCES):
+            hint = " (needs CAP_NET_RAW; under systemd install systemd/ipvland-probes.conf)"
+        return ProbeResult(probe, False, 0, error=f"cannot open an ICMP socket: {e.strerror or e}{hint}")
     ident = (os.getpid() ^ id(probe)) & 0xFFFF
     last = "no reply"
     with sock:

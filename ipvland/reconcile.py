@@ -63,6 +63,7 @@ class Rollback:
     broken: tuple[ProbeResult, ...]  # the probes that passed before and failed after
     restore: Report | None  # the reconcile back to the previous state
     error: str | None = None  # why the previous state could not even be planned
+    previous: Spec | None = None  # the state restored, as a spec (the daemon keeps enforcing it)
 
     @property
     def ok(self) -> bool:
@@ -144,4 +145,4 @@ def _roll_back(kernel: Kernel, before: Observed, broken: tuple[ProbeResult, ...]
         previous = spec_mod.loads(yaml.safe_dump(to_document(before)), "<state before apply>")
     except spec_mod.SpecError as e:
         return Rollback(broken, None, "; ".join(str(x) for x in e.errors))
-    return Rollback(broken, reconcile(previous, kernel))
+    return Rollback(broken, reconcile(previous, kernel), previous=previous)

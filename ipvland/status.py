@@ -174,6 +174,12 @@ def render(status: Status, as_json: bool) -> str:
             lines.append(f"  {conflict}")
         for probe in last.get("probes") or ():
             lines.append(f"  {probe}")
+    rolled_back = status.get("rolled_back")
+    if rolled_back:
+        restored = "restored" if rolled_back.get("restored") else "restore INCOMPLETE"
+        lines.append(f"rolled back: config generation {rolled_back.get('generation')} at {rolled_back.get('at')} "
+                     f"({restored}); the previous state is enforced until the config changes")
+        lines.extend(f"  {b}" for b in rolled_back.get("broken") or ())
     pending = status.get("pending") or []
     if pending:
         lines.append("pending:")

@@ -6,6 +6,7 @@ tests/kernel/test_daemon_kernel.py runs the real daemon against a real kernel in
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -427,3 +428,26 @@ def test_journal_formatter_uses_syslog_prefixes_and_no_timestamp() -> None:
     assert f.format(rec) == "<3>config: c.yaml:1:1: x"
     rec = logging.LogRecord("ipvland", logging.INFO, __file__, 1, "+ link a", (), None)
     assert f.format(rec) == "<6>+ link a"
+
+
+def test_rolled_back_config_is_not_retried_and_the_previous_state_is_enforced(
+        config: Path, make: Any, tmp_path: Path) -> None:
+    from ipvland.reconcile import Rollback
+
+    previous = Spec(version=1, sources=("<state before apply>",))
+    broken = ProbeResult(Probe(ipaddress.ip_address("192.0.2.1"), "web"), False, 3, error="no reply")
+
+    def breaks_probe(spec: Spec, kernel: Any) -> Report:
+        if spec is previous:
+            return empty_report(spec, kernel)
+        restore = empty_report(previous, kernel)
+        return Report(Plan(), (), Plan(), time.time(), 0.0, (broken,), Rollback((broken,), restore, previous=previous))
+
+    d, rec, _notes, _r = make(config, rec=Recorder(result=breaks_probe))
+    rec.wait_calls(1)
+    d.request("resync")
+    rec.wait_calls(2)
+    assert rec.calls[1][0] is previous, "after a rollback the restored state is what is enforced"
+    s = status.read(tmp_path / "state")
+    assert s["rolled_back"]["generation"] == 1 and "no reply" in s["rolled_back"]["broken"][0]
+    assert "rolled back: config generation 1" in status.render(s, as_json=False)
