@@ -9,4 +9,4 @@ lint:
 	.venv/bin/mypy
 
 demo:
-	tests/lab/demo
+	tests/demo
