@@ -1,0 +1,297 @@
+"""The reconcile engine against a real kernel with IPVLAN (runs in the VM; see tests/run).
+
+Live state is checked with iproute2 (`ip -j`), independently of ipvland's own netlink decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ipvland import spec as spec_mod
+from ipvland.kernel import Kernel
+from ipvland.model import Spec
+from ipvland.reconcile import Report, reconcile
+
+
+def ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = ["ip", *(["-n", netns] if netns else []), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=check)
+
+
+def ipj(*args: str, netns: str | None = None) -> list[dict[str, Any]]:
+    out = ip("-j", *args, netns=netns).stdout
+    return json.loads(out) if out.strip() else []
+
+
+def link(name: str, netns: str | None = None) -> dict[str, Any] | None:
+    found = [x for x in ipj("-d", "link", "show", netns=netns) if x["ifname"] == name]
+    return found[0] if found else None
+
+
+def ipvlan_info(name: str, netns: str | None = None) -> dict[str, Any]:
+    found = link(name, netns)
+    assert found is not None, f"{name} missing in {netns or 'root'}"
+    data: dict[str, Any] = found["linkinfo"]["info_data"]
+    return data
+
+
+def addrs(name: str, netns: str | None = None) -> set[str]:
+    out = set()
+    for entry in ipj("addr", "show", "dev", name, netns=netns):
+        for a in entry.get("addr_info", []):
+            if a.get("scope") != "link":
+                out.add(f"{a['local']}/{a['prefixlen']}")
+    return out
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Path]:
+    """A veth pair standing in for a NIC (lab0) and its wire (lab0p), plus a config dir."""
+    ip("link", "add", "lab0", "type", "veth", "peer", "name", "lab0p")
+    ip("link", "set", "lab0", "up")
+    ip("link", "set", "lab0p", "up")
+    yield tmp_path
+    for name in ("lab0", "lab1", "foreign0", "theirs0"):
+        ip("link", "del", name, check=False)
+    for ns in Path("/run/netns").glob("*") if Path("/run/netns").is_dir() else []:
+        ip("netns", "del", ns.name, check=False)
+
+
+def load(dirpath: Path, text: str) -> Spec:
+    path = dirpath / "config.yaml"
+    path.write_text(textwrap.dedent(text))
+    return spec_mod.load(path)
+
+
+def converge(spec: Spec) -> Report:
+    """Apply, require convergence, then prove idempotence: a second run sends zero writes."""
+    with Kernel() as kernel:
+        report = reconcile(spec, kernel)
+        assert report.ok, json.dumps(report.to_json(), indent=1)
+        before = kernel.writes
+        again = reconcile(spec, kernel)
+        assert again.plan.empty, [c.describe() for c in again.plan.changes]
+        assert kernel.writes == before, "a converged reconcile must send no netlink write"
+    return report
+
+
+@pytest.mark.parametrize("mode", ["l2", "l3", "l3s"])
+def test_create_each_mode_in_namespace_and_parent_namespace(lab: Path, mode: str) -> None:
+    spec = load(lab, f"""
+        version: 1
+        parents:
+          lab0:
+            mode: {mode}
+            devices:
+              web0: {{netns: web, addresses: [192.0.2.10/24, "2001:db8::10/64"], mtu: 1400}}
+              app0: {{addresses: [192.0.2.11/24]}}
+        """)
+    converge(spec)
+    for name, ns in (("web0", "web"), ("app0", None)):
+        info = ipvlan_info(name, ns)
+        assert info["mode"] == mode
+        got = link(name, ns)
+        assert got is not None and got.get("ifalias") == "ipvland"
+        assert "UP" in got["flags"]
+    assert addrs("web0", "web") == {"192.0.2.10/24", "2001:db8::10/64"}
+    assert link("web0", "web")["mtu"] == 1400  # type: ignore[index]
+    assert link("web0") is None, "the device must be moved out of the parent's namespace"
+    assert not [x for x in ipj("link", "show") if x["ifname"].startswith("ipvtmp-")]
+
+
+def test_in_place_mode_flags_mtu_state_keep_ifindex(lab: Path) -> None:
+    base = """
+        version: 1
+        parents:
+          lab0:
+            mode: {mode}
+            flags: {flags}
+            devices:
+              web0: {{netns: web, mtu: {mtu}, state: {state}}}
+              web1: {{netns: web}}
+        """
+    converge(load(lab, base.format(mode="l2", flags="bridge", mtu=1500, state="up")))
+    index = link("web0", "web")["ifindex"]  # type: ignore[index]
+    report = converge(load(lab, base.format(mode="l3s", flags="private", mtu=1300, state="down")))
+    lines = [o.change.describe() for o in report.outcomes]
+    assert sum(line.startswith("~ parent lab0") for line in lines) == 1, lines
+    assert not any(line.startswith(("+ link", "- link")) for line in lines), lines
+    after = link("web0", "web")
+    assert after is not None and after["ifindex"] == index
+    assert after["mtu"] == 1300 and "UP" not in after["flags"]
+    for name in ("web0", "web1"):
+        info = ipvlan_info(name, "web")
+        assert info["mode"] == "l3s" and "private" in json.dumps(info)
+
+
+def test_addresses_added_and_removed_ipv6_included(lab: Path) -> None:
+    base = """
+        version: 1
+        parents:
+          lab0:
+            mode: l2
+            devices:
+              web0: {{netns: web, addresses: [{addresses}]}}
+        """
+    converge(load(lab, base.format(addresses='192.0.2.10/24, "2001:db8::10/64"')))
+    ip("addr", "add", "10.99.0.1/8", "dev", "web0", netns="web")  # someone else's: ours to remove
+    converge(load(lab, base.format(addresses='192.0.2.20/24, "2001:db8::20/64", "2001:db8::21/64"')))
+    assert addrs("web0", "web") == {"192.0.2.20/24", "2001:db8::20/64", "2001:db8::21/64"}
+
+
+def test_routes_with_and_without_gateway_in_both_namespaces(lab: Path) -> None:
+    spec = load(lab, """
+        version: 1
+        parents:
+          lab0:
+            mode: l3
+            routes:
+              - to: 198.51.100.7/32
+              - to: 203.0.113.0/24
+                via: 192.0.2.1
+                metric: 50
+            devices:
+              web0:
+                netns: web
+                addresses: [192.0.2.10/24, "2001:db8::10/64"]
+                routes:
+                  - to: default
+                  - to: "2001:db8:1::/64"
+                    via: "2001:db8::1"
+        """)
+    ip("addr", "add", "192.0.2.2/24", "dev", "lab0")  # so that 192.0.2.1 is reachable as a gateway
+    converge(spec)
+    root = {r["dst"]: r for r in ipj("route", "show", "proto", "212")}
+    assert set(root) == {"198.51.100.7", "203.0.113.0/24"}
+    assert root["203.0.113.0/24"]["gateway"] == "192.0.2.1" and root["203.0.113.0/24"]["metric"] == 50
+    inside = ipj("route", "show", "proto", "212", netns="web")
+    assert [r["dst"] for r in inside] == ["default"]
+    inside6 = ipj("-6", "route", "show", "proto", "212", netns="web")
+    assert [(r["dst"], r.get("gateway")) for r in inside6] == [("2001:db8:1::/64", "2001:db8::1")]
+    # a route leaves the spec: it is removed, the others stay
+    spec2 = load(lab, """
+        version: 1
+        parents:
+          lab0:
+            mode: l3
+            routes: [{to: 198.51.100.7/32}]
+            devices:
+              web0: {netns: web, addresses: [192.0.2.10/24, "2001:db8::10/64"], routes: [{to: default}]}
+        """)
+    converge(spec2)
+    assert [r["dst"] for r in ipj("route", "show", "proto", "212")] == ["198.51.100.7"]
+    assert ipj("-6", "route", "show", "proto", "212", netns="web") == []
+
+
+def test_neighbors_on_parent_and_device(lab: Path) -> None:
+    spec = load(lab, """
+        version: 1
+        parents:
+          lab0:
+            mode: l3
+            neighbors: [{address: 192.0.2.50, lladdr: "02:00:00:00:00:50"},
+                        {address: "2001:db8::50", lladdr: "02:00:00:00:00:51"}]
+            devices:
+              web0:
+                netns: web
+                addresses: [192.0.2.10/24]
+                neighbors: [{address: 192.0.2.1, lladdr: "02:00:00:00:00:01"}]
+        """)
+    converge(spec)
+    mine = {(n["dst"], n["lladdr"]) for n in ipj("neigh", "show", "dev", "lab0", "nud", "permanent")}
+    assert mine == {("192.0.2.50", "02:00:00:00:00:50"), ("2001:db8::50", "02:00:00:00:00:51")}
+    inside = ipj("neigh", "show", "dev", "web0", netns="web")
+    assert [(n["dst"], n["lladdr"]) for n in inside] == [("192.0.2.1", "02:00:00:00:00:01")]
+
+
+def test_prune_removes_only_what_ipvland_owns(lab: Path) -> None:
+    full = """
+        version: 1
+        parents:
+          lab0:
+            mode: l2
+            routes: [{to: 198.51.100.7/32}]
+            neighbors: [{address: 192.0.2.50, lladdr: "02:00:00:00:00:50"}]
+            devices:
+              web0: {netns: web, addresses: [192.0.2.10/24]}
+              app0: {addresses: [192.0.2.11/24]}
+        """
+    converge(load(lab, full))
+    # another tool's ipvlan, route and neighbor on the same parent
+    ip("link", "add", "link", "lab0", "name", "theirs0", "type", "ipvlan", "mode", "l2")
+    ip("route", "add", "198.51.100.8/32", "dev", "lab0", "proto", "static")
+    ip("neigh", "add", "192.0.2.60", "lladdr", "02:00:00:00:00:60", "dev", "lab0", "nud", "permanent")
+    report = converge(load(lab, "version: 1\nparents: {}\n"))
+    assert len(report.outcomes) == 4  # two links, one route, one neighbor; addresses go with their link
+    assert link("web0", "web") is None and link("app0") is None
+    assert link("theirs0") is not None
+    assert [r["dst"] for r in ipj("route", "show", "dev", "lab0", "proto", "static")] == ["198.51.100.8"]
+    assert [n["dst"] for n in ipj("neigh", "show", "dev", "lab0", "nud", "permanent")] == ["192.0.2.60"]
+    assert link("lab0") is not None, "a parent is never deleted"
+
+
+def test_foreign_device_with_spec_name_is_an_error_and_others_converge(lab: Path) -> None:
+    ip("netns", "add", "web")
+    ip("link", "add", "web0", "netns", "web", "type", "veth", "peer", "name", "foreign0")
+    spec = load(lab, """
+        version: 1
+        parents:
+          lab0:
+            mode: l2
+            devices:
+              web0: {netns: web, addresses: [192.0.2.10/24]}
+              web1: {netns: web, addresses: [192.0.2.11/24]}
+        """)
+    with Kernel() as kernel:
+        report = reconcile(spec, kernel)
+    assert not report.ok
+    assert [c.subject for c in report.plan.conflicts] == ["link web0 netns web"]
+    veth = link("web0", "web")
+    assert veth is not None and veth["linkinfo"]["info_kind"] == "veth" and addrs("web0", "web") == set()
+    assert ipvlan_info("web1", "web")["mode"] == "l2" and addrs("web1", "web") == {"192.0.2.11/24"}
+
+
+def test_missing_parent_fails_its_devices_and_others_converge(lab: Path) -> None:
+    spec = load(lab, """
+        version: 1
+        parents:
+          nosuch0:
+            mode: l2
+            devices: {lost0: {netns: lost}}
+          lab0:
+            mode: l2
+            devices: {web0: {netns: web}}
+        """)
+    with Kernel() as kernel:
+        report = reconcile(spec, kernel)
+    assert not report.ok
+    assert [p.subject for p in report.plan.pending] == ["parent nosuch0"]
+    assert link("web0", "web") is not None
+
+
+def test_kernel_error_is_reported_per_object_with_the_kernels_reason(lab: Path) -> None:
+    # The same address on two ipvlans of one parent, one of them foreign: EADDRINUSE from the kernel.
+    ip("link", "add", "link", "lab0", "name", "theirs0", "type", "ipvlan", "mode", "l2")
+    ip("addr", "add", "192.0.2.10/24", "dev", "theirs0")
+    spec = load(lab, """
+        version: 1
+        parents:
+          lab0:
+            mode: l2
+            devices:
+              web0: {netns: web, addresses: [192.0.2.10/24]}
+              web1: {netns: web, addresses: [192.0.2.11/24]}
+        """)
+    with Kernel() as kernel:
+        report = reconcile(spec, kernel)
+    failed = [o for o in report.failures if not o.skipped]
+    assert len(failed) == 1 and "192.0.2.10/24" in failed[0].change.describe()
+    assert failed[0].error is not None and "in use" in failed[0].error.lower()
+    assert addrs("web1", "web") == {"192.0.2.11/24"}
