@@ -232,10 +232,31 @@ def _where(netns: str | None) -> str:
     return f" netns {netns}" if netns is not None else ""
 
 
+class _OnLink:
+    """A change to link `name` in `netns`."""
+
+    netns: str | None
+    name: str
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.netns, self.name)
+
+
+class _OnDevice:
+    """A change to an object (address, route, neighbor) of device `dev` in `netns`."""
+
+    netns: str | None
+    dev: str
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.netns, self.dev)
+
+
 @dataclass(frozen=True)
 class NamespaceCreate:
     name: str
-    sign = "+"
 
     @property
     def device(self) -> DeviceRef | None:
@@ -253,7 +274,6 @@ class LinkCreate:
     mode: Mode
     flags: Flag
     temp_name: str | None = None  # set when the device goes to another namespace
-    sign = "+"
 
     @property
     def device(self) -> DeviceRef:
@@ -267,15 +287,10 @@ class LinkCreate:
 
 
 @dataclass(frozen=True)
-class LinkDelete:
+class LinkDelete(_OnLink):
     netns: str | None
     name: str
     reason: str = "not in the spec"
-    sign = "-"
-
-    @property
-    def device(self) -> DeviceRef:
-        return (self.netns, self.name)
 
     def describe(self) -> str:
         return f"- link {self.name}{_where(self.netns)} ({self.reason})"
@@ -291,7 +306,6 @@ class PortModeSet:
     flags: Flag
     old_mode: Mode | None
     old_flags: Flag | None
-    sign = "~"
 
     @property
     def device(self) -> DeviceRef:
@@ -307,31 +321,21 @@ class PortModeSet:
 
 
 @dataclass(frozen=True)
-class LinkMtuSet:
+class LinkMtuSet(_OnLink):
     netns: str | None
     name: str
     old: int
     new: int
-    sign = "~"
-
-    @property
-    def device(self) -> DeviceRef:
-        return (self.netns, self.name)
 
     def describe(self) -> str:
         return f"~ link {self.name}{_where(self.netns)} mtu {self.old} -> {self.new}"
 
 
 @dataclass(frozen=True)
-class LinkStateSet:
+class LinkStateSet(_OnLink):
     netns: str | None
     name: str
     up: bool
-    sign = "~"
-
-    @property
-    def device(self) -> DeviceRef:
-        return (self.netns, self.name)
 
     def describe(self) -> str:
         old, new = ("down", "up") if self.up else ("up", "down")
@@ -339,48 +343,33 @@ class LinkStateSet:
 
 
 @dataclass(frozen=True)
-class AddressAdd:
+class AddressAdd(_OnDevice):
     netns: str | None
     dev: str
     address: IPInterface
-    sign = "+"
-
-    @property
-    def device(self) -> DeviceRef:
-        return (self.netns, self.dev)
 
     def describe(self) -> str:
         return f"+ address {self.address} dev {self.dev}{_where(self.netns)}"
 
 
 @dataclass(frozen=True)
-class AddressDelete:
+class AddressDelete(_OnDevice):
     netns: str | None
     dev: str
     address: IPInterface
-    sign = "-"
-
-    @property
-    def device(self) -> DeviceRef:
-        return (self.netns, self.dev)
 
     def describe(self) -> str:
         return f"- address {self.address} dev {self.dev}{_where(self.netns)}"
 
 
 @dataclass(frozen=True)
-class RouteSet:
+class RouteSet(_OnDevice):
     """Add a route, or replace one of ours with the same key (destination, table, metric)."""
 
     netns: str | None
     dev: str
     route: Route
     replace: bool = False
-    sign = "+"
-
-    @property
-    def device(self) -> DeviceRef:
-        return (self.netns, self.dev)
 
     def describe(self) -> str:
         sign = "~" if self.replace else "+"
@@ -388,33 +377,23 @@ class RouteSet:
 
 
 @dataclass(frozen=True)
-class RouteDelete:
+class RouteDelete(_OnDevice):
     netns: str | None
     dev: str
     route: Route
-    sign = "-"
-
-    @property
-    def device(self) -> DeviceRef:
-        return (self.netns, self.dev)
 
     def describe(self) -> str:
         return f"- route {self.route.describe()} dev {self.dev}{_where(self.netns)}"
 
 
 @dataclass(frozen=True)
-class NeighborSet:
+class NeighborSet(_OnDevice):
     """Add a permanent neighbor entry, or replace one of ours with another lladdr."""
 
     netns: str | None
     dev: str
     neighbor: Neighbor
     replace: bool = False
-    sign = "+"
-
-    @property
-    def device(self) -> DeviceRef:
-        return (self.netns, self.dev)
 
     def describe(self) -> str:
         sign = "~" if self.replace else "+"
@@ -423,15 +402,10 @@ class NeighborSet:
 
 
 @dataclass(frozen=True)
-class NeighborDelete:
+class NeighborDelete(_OnDevice):
     netns: str | None
     dev: str
     neighbor: Neighbor
-    sign = "-"
-
-    @property
-    def device(self) -> DeviceRef:
-        return (self.netns, self.dev)
 
     def describe(self) -> str:
         n = self.neighbor
