@@ -131,7 +131,7 @@ def _plan(args: argparse.Namespace) -> int:
     else:
         _print_plan(p)
         print(f"{len(p.changes)} change(s), {len(p.conflicts)} conflict(s), {len(p.pending)} pending")
-    if p.conflicts:
+    if p.conflicts or p.pending:  # a missing parent is an error for its devices
         return EXIT_ERROR
     return EXIT_PENDING if p.changes else EXIT_OK
 
