@@ -1,0 +1,551 @@
+"""The ipvland benchmark (issue 6): a scaled lab, five workloads per size, a table and a JSON file.
+
+Run it through `bench/run`, which boots a VM when this kernel cannot create an ipvlan. This driver
+itself needs root and a kernel with IPVLAN, and it changes the network namespace it runs in (a veth
+pair `bvp0`/`bvp0p`, namespaces `bn<k>`): run it only in a throwaway VM or namespace.
+
+Lab at size N: N ipvlans `iv<i>` (l3s, MTU 1500) on the veth `bvp0`, ten per namespace `bn<i//10>`,
+each with an IPv4 and an IPv6 address and one route (198.18.x.y/32), plus one permanent neighbor on
+the parent per ten devices. The config is written as YAML to a temp dir and loaded by ipvland.spec.
+
+Workloads per size (JSON keys per size under "sizes", headline keys at the top level):
+1. cold apply: ipvland's reconcile() from empty (observe, plan, apply, verify) vs the same changes
+   as `ip -batch` files (one in the root namespace: netns add, link add, link set netns, neigh add;
+   then one `ip -n NS -batch` per namespace: addr add x2, link set up, route add), each timed
+   right after a teardown of the other.
+2. no-op reconcile: observe + plan with nothing to change (median of several runs, warm sockets as
+   in the daemon) vs `ip [-n NS] -d link show`, `addr show`, `route show`, `neigh show` for the root
+   namespace and every lab namespace, as subprocesses (median of several runs).
+3. drift repair by a real `ipvland run` (--interval 600, so every repair comes from an event):
+   alternately delete a random device or flush its addresses, and poll (20 ms, raw netlink dumps
+   of that one namespace) until device, addresses, up state and route are back.
+4. netlink writes (Kernel.writes): a no-op reconcile; one hand-made MTU change then reconcile.
+5. the daemon's VmRSS after its first convergence, and its CPU (utime+stime) over an idle window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import ipaddress
+import json
+import os
+import platform
+import pstats
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import yaml  # noqa: E402
+
+from ipvland import kernel as kmod  # noqa: E402
+from ipvland import spec as spec_mod  # noqa: E402
+from ipvland.kernel import Kernel  # noqa: E402
+from ipvland.model import Spec  # noqa: E402
+from ipvland.observe import observe  # noqa: E402
+from ipvland.plan import plan  # noqa: E402
+from ipvland.reconcile import reconcile  # noqa: E402
+
+PARENT, PEER = "bvp0", "bvp0p"
+MODE = "l3s"
+MTU = 1500
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- the lab
+
+
+def ns_of(i: int) -> str:
+    return f"bn{i // 10}"
+
+
+def v4(i: int) -> ipaddress.IPv4Interface:
+    return ipaddress.IPv4Interface((int(ipaddress.IPv4Address("10.64.0.1")) + i, 16))
+
+
+def v6(i: int) -> ipaddress.IPv6Interface:
+    return ipaddress.IPv6Interface((int(ipaddress.IPv6Address("fd00:b::1")) + i, 64))
+
+
+def route_to(i: int) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network((int(ipaddress.IPv4Address("198.18.0.1")) + i, 32))
+
+
+def neighbor(k: int) -> tuple[ipaddress.IPv4Address, str]:
+    return (ipaddress.IPv4Address(int(ipaddress.IPv4Address("10.65.0.1")) + k),
+            "02:00:00:00:{:02x}:{:02x}".format(*divmod(k + 1, 256)))
+
+
+def document(n: int) -> dict[str, Any]:
+    devices = {f"iv{i}": {"netns": ns_of(i), "addresses": [str(v4(i)), str(v6(i))], "mtu": MTU,
+                          "routes": [{"to": str(route_to(i))}]} for i in range(n)}
+    neighbors = [{"address": str(a), "lladdr": mac} for a, mac in map(neighbor, range(max(1, n // 10)))]
+    return {"version": 1, "parents": {PARENT: {"mode": MODE, "neighbors": neighbors, "devices": devices}}}
+
+
+def namespaces(n: int) -> list[str]:
+    return sorted({ns_of(i) for i in range(n)}, key=lambda s: int(s[2:]))
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def teardown() -> None:
+    """Deleting the parent removes every ipvlan on it at once (synchronously), in any namespace."""
+    ip("link", "del", PARENT, check=False)
+    for name in kmod.list_namespaces():
+        if name.startswith("bn"):
+            kmod.delete_namespace(name)
+
+
+def fresh_parent() -> None:
+    teardown()
+    ip("link", "add", PARENT, "type", "veth", "peer", "name", PEER)
+    ip("link", "set", PARENT, "up")
+    ip("link", "set", PEER, "up")
+
+
+def census(n: int) -> dict[str, int]:
+    """What the lab holds, counted on raw dumps: to check that ipvland and the baseline agree."""
+    with Kernel() as k:
+        devs = addrs = routes = up = 0
+        for ns in namespaces(n):
+            if not os.path.exists(os.path.join("/run/netns", ns)):
+                continue
+            links = [x for x in k.links(ns) if x.kind == "ipvlan"]
+            devs += len(links)
+            up += sum(x.up for x in links)
+            idx = {x.index for x in links}
+            addrs += sum(1 for a in k.addresses(ns) if a.ifindex in idx and not a.address.is_link_local)
+            routes += sum(1 for r in k.routes(ns) if r.ifindex in idx and r.route.to.prefixlen == 32)
+        neigh = sum(1 for x in k.neighbors(None) if x.permanent and str(x.neighbor.address).startswith("10.65."))
+    return {"devices": devs, "up": up, "addresses": addrs, "routes": routes, "neighbors": neigh}
+
+
+def expected_census(n: int) -> dict[str, int]:
+    return {"devices": n, "up": n, "addresses": 2 * n, "routes": n, "neighbors": max(1, n // 10)}
+
+
+# ---------------------------------------------------------------- 1. cold apply
+
+
+def baseline_cold(n: int, work: Path) -> dict[str, Any]:
+    """The same changes through iproute2: one root batch, then one batch per namespace."""
+    root = [f"netns add {ns}" for ns in namespaces(n)]
+    for i in range(n):
+        root.append(f"link add link {PARENT} name iv{i} mtu {MTU} type ipvlan mode {MODE}")
+        root.append(f"link set iv{i} netns {ns_of(i)}")
+    for a, mac in map(neighbor, range(max(1, n // 10))):
+        root.append(f"neigh add {a} lladdr {mac} dev {PARENT} nud permanent proto 212")
+    files: list[tuple[str | None, Path]] = [(None, work / "root.batch")]
+    files[0][1].write_text("\n".join(root) + "\n")
+    per_ns: dict[str, list[str]] = {}
+    for i in range(n):
+        per_ns.setdefault(ns_of(i), []).extend([
+            f"addr add {v4(i)} dev iv{i}", f"addr add {v6(i)} dev iv{i}", f"link set iv{i} up",
+            f"route add {route_to(i)} dev iv{i} proto 212"])
+    for name, lines in per_ns.items():
+        path = work / f"{name}.batch"
+        path.write_text("\n".join(lines) + "\n")
+        files.append((name, path))
+    requests = len(root) + sum(len(v) for v in per_ns.values())
+    t0 = time.perf_counter()
+    for ns, path in files:
+        cmd = ["ip", *(["-n", ns] if ns else []), "-batch", str(path)]
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()[:500]}")
+    took = time.perf_counter() - t0
+    return {"seconds": took, "processes": len(files), "requests": requests}
+
+
+def ipvland_cold(spec: Spec, profile: cProfile.Profile | None = None) -> dict[str, Any]:
+    with Kernel() as k:
+        t0 = time.perf_counter()
+        if profile is not None:
+            profile.enable()
+        report = reconcile(spec, k)
+        if profile is not None:
+            profile.disable()
+        took = time.perf_counter() - t0
+        writes = k.writes
+    failures = [o.describe() for o in report.failures][:5]
+    return {"seconds": took, "writes": writes, "changes": len(report.plan.changes), "ok": report.ok,
+            "failures": failures}
+
+
+# ---------------------------------------------------------------- 2. no-op
+
+
+def noop_ipvland(spec: Spec, k: Kernel, runs: int) -> dict[str, Any]:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        p = plan(spec, observe(k, spec))
+        times.append(time.perf_counter() - t0)
+        if not p.empty or p.conflicts or p.pending:
+            raise RuntimeError(f"no-op reconcile is not a no-op: {[c.describe() for c in p.changes[:5]]}")
+    return {"seconds": statistics.median(times), "runs": [round(t, 4) for t in times]}
+
+
+def noop_baseline(n: int, runs: int) -> dict[str, Any]:
+    where: list[list[str]] = [[]] + [["-n", ns] for ns in namespaces(n)]
+    cmds = [["ip", *w, *c] for w in where
+            for c in (["-d", "link", "show"], ["addr", "show"], ["route", "show"], ["neigh", "show"])]
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for cmd in cmds:
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - t0)
+    return {"seconds": statistics.median(times), "runs": [round(t, 4) for t in times], "processes": len(cmds)}
+
+
+# ---------------------------------------------------------------- 4. writes
+
+
+def writes_workload(spec: Spec, k: Kernel) -> dict[str, Any]:
+    before = k.writes
+    report = reconcile(spec, k)
+    noop_writes = k.writes - before
+    assert report.plan.empty, [c.describe() for c in report.plan.changes]
+    ip("-n", ns_of(0), "link", "set", "iv0", "mtu", "1400")
+    before = k.writes
+    t0 = time.perf_counter()
+    report = reconcile(spec, k)
+    took = time.perf_counter() - t0
+    return {"noop_writes": noop_writes, "one_drift_writes": k.writes - before,
+            "one_drift_changes": [c.describe() for c in report.plan.changes], "one_drift_ok": report.ok,
+            "one_drift_seconds": took}
+
+
+# ---------------------------------------------------------------- 3 & 5. the daemon
+
+
+class Daemon:
+    def __init__(self, config: Path, work: Path) -> None:
+        self.state = work / "state"
+        self.logfile = work / "daemon.log"
+        with open(self.logfile, "wb") as out:
+            self.p = subprocess.Popen(
+                [sys.executable, "-m", "ipvland", "run", "-c", str(config), "--state-dir", str(self.state),
+                 "--interval", "600", "--log-level", "warning"],
+                stdout=out, stderr=out, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.state / "status.json").read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return {}
+
+    def converged_after(self, reconciles: int) -> bool:
+        s = self.status()
+        return s.get("reconciles", 0) > reconciles and (s.get("last_reconcile") or {}).get("result") == "ok"
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(60)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+    def tail(self) -> str:
+        return self.logfile.read_text(errors="replace")[-3000:] if self.logfile.exists() else ""
+
+
+def wait(pred: Any, timeout: float, step: float = 0.02) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return bool(pred())
+
+
+def repaired(k: Kernel, i: int) -> bool:
+    ns, name = ns_of(i), f"iv{i}"
+    link = next((x for x in k.links(ns) if x.name == name), None)
+    if link is None or not link.up or not link.owned:
+        return False
+    have = {a.address for a in k.addresses(ns) if a.ifindex == link.index}
+    if not {v4(i), v6(i)} <= have:
+        return False
+    return any(r.ifindex == link.index and r.route.to == route_to(i) for r in k.routes(ns))
+
+
+def daemon_workload(n: int, config: Path, work: Path, events: int, idle_seconds: float,
+                    startup_timeout: float, seed: int, budget: float | None = None) -> dict[str, Any]:
+    d = Daemon(config, work)
+    out: dict[str, Any] = {}
+    try:
+        t0 = time.monotonic()
+        if not wait(lambda: d.converged_after(0) or d.p.poll() is not None, startup_timeout, 0.2) \
+                or d.p.poll() is not None:
+            raise RuntimeError(f"the daemon did not converge in {startup_timeout:.0f}s:\n{d.tail()}")
+        out["startup_to_converged_s"] = round(time.monotonic() - t0, 2)
+        out["rss_mb"] = round(d.rss_mb(), 1)
+        rng = random.Random(seed)
+        times: list[float] = []
+        timeouts = 0
+        events_done = 0
+        t_events = time.monotonic()
+        with Kernel() as k:
+            for e in range(events):
+                if budget is not None and e >= 2 and time.monotonic() - t_events > budget:
+                    log(f"repair: time budget of {budget:.0f}s spent after {e} events")
+                    break
+                events_done += 1
+                i = rng.randrange(n)
+                ns, name = ns_of(i), f"iv{i}"
+                done = d.status().get("reconciles", 0)
+                kind = "delete" if e % 2 == 0 else "flush"
+                cmd = ["link", "del", name] if kind == "delete" else ["addr", "flush", "dev", name]
+                t0 = time.perf_counter()
+                ip("-n", ns, *cmd)
+                if wait(lambda i=i: repaired(k, i), 60.0):
+                    times.append((time.perf_counter() - t0) * 1000)
+                else:
+                    timeouts += 1
+                    log(f"event {e} ({kind} iv{i}) not repaired in 60 s")
+                # Let the daemon finish that reconcile (verify, status) before the next event.
+                wait(lambda done=done: d.converged_after(done), 60.0, 0.05)
+                time.sleep(0.1)
+        times.sort()
+        out["repair_events"] = events_done
+        out["repair_timeouts"] = timeouts
+        out["repair_ms"] = [round(t, 1) for t in times]
+        if times:
+            out["repair_p50_ms"] = round(statistics.median(times), 1)
+            out["repair_p99_ms"] = round(times[max(0, -(-99 * len(times) // 100) - 1)], 1)  # nearest rank
+            out["repair_max_ms"] = round(times[-1], 1)
+        # 5. idle: nothing happens; the daemon must not poll.
+        time.sleep(1.0)
+        c0, t0 = d.cpu_seconds(), time.monotonic()
+        time.sleep(idle_seconds)
+        c1, t1 = d.cpu_seconds(), time.monotonic()
+        out["idle_window_s"] = round(t1 - t0, 1)
+        out["idle_cpu_percent"] = round(100 * (c1 - c0) / (t1 - t0), 3)
+        out["rss_mb_after_repairs"] = round(d.rss_mb(), 1)
+        out["daemon_reconciles"] = d.status().get("reconciles")
+    finally:
+        d.stop()
+    return out
+
+
+# ---------------------------------------------------------------- one size
+
+
+def top(profile: cProfile.Profile, title: str, limit: int = 22) -> str:
+    buf = io.StringIO()
+    st = pstats.Stats(profile, stream=buf).strip_dirs()
+    buf.write(f"==== {title}: by own time\n")
+    st.sort_stats("tottime").print_stats(limit)
+    buf.write(f"==== {title}: by cumulative time\n")
+    st.sort_stats("cumulative").print_stats(limit)
+    return buf.getvalue()
+
+
+def run_size(n: int, args: argparse.Namespace, checkpoint: Any = lambda res: None) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"ipvland-bench-{n}-"))
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump(document(n), sort_keys=False))
+    spec = spec_mod.load(config)
+    assert len(spec.devices) == n
+    res: dict[str, Any] = {"n": n, "namespaces": len(namespaces(n)), "neighbors": max(1, n // 10)}
+    want = expected_census(n)
+
+    log(f"N={n}: baseline cold apply (ip -batch)")
+    fresh_parent()
+    res["cold_baseline"] = baseline_cold(n, work)
+    got = census(n)
+    res["cold_baseline"]["census_ok"] = got == want
+    if got != want:  # recorded, not fatal: the baseline is iproute2's business
+        res["cold_baseline"]["census"] = got
+        log(f"N={n}: after the baseline the lab holds {got}, expected {want}")
+    log(f"N={n}: ipvland cold apply")
+    fresh_parent()
+    res["cold_ipvland"] = ipvland_cold(spec)
+    got = census(n)
+    res["cold_ipvland"]["census_ok"] = got == want
+    if got != want or not res["cold_ipvland"]["ok"]:
+        raise RuntimeError(f"ipvland cold apply did not converge: {got} != {want}; {res['cold_ipvland']}")
+    res["cold_apply_ratio"] = round(res["cold_ipvland"]["seconds"] / res["cold_baseline"]["seconds"], 3)
+
+    checkpoint(res)
+    runs = args.noop_runs or (3 if n >= 1000 else 5)
+    log(f"N={n}: no-op reconcile x{runs}")
+    with Kernel() as k:
+        noop_ipvland(spec, k, 1)  # warm-up: sockets opened once, as in the daemon
+        res["noop_ipvland"] = noop_ipvland(spec, k, runs)
+        log(f"N={n}: netlink writes")
+        res.update(writes_workload(spec, k))
+    checkpoint(res)
+
+    if args.profile and n in args.profile:
+        log(f"N={n}: profiling cold apply and no-op (cProfile)")
+        fresh_parent()
+        prof = cProfile.Profile()
+        ipvland_cold(spec, prof)
+        text = top(prof, f"cold apply N={n}")
+        with Kernel() as k:
+            noop_ipvland(spec, k, 1)
+            prof = cProfile.Profile()
+            prof.enable()
+            noop_ipvland(spec, k, 3)
+            prof.disable()
+        text += top(prof, f"no-op reconcile x3 N={n}")
+        res["profile_text"] = text
+        print(text, flush=True)
+
+    if not args.no_daemon:
+        idle = args.idle_seconds if args.idle_seconds is not None else (60.0 if n >= 1000 else 20.0)
+        log(f"N={n}: daemon: startup, {args.events} drift events, {idle:.0f}s idle")
+        res.update(daemon_workload(n, config, work, args.events, idle, args.startup_timeout, seed=n,
+                                   budget=args.repair_budget))
+        checkpoint(res)
+
+    # Last, as the longest at N=1000 (hundreds of ip processes per run): the no-op baseline.
+    bruns = args.noop_baseline_runs or (1 if n >= 1000 else 3)
+    log(f"N={n}: no-op baseline (ip dumps) x{bruns}")
+    res["noop_baseline"] = noop_baseline(n, bruns)
+    res["noop_ratio"] = round(res["noop_ipvland"]["seconds"] / res["noop_baseline"]["seconds"], 3)
+    teardown()
+    shutil.rmtree(work, ignore_errors=True)
+    return res
+
+
+# ---------------------------------------------------------------- output
+
+
+COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("N", lambda r: str(r["n"])),
+    ("cold ipvland s", lambda r: f"{r['cold_ipvland']['seconds']:.2f}"),
+    ("cold ip-batch s", lambda r: f"{r['cold_baseline']['seconds']:.2f}"),
+    ("cold ratio", lambda r: f"{r['cold_apply_ratio']:.2f}"),
+    ("no-op ipvland s", lambda r: f"{r['noop_ipvland']['seconds']:.3f}"),
+    ("no-op ip s", lambda r: f"{r['noop_baseline']['seconds']:.3f}"),
+    ("no-op ratio", lambda r: f"{r['noop_ratio']:.2f}"),
+    ("repair p50 ms", lambda r: f"{r['repair_p50_ms']:.0f}" if "repair_p50_ms" in r else "-"),
+    ("repair p99 ms", lambda r: f"{r['repair_p99_ms']:.0f}" if "repair_p99_ms" in r else "-"),
+    ("events", lambda r: str(r.get("repair_events", "-"))),
+    ("no-op writes", lambda r: str(r["noop_writes"])),
+    ("1-drift writes", lambda r: str(r["one_drift_writes"])),
+    ("RSS MB", lambda r: f"{r['rss_mb']:.1f}" if "rss_mb" in r else "-"),
+    ("idle CPU %", lambda r: f"{r['idle_cpu_percent']:.2f} ({r['idle_window_s']:.0f}s)"
+     if "idle_cpu_percent" in r else "-"),
+]
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = "| " + " | ".join(c for c, _ in COLUMNS) + " |"
+    sep = "|" + "|".join(" --- " for _ in COLUMNS) + "|"
+    rows = ["| " + " | ".join(f(r) for _, f in COLUMNS) + " |" for r in results]
+    return "\n".join([head, sep, *rows])
+
+
+def headline(results: list[dict[str, Any]]) -> dict[str, Any]:
+    by = {r["n"]: r for r in results}
+    big = by[max(by)]
+    h: dict[str, Any] = {"at_size": big["n"], "cold_apply_ratio": big["cold_apply_ratio"],
+                         "noop_ratio": big["noop_ratio"], "noop_writes": big["noop_writes"],
+                         "one_drift_writes": big["one_drift_writes"]}
+    if 100 in by and 1000 in by:
+        growth = by[1000]["noop_ipvland"]["seconds"] / by[100]["noop_ipvland"]["seconds"]
+        h["noop_growth_100_to_1000"] = round(growth, 2)
+    for key in ("repair_p50_ms", "repair_p99_ms", "rss_mb", "idle_cpu_percent", "idle_window_s"):
+        if key in big:
+            h[key] = big[key]
+    return h
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--events", type=int, default=50, help="drift events per size (default 50)")
+    ap.add_argument("--idle-seconds", type=float, help="idle CPU window (default 60 at N>=1000, else 20)")
+    ap.add_argument("--noop-runs", type=int, help="no-op reconcile repetitions (default 5, 3 at N>=1000)")
+    ap.add_argument("--noop-baseline-runs", type=int, help="no-op baseline repetitions (default 3, 1 at N>=1000)")
+    ap.add_argument("--startup-timeout", type=float, default=600.0)
+    ap.add_argument("--repair-budget", type=float,
+                    help="stop the drift events of a size after this many seconds (JSON: repair_events)")
+    ap.add_argument("--no-daemon", action="store_true", help="skip workloads 3 and 5")
+    ap.add_argument("--profile", type=lambda s: {int(x) for x in s.split(",")},
+                    help="sizes at which to cProfile the cold apply and the no-op (extra runs)")
+    args = ap.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",") if x]
+    if any(n < 10 or n % 10 for n in sizes):
+        ap.error("sizes must be multiples of 10")
+    if os.geteuid() != 0:
+        ap.error("needs root (run bench/run)")
+    wall0 = time.monotonic()
+    results: list[dict[str, Any]] = []
+
+    def document_of(results: list[dict[str, Any]], partial: dict[str, Any] | None = None) -> dict[str, Any]:
+        done = {str(r["n"]): {k: v for k, v in r.items() if k != "profile_text"} for r in results}
+        out: dict[str, Any] = {}
+        if results:
+            out = {"headline": headline(results), **headline(results)}
+        out.update({
+            "environment": {"kernel": platform.release(), "python": platform.python_version(),
+                            "in_vm": os.environ.get("IPVLAND_IN_VM") == "1", "cpus": os.cpu_count(),
+                            "idle_window_note": "idle_cpu_percent is measured over idle_window_s seconds "
+                                                "(60 s at N>=1000, else 20 s, unless --idle-seconds)"},
+            "wall_s": round(time.monotonic() - wall0, 1), "sizes": done})
+        if partial is not None:  # a size still running (or cut off): what it measured so far
+            out["partial"] = {k: v for k, v in partial.items() if k != "profile_text"}
+        return out
+
+    def checkpoint(partial: dict[str, Any] | None) -> None:
+        if args.json:
+            args.json.write_text(json.dumps(document_of(results, partial), indent=1) + "\n")
+
+    for n in sizes:
+        t = time.monotonic()
+        r = run_size(n, args, checkpoint)
+        r["wall_s"] = round(time.monotonic() - t, 1)
+        log(f"N={n} done in {r['wall_s']:.0f}s")
+        results.append(r)
+        checkpoint(None)
+    out = document_of(results)
+    print(table(results))
+    print(json.dumps(out["headline"], indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+        prof = "".join(r.get("profile_text", "") for r in results)
+        if prof:
+            args.json.with_suffix(".profile.txt").write_text(prof)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""The benchmark driver still works (issue 6): bench/bench.py at N=10, every workload, few repetitions.
+
+Benchmarks are not tests: nothing here looks at a time. It checks that the JSON has every key and
+that the counts that are not timings hold: a no-op reconcile sends no netlink write, one drifted
+field costs exactly one. The driver is called directly (this already runs on an IPVLAN kernel, in
+the VM or in throwaway namespaces), not through bench/run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bench_runs_at_size_10(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench.py"), "--sizes", "10", "--json", str(out),
+         "--events", "4", "--idle-seconds", "2", "--noop-runs", "2", "--startup-timeout", "240"],
+        capture_output=True, text=True, cwd=REPO, timeout=900, check=False)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-5000:]}"
+    data = json.loads(out.read_text())
+    for key in ("cold_apply_ratio", "noop_ratio", "repair_p50_ms", "repair_p99_ms", "noop_writes",
+                "one_drift_writes", "rss_mb", "idle_cpu_percent", "idle_window_s"):
+        assert key in data, (key, data)
+    assert "noop_growth_100_to_1000" not in data  # only when both sizes ran
+    assert data["noop_writes"] == 0
+    assert data["one_drift_writes"] == 1
+    size = data["sizes"]["10"]
+    assert size["cold_ipvland"]["ok"] and size["cold_ipvland"]["census_ok"]
+    assert size["repair_timeouts"] == 0 and len(size["repair_ms"]) == 4
+    assert data["cold_apply_ratio"] > 0 and data["noop_ratio"] > 0
+    assert 0 < data["repair_p50_ms"] <= data["repair_p99_ms"]
+    assert 0 < data["rss_mb"] < 1024
+    assert 0 <= data["idle_cpu_percent"] <= 200
+    assert "| N |" in r.stdout  # the table
