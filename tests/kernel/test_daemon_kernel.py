@@ -171,9 +171,12 @@ def test_drift_is_repaired_from_events(lab: Daemon) -> None:
     took = wait_until("app0 address back", lambda: addrs("app0") == {"192.0.2.11/24"})
     print(f"address flushed: repaired in {took:.2f}s")
 
+    repairs = lab.logs().count("~ parent lab0 mode l3 -> l2")
     ip("link", "set", "dev", "app0", "type", "ipvlan", "mode", "l3")
-    assert mode("app0") == "l3" or mode("web0", "web") == "l3"  # the flip happened (mode is per parent)
-    took = wait_until("mode back to l2", lambda: mode("app0") == "l2" and mode("web0", "web") == "l2")
+    # The daemon may repair the flip before a second `ip` could even see it, so the evidence that
+    # the flip happened and was undone is the daemon's own change line.
+    took = wait_until("mode back to l2", lambda: lab.logs().count("~ parent lab0 mode l3 -> l2") > repairs
+                      and mode("app0") == "l2" and mode("web0", "web") == "l2")
     print(f"mode flipped by hand: repaired in {took:.2f}s")
     status = lab.status()
     assert status["drift"]["events"] > 0
@@ -191,6 +194,9 @@ def test_dropin_by_rename_broken_file_and_partial_write(lab: Daemon) -> None:
         """)
     took = wait_until("db0 from the drop-in", lambda: addrs("db0", "db") == {"192.0.2.12/24"})
     print(f"drop-in added by rename: applied in {took:.2f}s")
+    # the status file is written after the reconcile that the addresses already show
+    wait_until("status names the drop-in", lambda: any(
+        src.endswith("20-db.yaml") for src in lab.status().get("config", {}).get("sources", ())))
     generation = lab.status()["config"]["generation"]
 
     broken = lab.config.parent / "config.d" / "30-broken.yaml"
