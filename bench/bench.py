@@ -468,7 +468,13 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
 def table(results: list[dict[str, Any]]) -> str:
     head = "| " + " | ".join(c for c, _ in COLUMNS) + " |"
     sep = "|" + "|".join(" --- " for _ in COLUMNS) + "|"
-    rows = ["| " + " | ".join(f(r) for _, f in COLUMNS) + " |" for r in results]
+    def cell(f: Callable[[dict[str, Any]], str], r: dict[str, Any]) -> str:
+        try:
+            return f(r)
+        except KeyError:  # a size cut off before that workload
+            return "-"
+
+    rows = ["| " + " | ".join(cell(f, r) for _, f in COLUMNS) + " |" for r in results]
     return "\n".join([head, sep, *rows])
 
 
