@@ -56,22 +56,13 @@ class Outcome:
 
 def _create_link(kernel: Kernel, change: LinkCreate) -> None:
     d = change.spec
-    if change.temp_name is None:
-        kernel.create_ipvlan(d.parent, d.name, change.mode, change.flags, d.mtu, OWNER_ALIAS)
-        return
-    assert d.netns is not None
-    # Create under a temporary name in the parent's namespace, move, then rename in the target
-    # namespace: a device of the final name in the parent's namespace can never collide.
-    kernel.create_ipvlan(d.parent, change.temp_name, change.mode, change.flags, d.mtu, OWNER_ALIAS)
-    where: str | None = None
+    kernel.create_ipvlan(d.parent, change.temp_name, change.mode, change.flags, d.mtu, d.netns)
     try:
-        kernel.move_link(change.temp_name, d.netns)
-        where = d.netns
-        kernel.rename_link(d.netns, change.temp_name, d.name)
+        kernel.rename_link(d.netns, change.temp_name, d.name, OWNER_ALIAS)
     except Exception:
         # Leave no temporary device behind; the planner would also remove it on the next run.
         try:
-            kernel.delete_link(where, change.temp_name)
+            kernel.delete_link(d.netns, change.temp_name)
         except Exception as cleanup:  # the first error is the one to report
             log.warning("could not remove temporary device %s: %s", change.temp_name, cleanup)
         raise

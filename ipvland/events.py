@@ -19,8 +19,8 @@ that we did not see, so the reconcile looks at everything again, which is exactl
 
 Sockets are opened by entering the namespace on the calling thread (netns.entered: setns, create,
 go back; the kernel binds a socket to the namespace it was created in), the same technique as
-kernel.open_socket, but raw sockets: pyroute2's IPRoute owns its fd through an asyncio transport, and
-reading it behind pyroute2's back would be fragile.
+Kernel._channel. These are separate sockets: they join multicast groups and are read by the
+monitor thread, while the Kernel's carry requests and their answers.
 """
 
 from __future__ import annotations

@@ -1,12 +1,17 @@
 """The netlink layer: read the kernel's state as model types, and make single changes.
 
-Reads use a plain netlink socket per namespace and a small decoder that looks only at the attributes
-ipvland needs (decoding everything through pyroute2 costs far more than the dump itself). Writes go
-through pyroute2 (IPRoute, one per namespace) with ipvland's own ipvlan NLA class registered, since
-pyroute2 0.9.7 knows IFLA_IPVLAN_MODE but not IFLA_IPVLAN_FLAGS.
+One plain rtnetlink socket per namespace carries both reads and writes:
+- reads are dumps decoded by a small struct decoder that looks only at the attributes ipvland needs
+  (decoding everything through pyroute2 costs far more than the dump itself);
+- writes are encoded by pyroute2's message classes, with ipvland's own ipvlan NLA class registered
+  (pyroute2 0.9.7 knows IFLA_IPVLAN_MODE but not IFLA_IPVLAN_FLAGS), and sent on that same socket,
+  one request and its ACK at a time. pyroute2's IPRoute transport is not used: its per-request
+  asyncio machinery cost about 3x the kernel's own time per write (profile in issue 6).
+- errors carry the kernel's extended ACK message (NETLINK_EXT_ACK), e.g. "Address already assigned
+  to an ipvlan device", next to strerror.
 
 Sockets for another namespace are opened on the calling thread by setns into it and back: the socket
-stays bound to the namespace it was created in, with no helper process (IPRoute(netns=...) forks).
+stays bound to the namespace it was created in, with no helper process.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pyroute2 import IPRoute
 from pyroute2.netlink import (
     NLM_F_ACK,
     NLM_F_CREATE,
@@ -34,7 +38,6 @@ from pyroute2.netlink import (
     NLM_F_REQUEST,
     nla,
 )
-from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import (
     RTM_DELADDR,
     RTM_DELLINK,
@@ -107,28 +110,19 @@ def _in_netns(netns: str | None, fn: Callable[[], T]) -> T:
         return fn()
 
 
-def open_socket(netns: str | None, groups: int | None = None) -> IPRoute:
-    """An IPRoute bound to `netns` (None: the caller's namespace), opened without forking.
-
-    groups: multicast groups to join; None is pyroute2's default set (for monitoring). Kernel
-    passes 0: a socket that only writes must not fill its buffer with events nobody reads.
-    """
-    register_ipvlan_kind()
-    kwargs: dict[str, Any] = {"ext_ack": True}
-    if groups is not None:
-        kwargs["groups"] = groups
-    ipr = _in_netns(netns, lambda: IPRoute(**kwargs))
-    # pyroute2 0.9.7's IPRoute never sets this key, so its sync nlm_request() raises KeyError;
-    # False makes nlm_request() collect the answers, which raises the kernel's error right there.
-    ipr.asyncore.status.setdefault("nlm_generator", False)
-    return ipr
+_SOL_NETLINK = 270
+_NETLINK_CAP_ACK = 10  # an error echoes only the request's header, not the whole request
+_NETLINK_EXT_ACK = 11  # and carries the kernel's message saying what exactly was refused
 
 
 def _open_raw(netns: str | None) -> socket.socket:
     def make() -> socket.socket:
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        s.bind((0, 0))
+        for option in (_NETLINK_CAP_ACK, _NETLINK_EXT_ACK):
+            with contextlib.suppress(OSError):  # older kernels: plain errors
+                s.setsockopt(_SOL_NETLINK, option, 1)
+        s.bind((0, 0))  # no multicast groups: a socket that reads and writes must not queue events
         return s
 
     return _in_netns(netns, make)
@@ -226,22 +220,12 @@ class KernelError(Exception):
         return f"{self.op}: {self.message} ({name})"
 
 
-def _kernel_error(op: str, e: NetlinkError | OSError) -> KernelError:
-    code = getattr(e, "code", None)
-    if not isinstance(code, int):
-        code = e.errno if isinstance(e, OSError) and e.errno else (e.args[0] if e.args else 0)
-    code = abs(int(code or 0))
-    text = os.strerror(code) if code else str(e)
-    # pyroute2 puts the kernel's extended ack (what exactly was refused) where strerror would be.
-    extack = e.args[1] if len(e.args) > 1 else None
-    if isinstance(extack, bytes):
-        extack = extack.decode(errors="replace")
-    if isinstance(extack, str) and extack and extack != text:
-        text = f"{text}: {extack}"
-    return KernelError(op, code, text)
+def _kernel_error(op: str, e: OSError) -> KernelError:
+    code = e.errno or 0
+    return KernelError(op, code, e.strerror or os.strerror(code))
 
 
-# ---------------------------------------------------------------- raw dumps
+# ---------------------------------------------------------------- the raw socket
 
 _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
@@ -298,6 +282,10 @@ def _attrs(data: bytes, off: int, end: int) -> Attrs:
     return out
 
 
+def _nla(kind: int, value: bytes) -> bytes:
+    return struct.pack("HH", 4 + len(value), kind) + value + bytes(-len(value) % 4)
+
+
 def _str(value: bytes) -> str:
     return value.split(b"\0", 1)[0].decode(errors="replace")
 
@@ -314,8 +302,26 @@ def _ip(family: int, value: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Addr
     return ipaddress.IPv4Address(value[:4]) if family == socket.AF_INET else ipaddress.IPv6Address(value[:16])
 
 
-class _Dumper:
-    """A raw rtnetlink socket in one namespace: dump requests, messages handed back undecoded."""
+_NLM_F_CAPPED = 0x100
+_NLM_F_ACK_TLVS = 0x200
+_NLMSGERR_ATTR_MSG = 1
+
+
+def _refusal(data: bytes, off: int, length: int, mflags: int) -> OSError:
+    """The OSError for an NLMSG_ERROR: strerror, then the extended ACK's message when there is one."""
+    err = -struct.unpack_from("i", data, off + 16)[0]
+    text = os.strerror(err)
+    if mflags & _NLM_F_ACK_TLVS:
+        echoed = 16 if mflags & _NLM_F_CAPPED else struct.unpack_from("I", data, off + 20)[0]
+        tlvs = off + 20 + ((echoed + 3) & ~3)
+        message = _attrs(data, tlvs, off + length).get(_NLMSGERR_ATTR_MSG)
+        if message:
+            text = f"{text}: {_str(message)}"
+    return OSError(err, text)
+
+
+class _Channel:
+    """A raw rtnetlink socket in one namespace: requests and dumps, answers handed back undecoded."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -325,7 +331,10 @@ class _Dumper:
         self.sock.close()
 
     def request(self, msg_type: int, body: bytes, flags: int) -> Iterator[tuple[int, bytes, int]]:
-        """Yields (type, data, offset of the payload) for each answer until DONE, or the one answer."""
+        """Yields (type, data, offset of the payload) for each answer until DONE, or the one answer.
+
+        A request with NLM_F_ACK and no answer of its own yields nothing; a refusal raises OSError.
+        """
         self.seq += 1
         seq = self.seq
         self.sock.send(struct.pack("IHHII", 16 + len(body), msg_type, flags, seq, 0) + body)
@@ -336,18 +345,17 @@ class _Dumper:
                 length, mtype, mflags, mseq, _ = struct.unpack_from("IHHII", data, off)
                 if length < 16:
                     return
-                if mseq == seq:
+                if mseq == seq:  # anything else is a late answer to an abandoned request
                     if mflags & _NLM_F_DUMP_INTR:
                         raise _DumpInterrupted
                     if mtype == _NLMSG_DONE:
                         return
                     if mtype == _NLMSG_ERROR:
-                        err = -struct.unpack_from("i", data, off + 16)[0]
-                        if err:
-                            raise OSError(err, os.strerror(err))
-                        return
+                        if struct.unpack_from("i", data, off + 16)[0]:
+                            raise _refusal(data, off, length, mflags)
+                        return  # the ACK
                     yield mtype, data[off : off + length], 16
-                    if not flags & _NLM_F_DUMP:
+                    if not flags & (_NLM_F_DUMP | NLM_F_ACK):
                         return
                 off += (length + 3) & ~3
 
@@ -358,6 +366,11 @@ class _Dumper:
             except _DumpInterrupted:
                 continue
         raise OSError(errnos.EAGAIN, "dump interrupted repeatedly")
+
+    def write(self, msg_type: int, body: bytes, flags: int) -> None:
+        """One change, acknowledged: returns when the kernel has done it, raises OSError if refused."""
+        for _ in self.request(msg_type, body, NLM_F_REQUEST | NLM_F_ACK | flags):
+            pass
 
 
 class _DumpInterrupted(Exception):
@@ -375,23 +388,18 @@ class Kernel:
     """
 
     def __init__(self) -> None:
-        register_ipvlan_kind()
         self.writes = 0
         self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)  # ipvland's own namespace
-        self._ipr: dict[str | None, IPRoute] = {}
-        self._raw: dict[str | None, _Dumper] = {}
+        self._channels: dict[str | None, _Channel] = {}
         self._index: dict[str | None, dict[str, int]] = {}  # name -> ifindex, from the latest dump
         self._root_names: dict[int, str] = {}
 
     # -- lifetime
 
     def close(self) -> None:
-        for ipr in self._ipr.values():
-            ipr.close()
-        for raw in self._raw.values():
-            raw.close()
-        self._ipr.clear()
-        self._raw.clear()
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
         if self._home >= 0:
             os.close(self._home)
             self._home = -1
@@ -403,32 +411,21 @@ class Kernel:
         self.close()
 
     def forget(self, netns: str) -> None:
-        """Drop the cached sockets of a namespace (e.g. after it was deleted)."""
-        ipr = self._ipr.pop(netns, None)
-        if ipr is not None:
-            ipr.close()
-        raw = self._raw.pop(netns, None)
-        if raw is not None:
-            raw.close()
+        """Drop the cached socket of a namespace (e.g. after it was deleted)."""
+        channel = self._channels.pop(netns, None)
+        if channel is not None:
+            channel.close()
         self._index.pop(netns, None)
 
-    def socket(self, netns: str | None) -> IPRoute:
-        ipr = self._ipr.get(netns)
-        if ipr is None:
-            ipr = self._ipr[netns] = open_socket(netns, groups=0)
-        else:
-            register_ipvlan_kind()
-        return ipr
-
-    def _dumper(self, netns: str | None) -> _Dumper:
-        raw = self._raw.get(netns)
-        if raw is None:
-            raw = self._raw[netns] = _Dumper(_open_raw(netns))
-        return raw
+    def _channel(self, netns: str | None) -> _Channel:
+        channel = self._channels.get(netns)
+        if channel is None:
+            channel = self._channels[netns] = _Channel(_open_raw(netns))
+        return channel
 
     def _dump(self, netns: str | None, op: str, msg_type: int, body: bytes) -> list[bytes]:
         try:
-            return self._dumper(netns).dump(msg_type, body)
+            return self._channel(netns).dump(msg_type, body)
         except OSError as e:
             raise _kernel_error(f"{op}{_where(netns)}", e) from None
 
@@ -493,7 +490,7 @@ class Kernel:
         """The id under which `netns` knows ipvland's own namespace (what IFLA_LINK_NETNSID means there)."""
         body = struct.pack("Bxxx", socket.AF_UNSPEC) + struct.pack("HHI", 8, _NETNSA_FD, self._home)
         try:
-            for _, data, off in self._dumper(netns).request(_RTM_GETNSID, body, NLM_F_REQUEST):
+            for _, data, off in self._channel(netns).request(_RTM_GETNSID, body, NLM_F_REQUEST):
                 a = _attrs(data, off + 4, len(data))
                 if _NETNSA_NSID in a:
                     nsid = struct.unpack("i", a[_NETNSA_NSID][:4])[0]
@@ -574,11 +571,15 @@ class Kernel:
     # -- writes
 
     def _write(self, netns: str | None, op: str, msg: Any, msg_type: int, flags: int) -> None:
-        ipr = self.socket(netns)
+        """Encode `msg` (a pyroute2 message) and send it on the namespace's socket; wait for the ACK."""
+        register_ipvlan_kind()
+        msg["header"] = {"type": msg_type, "flags": 0, "sequence_number": 0, "pid": 0}
+        msg.encode()
+        body = bytes(msg.data[16:])  # the channel writes its own header (length, sequence number)
         self.writes += 1
         try:
-            ipr.nlm_request(msg, msg_type=msg_type, msg_flags=NLM_F_REQUEST | NLM_F_ACK | flags)
-        except (NetlinkError, OSError) as e:
+            self._channel(netns).write(msg_type, body, flags)
+        except OSError as e:
             raise _kernel_error(op, e) from None
 
     def ifindex(self, netns: str | None, name: str) -> int:
@@ -586,38 +587,41 @@ class Kernel:
         index = self._index.get(netns, {}).get(name)
         if index is not None:
             return index
+        body = struct.pack("BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
+        body += _nla(_IFLA_EXT_MASK, struct.pack("I", _RTEXT_FILTER_SKIP_STATS))
+        body += _nla(_IFLA_IFNAME, name.encode() + b"\0")
         try:
-            index = socket.if_nametoindex(name) if netns is None else _in_netns(
-                netns, lambda: socket.if_nametoindex(name))
-        except OSError:
-            raise KernelError(f"find link {name}{_where(netns)}", errnos.ENODEV,
-                              os.strerror(errnos.ENODEV)) from None
+            for _, data, off in self._channel(netns).request(_RTM_GETLINK, body, NLM_F_REQUEST):
+                index = struct.unpack_from("BxHiII", data, off)[2]
+        except OSError as e:
+            raise KernelError(f"find link {name}{_where(netns)}", e.errno or 0, e.strerror or "") from None
+        if index is None:
+            raise KernelError(f"find link {name}{_where(netns)}", errnos.ENODEV, os.strerror(errnos.ENODEV))
         self._index.setdefault(netns, {})[name] = index
-        return index
+        return int(index)
 
-    def _forget_name(self, netns: str | None, *names: str) -> None:
-        cache = self._index.get(netns)
-        if cache is not None:
-            for name in names:
-                cache.pop(name, None)
+    def _forget_name(self, netns: str | None, name: str) -> None:
+        self._index.get(netns, {}).pop(name, None)
 
-    def _link_msg(self, netns: str | None, name: str) -> Any:
+    @staticmethod
+    def _link_msg(name: str, attrs: list[tuple[str, Any]]) -> Any:
+        """A changelink of the device called `name`: the kernel looks the name up (ifindex 0)."""
         msg = ifinfmsg()
         msg["family"] = socket.AF_UNSPEC
-        msg["index"] = self.ifindex(netns, name)
+        msg["index"] = 0
+        msg["attrs"] = [("IFLA_IFNAME", name), *attrs]
         return msg
 
-    def create_ipvlan(self, parent: str, name: str, mode: Mode, flags: Flag,
-                      mtu: int | None = None, alias: str | None = None) -> None:
-        """Create in ipvland's own namespace, then set the alias: two writes (one without alias).
+    def create_ipvlan(self, parent: str, name: str, mode: Mode, flags: Flag, mtu: int | None = None,
+                      netns: str | None = None) -> None:
+        """Create on `parent` (in ipvland's own namespace), straight into `netns`: one request.
 
-        The mode is always sent: a request without it means L3 and re-modes every sibling. The MTU
-        goes in the create request; IFLA_IFALIAS does not (seen on 6.1: the kernel ignores it on
-        create), so it is set right after, before the device can be moved anywhere.
+        With IFLA_NET_NS_FD the kernel resolves the parent in the sender's namespace and registers
+        the name only in the target one (seen on 6.1). The mode is always sent: a request without
+        it means L3 and re-modes every sibling. IFLA_IFALIAS is ignored on create (seen on 6.1):
+        see rename_link.
         """
-        op = f"create link {name}"
-        msg = ifinfmsg()
-        msg["family"] = socket.AF_UNSPEC
+        op = f"create link {name}{_where(netns)}"
         try:
             parent_index = self.ifindex(None, parent)
         except KernelError as e:
@@ -633,68 +637,59 @@ class Kernel:
         ]
         if mtu is not None:
             attrs.append(("IFLA_MTU", mtu))
-        msg["attrs"] = attrs
-        self._forget_name(None, name)
-        self._write(None, op, msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL)
-        if alias is not None:
-            try:
-                self.set_alias(None, name, alias)
-            except KernelError as e:
-                # Without its alias the device would look foreign to ipvland forever: remove it.
-                with contextlib.suppress(KernelError):
-                    self.delete_link(None, name)
-                raise KernelError(op, e.errno, f"set alias: {e.message}") from None
-
-    def move_link(self, name: str, to_netns: str) -> None:
-        op = f"move link {name} to netns {to_netns}"
-        msg = self._link_msg(None, name)
+        self._forget_name(netns, name)
+        fd = -1
         try:
-            fd = os.open(os.path.join(NETNS_DIR, to_netns), os.O_RDONLY)
-        except OSError as e:
-            raise KernelError(op, e.errno or 0, os.strerror(e.errno or 0)) from None
-        try:
-            msg["attrs"] = [("IFLA_NET_NS_FD", fd)]
-            self._write(None, op, msg, RTM_NEWLINK, 0)
+            if netns is not None:
+                try:
+                    fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as e:
+                    raise KernelError(op, e.errno or 0, f"netns {netns}: {os.strerror(e.errno or 0)}") from None
+                attrs.append(("IFLA_NET_NS_FD", fd))
+            msg = ifinfmsg()
+            msg["family"] = socket.AF_UNSPEC
+            msg["attrs"] = attrs
+            self._write(None, op, msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL)
         finally:
-            os.close(fd)
-        self._forget_name(None, name)
-        self._forget_name(to_netns, name)
+            if fd >= 0:
+                os.close(fd)
 
-    def rename_link(self, netns: str | None, old: str, new: str) -> None:
-        msg = self._link_msg(netns, old)
-        msg["attrs"] = [("IFLA_IFNAME", new)]
-        index = msg["index"]
+    def rename_link(self, netns: str | None, old: str, new: str, alias: str | None = None) -> None:
+        """Rename, and set the alias in the same request: a device gets its name and owner at once."""
+        attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", new)]
+        if alias is not None:
+            attrs.append(("IFLA_IFALIAS", alias))
+        msg = ifinfmsg()
+        msg["family"] = socket.AF_UNSPEC
+        msg["index"] = self.ifindex(netns, old)
+        msg["attrs"] = attrs
         self._write(netns, f"rename link {old} to {new}{_where(netns)}", msg, RTM_NEWLINK, 0)
         self._forget_name(netns, old)
-        self._index.setdefault(netns, {})[new] = index
+        self._index.setdefault(netns, {})[new] = msg["index"]
 
     def delete_link(self, netns: str | None, name: str) -> None:
-        msg = self._link_msg(netns, name)
-        self._write(netns, f"delete link {name}{_where(netns)}", msg, RTM_DELLINK, 0)
+        self._write(netns, f"delete link {name}{_where(netns)}", self._link_msg(name, []), RTM_DELLINK, 0)
         self._forget_name(netns, name)
 
     def set_port_mode(self, netns: str | None, name: str, mode: Mode, flags: Flag) -> None:
         """Changelink of one ipvlan: mode and flags belong to its parent, so every sibling changes."""
-        msg = self._link_msg(netns, name)
-        msg["attrs"] = [("IFLA_LINKINFO", {"attrs": [
+        msg = self._link_msg(name, [("IFLA_LINKINFO", {"attrs": [
             ("IFLA_INFO_KIND", "ipvlan"),
             ("IFLA_INFO_DATA", {"attrs": [("IFLA_IPVLAN_MODE", mode.value),
                                           ("IFLA_IPVLAN_FLAGS", flags.value)]}),
-        ]})]
+        ]})])
         self._write(netns, f"set mode of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
 
     def set_mtu(self, netns: str | None, name: str, mtu: int) -> None:
-        msg = self._link_msg(netns, name)
-        msg["attrs"] = [("IFLA_MTU", mtu)]
+        msg = self._link_msg(name, [("IFLA_MTU", mtu)])
         self._write(netns, f"set mtu of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
 
     def set_alias(self, netns: str | None, name: str, alias: str) -> None:
-        msg = self._link_msg(netns, name)
-        msg["attrs"] = [("IFLA_IFALIAS", alias)]
+        msg = self._link_msg(name, [("IFLA_IFALIAS", alias)])
         self._write(netns, f"set alias of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
 
     def set_up(self, netns: str | None, name: str, up: bool) -> None:
-        msg = self._link_msg(netns, name)
+        msg = self._link_msg(name, [])
         msg["flags"] = _IFF_UP if up else 0
         msg["change"] = _IFF_UP
         self._write(netns, f"set link {name}{_where(netns)} {'up' if up else 'down'}", msg, RTM_NEWLINK, 0)

@@ -16,7 +16,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Ownership markers (see README "Ownership").
 OWNER_ALIAS = "ipvland"  # IFLA_IFALIAS of every ipvlan ipvland created
 RT_PROTO = 212  # rtm_protocol of routes and NDA_PROTOCOL of neighbors ipvland installed
-TEMP_PREFIX = "ipvtmp-"  # temporary device names used while creating: ipvtmp-<8 hex>
+TEMP_PREFIX = "ipvtmp-"  # a device being created is called ipvtmp-<8 hex> until it is ours
 MAIN_TABLE = 254
 
 
@@ -268,12 +268,17 @@ class NamespaceCreate:
 
 @dataclass(frozen=True)
 class LinkCreate:
-    """Create an ipvlan; in another namespace via a temporary name (create, move, rename)."""
+    """Create an ipvlan in two requests that leave nothing unowned behind if ipvland dies between them.
+
+    The device is created on its parent straight into its namespace under `temp_name`, then named
+    and marked ours (alias) in one changelink. A device left under a temporary name is removed by
+    the next plan; one with the final name but no alias would be foreign (a conflict) forever.
+    """
 
     spec: Device
     mode: Mode
     flags: Flag
-    temp_name: str | None = None  # set when the device goes to another namespace
+    temp_name: str
 
     @property
     def device(self) -> DeviceRef:

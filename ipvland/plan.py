@@ -55,7 +55,7 @@ _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
 Ns = str | None
 
 
-def temp_name(netns: str, name: str) -> str:
+def temp_name(netns: str | None, name: str) -> str:
     """A deterministic temporary name, so that `plan` shows exactly what `apply` does."""
     digest = hashlib.sha256(f"{netns}/{name}".encode()).hexdigest()[:8]
     return f"{TEMP_PREFIX}{digest}"
@@ -202,8 +202,7 @@ class _Planner:
         if ns is not None and ns not in self.observed.namespaces and ns not in namespaces_made:
             namespaces_made.add(ns)
             self.changes.append(NamespaceCreate(ns))
-        temp = temp_name(ns, device.name) if ns is not None else None
-        self.changes.append(LinkCreate(device, mode, flags, temp))
+        self.changes.append(LinkCreate(device, mode, flags, temp_name(ns, device.name)))
         self.kept.add((ns, device.name))
         self._addresses(device, set())
         if device.state is State.UP:

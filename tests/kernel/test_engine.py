@@ -294,4 +294,6 @@ def test_kernel_error_is_reported_per_object_with_the_kernels_reason(lab: Path) 
     failed = [o for o in report.failures if not o.skipped]
     assert len(failed) == 1 and "192.0.2.10/24" in failed[0].change.describe()
     assert failed[0].error is not None and "in use" in failed[0].error.lower()
+    # The extended ACK says why, next to strerror (NETLINK_EXT_ACK on ipvland's socket).
+    assert "Address already assigned to an ipvlan device" in failed[0].error
     assert addrs("web1", "web") == {"192.0.2.11/24"}

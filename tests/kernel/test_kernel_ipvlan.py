@@ -58,9 +58,12 @@ class Lab:
 @pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.label)
 def test_create_reads_back_mode_flags_parent_alias_mtu(lab: Lab, mode: Mode, flags: Flag) -> None:
     before = lab.k.writes
-    lab.k.create_ipvlan("p0", "i0", mode, flags, mtu=1400, alias=OWNER_ALIAS)
-    # Two requests: the kernel honours IFLA_MTU in RTM_NEWLINK create but ignores IFLA_IFALIAS.
+    lab.k.create_ipvlan("p0", "t0", mode, flags, mtu=1400)
+    lab.k.rename_link(None, "t0", "i0", OWNER_ALIAS)
+    # Two requests: the kernel honours IFLA_MTU in RTM_NEWLINK create but ignores IFLA_IFALIAS, which
+    # comes with the rename in one changelink.
     assert lab.k.writes == before + 2
+    assert "t0" not in {lk.name for lk in lab.k.links(None)}
     links = {lk.name: lk for lk in lab.k.links(None)}
     i0, p0 = links["i0"], links["p0"]
     assert (i0.kind, i0.mode, i0.flags, i0.parent) == ("ipvlan", mode, flags, "p0")
@@ -84,13 +87,16 @@ def test_port_mode_changes_in_place_for_all_siblings(lab: Lab) -> None:
         assert (i0.mode, i0.flags) == (i1.mode, i1.flags) == (mode, flags)
 
 
-def test_move_rename_keeps_alias_and_parent_resolved_by_name(lab: Lab) -> None:
+def test_create_straight_into_a_namespace_then_name_and_alias(lab: Lab) -> None:
     ns = lab.netns()
     assert ns in list_namespaces()
-    lab.k.create_ipvlan("p0", "ipvtmp-0001", Mode.L3S, Flag.PRIVATE, alias=OWNER_ALIAS)
-    lab.k.move_link("ipvtmp-0001", ns)
-    lab.k.rename_link(ns, "ipvtmp-0001", "web0")
-    assert "ipvtmp-0001" not in {lk.name for lk in lab.k.links(None)}
+    lab.k.create_ipvlan("p0", "web0", Mode.L3S, Flag.PRIVATE)  # beside the parent: no clash below
+    before = lab.k.writes
+    lab.k.create_ipvlan("p0", "ipvtmp-0001", Mode.L3S, Flag.PRIVATE, netns=ns)
+    assert "ipvtmp-0001" not in {lk.name for lk in lab.k.links(None)}  # never beside the parent
+    lab.k.rename_link(ns, "ipvtmp-0001", "web0", OWNER_ALIAS)
+    assert lab.k.writes == before + 2
+    assert lab.link("web0").alias is None  # the one beside the parent is untouched
     web0 = lab.link("web0", ns)
     assert web0.netns == ns
     assert (web0.kind, web0.alias, web0.parent) == ("ipvlan", OWNER_ALIAS, "p0")
@@ -115,8 +121,7 @@ def test_addresses_routes_neighbors_roundtrip(lab: Lab) -> None:
     k = lab.k
     ns = lab.netns()
     k.set_up(None, "p0", True)
-    k.create_ipvlan("p0", "tmp0", Mode.L3, Flag.BRIDGE)
-    k.move_link("tmp0", ns)
+    k.create_ipvlan("p0", "tmp0", Mode.L3, Flag.BRIDGE, netns=ns)
     k.rename_link(ns, "tmp0", "db0")
     k.set_up(ns, "db0", True)
     index = lab.link("db0", ns).index

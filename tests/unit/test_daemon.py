@@ -361,7 +361,7 @@ def test_outcomes_become_log_lines_and_status(config: Path, make: Any, caplog: p
     import ipaddress
 
     dev = Device("web0", "eth0", addresses=(ipaddress.ip_interface("10.0.0.2/24"),))
-    create = LinkCreate(dev, Mode.L2, Flag.BRIDGE)
+    create = LinkCreate(dev, Mode.L2, Flag.BRIDGE, "ipvtmp-00000000")
     add = AddressAdd(None, "web0", ipaddress.ip_interface("10.0.0.2/24"))
     pending = Conflict("link db0", "parent eth9 is missing")
     probe = Probe(ipaddress.ip_address("192.0.2.1"), netns="web")

@@ -95,12 +95,13 @@ def test_converged_state_plans_nothing() -> None:
     assert not p.conflicts
 
 
-def test_root_namespace_device_has_no_temp_name() -> None:
+def test_root_namespace_device_is_created_under_a_temp_name_too() -> None:
     dev = Device("app0", "eth0", None, (), 9000, State.DOWN)
     p = plan(spec_of(dev), Observed(links=(parent_link(),)))
     assert len(p.changes) == 1
     create = p.changes[0]
-    assert isinstance(create, LinkCreate) and create.temp_name is None
+    assert isinstance(create, LinkCreate) and create.temp_name == temp_name(None, "app0")
+    assert create.temp_name != temp_name("web", "app0")
     assert create.describe() == "+ link app0 ipvlan l3s on eth0 mtu 9000"
 
 
