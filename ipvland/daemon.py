@@ -8,6 +8,12 @@ does not poll. Requests are debounced: a reconcile starts DEBOUNCE seconds after
 burst, or MAX_DELAY after the first one if requests keep coming (a flood yields at most one reconcile
 per MAX_DELAY, and drift is still repaired within a second).
 
+A reconcile triggered by netlink events alone reads and repairs only the namespaces the events came
+from (reconcile's `scope`), when the previous reconcile ended "ok": everything else was converged
+then, and any change to it since would have sent an event of its own. Every other trigger (start,
+config, SIGHUP, retry, the periodic resync, which runs `interval` after the last *full* reconcile
+whatever the drift) reads everything.
+
 The config is re-read on file events, SIGHUP and every periodic resync. A config that does not load
 (syntax, schema, semantics, empty, half-written, missing) never replaces the last good one: its errors
 are logged (FILE:LINE:COL) and shown in the status, and the last good config stays enforced. With no
@@ -51,8 +57,15 @@ class ConfigErrorLike(Protocol):
 
 
 LoadFn = Callable[[Path], Spec]
-ReconcileFn = Callable[[Spec, Any], Any]  # (spec, kernel) -> reconcile.Report
+ReconcileFn = Callable[..., Any]  # (spec, kernel[, scope=namespaces]) -> reconcile.Report
 NamespacesFn = Callable[[Spec, Any], frozenset[str | None]]
+
+
+class _Everywhere:
+    pass
+
+
+EVERYWHERE = _Everywhere()  # a request not tied to one namespace's events
 
 
 @dataclass
@@ -63,13 +76,15 @@ class _Requests:
     immediate: bool = False
     first: float | None = None  # monotonic time of the first and last request of the burst
     last: float | None = None
+    namespaces: set[str | None] = field(default_factory=set)  # where the netlink events came from
+    full: bool = False  # something other than netlink events asked: look at everything
 
 
 class Daemon:
     """The trigger/debounce/last-good-config/status logic, with its collaborators injectable.
 
     load_fn(path) -> Spec raises spec.SpecError (with .errors) or OSError for a bad config.
-    reconcile_fn(spec, kernel) -> Report. kernel_factory() -> a Kernel (created lazily, re-created
+    reconcile_fn(spec, kernel[, scope=...]) -> Report. kernel_factory() -> a Kernel (created lazily, re-created
     after a reconcile raised). namespaces_fn(spec, kernel) -> the namespaces whose events matter.
     """
 
@@ -111,6 +126,7 @@ class Daemon:
         self._req = _Requests()
         self._stop = False
         self._retry_at: float | None = None
+        self._full_at = time.monotonic()  # when the last full reconcile started (the resync timer)
         self._backoff = RETRY_MIN
 
         self.spec: Spec | None = None  # the last good config
@@ -133,10 +149,15 @@ class Daemon:
 
     # ------------------------------------------------------------------ requests (any thread)
 
-    def request(self, reason: str, *, reload: bool = False, immediate: bool = False, hup: bool = False) -> None:
+    def request(self, reason: str, *, reload: bool = False, immediate: bool = False, hup: bool = False,
+                netns: str | _Everywhere | None = EVERYWHERE) -> None:
         now = time.monotonic()
         with self._cond:
             r = self._req
+            if isinstance(netns, _Everywhere):
+                r.full = True
+            else:
+                r.namespaces.add(netns)
             if len(r.reasons) < 20 and reason not in r.reasons:
                 r.reasons.append(reason)
             r.reload |= reload
@@ -163,14 +184,14 @@ class Daemon:
         with self._cond:
             self.drift_events += count
             self.drift_last = time.time()
-        self.request(f"netlink {netns or 'host'}")
+        self.request(f"netlink {netns or 'host'}", netns=netns)
 
     # ------------------------------------------------------------------ the loop (one thread)
 
     def _next_job(self) -> _Requests | None:
         """Block until a reconcile is due; None when asked to stop. Sends watchdog pings meanwhile."""
         now = time.monotonic()
-        next_resync = now + self.interval  # every reconcile is a full one: the timer restarts after it
+        next_resync = self._full_at + self.interval
         next_ping = now if self.watchdog_interval else None
         with self._cond:
             while True:
@@ -204,6 +225,7 @@ class Daemon:
         if reason is not None:
             job.reasons.append(reason)
             job.reload = True
+            job.full = True
         return job
 
     def serve(self) -> int:
@@ -211,7 +233,7 @@ class Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._start_sources()
         try:
-            self._cycle(_Requests(reasons=["start"], reload=True))
+            self._cycle(_Requests(reasons=["start"], reload=True, full=True))
             while True:
                 job = self._next_job()
                 if job is None:
@@ -248,11 +270,14 @@ class Daemon:
         if job.hup:
             self._notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
             log.info("reloading (SIGHUP)")
+        generation = self.generation
         if job.reload:
             if self.watcher is not None:
                 self.watcher.rearm()
             self.load()
-        self.reconcile_now(job.reasons)
+        scoped = (not job.full and not job.reload and self.generation == generation
+                  and self.last is not None and self.last.get("result") == "ok")
+        self.reconcile_now(job.reasons, frozenset(job.namespaces) if scoped else None)
         self.write_status()
         summary = status_mod.summary(self.status())
         if not self.ready or job.hup:
@@ -320,9 +345,12 @@ class Daemon:
             except Exception as e:
                 log.debug("closing the kernel sockets: %s", e)
 
-    def reconcile_now(self, reasons: list[str]) -> None:
+    def reconcile_now(self, reasons: list[str], scope: frozenset[str | None] | None = None) -> None:
+        """One reconcile; scope: only these namespaces (see reconcile.reconcile), None: everything."""
         started = time.time()
         t0 = time.monotonic()
+        if scope is None:
+            self._full_at = t0
         if self.spec is None:
             self.last = {"started": status_mod.iso(started), "duration": 0.0, "result": "no-config",
                          "trigger": reasons, "changes": [], "errors": [], "conflicts": [], "pending": []}
@@ -339,7 +367,7 @@ class Daemon:
             # Before too: a socket of ours in a namespace deleted by hand would keep it (and its
             # devices, and their addresses) alive, in the way of re-creating it.
             self._update_monitor()
-            report = reconcile_fn(self.spec, kernel)
+            report = reconcile_fn(self.spec, kernel) if scope is None else reconcile_fn(self.spec, kernel, scope=scope)
         except Exception as e:
             duration = time.monotonic() - t0
             log.error("reconcile failed: %s: %s", type(e).__name__, e)
@@ -353,6 +381,8 @@ class Daemon:
             return
         self.reconciles += 1
         self.last = self._digest(report, started, time.monotonic() - t0, reasons)
+        # null: everything was read; else the namespaces read, null in the list for ipvland's own
+        self.last["scope"] = None if scope is None else sorted(scope, key=lambda n: (n is not None, n or ""))
         self._after_rollback(report)
         if self.last["result"] in ("errors", "failed"):
             self._schedule_retry()

@@ -210,6 +210,10 @@ class Observed:
 
     `scanned` lists the namespaces whose addresses, routes and neighbors were dumped; elsewhere
     only links were read.
+
+    `scope` None: links were read in every namespace. Otherwise a partial view for repairing drift
+    fast: only these namespaces were read at all (ipvland's own, None, always among them); what is
+    elsewhere is unknown, not absent, and the planner leaves it alone.
     """
 
     namespaces: frozenset[str] = frozenset()  # named namespaces that exist (/run/netns)
@@ -218,6 +222,10 @@ class Observed:
     routes: tuple[ObservedRoute, ...] = ()
     neighbors: tuple[ObservedNeighbor, ...] = ()
     scanned: frozenset[str | None] = field(default_factory=lambda: frozenset({None}))
+    scope: frozenset[str | None] | None = None
+
+    def sees(self, netns: str | None) -> bool:
+        return self.scope is None or netns in self.scope
 
 
 # ---------------------------------------------------------------- changes (the plan)
@@ -437,6 +445,9 @@ class Plan:
     changes: tuple[Change, ...] = ()
     conflicts: tuple[Conflict, ...] = ()
     pending: tuple[Conflict, ...] = ()  # waiting for something outside ipvland (a missing parent)
+    # Set on a plan from a partial view (Observed.scope) when a decision needs the whole picture
+    # (a parent's mode would change): the plan must not be applied; plan again from a full view.
+    needs_full_view: str | None = None
 
     @property
     def empty(self) -> bool:

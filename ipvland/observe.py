@@ -27,13 +27,21 @@ def _ours(link: ObservedLink) -> bool:
     return link.owned or (link.kind == "ipvlan" and link.name.startswith(TEMP_PREFIX))
 
 
-def observe(kernel: Kernel, spec: Spec | None = None) -> Observed:
-    """A snapshot of the kernel. With spec None, scan only where ipvland's own objects are."""
+def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | None] | None = None) -> Observed:
+    """A snapshot of the kernel. With spec None, scan only where ipvland's own objects are.
+
+    scope: read only these namespaces (and ipvland's own): a partial view, see Observed.scope.
+    """
     namespaces = kernel.list_namespaces()
+    if scope is not None:
+        scope = frozenset({None, *(ns for ns in scope if ns is None or ns in namespaces)})
     links = list(kernel.links(None))
     for ns in sorted(namespaces):
-        links.extend(kernel.links(ns))
+        if scope is None or ns in scope:
+            links.extend(kernel.links(ns))
     wanted = spec.namespaces & namespaces if spec is not None else frozenset()
+    if scope is not None:
+        wanted &= scope
     scanned: set[str | None] = {None, *wanted, *(link.netns for link in links if _ours(link))}
     addresses: list[ObservedAddress] = []
     routes: list[ObservedRoute] = []
@@ -43,4 +51,4 @@ def observe(kernel: Kernel, spec: Spec | None = None) -> Observed:
         routes.extend(kernel.routes(where))
         neighbors.extend(kernel.neighbors(where))
     return Observed(namespaces, tuple(links), tuple(addresses), tuple(routes), tuple(neighbors),
-                    frozenset(scanned))
+                    frozenset(scanned), scope)

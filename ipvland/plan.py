@@ -109,6 +109,7 @@ class _Planner:
         # (netns, dev-name) of every device/parent whose routes and neighbors the spec manages.
         self.wanted_routes: set[tuple[Ns, tuple[int, object, int, int]]] = set()
         self.wanted_neighbors: set[tuple[Ns, int, object]] = set()
+        self.needs_full_view: str | None = None
 
     # ------------------------------------------------------------ entry point
 
@@ -119,7 +120,7 @@ class _Planner:
         self._prune()
         order = {kind: i for i, kind in enumerate(_ORDER)}
         changes = sorted(self.changes, key=lambda c: order[type(c)])  # stable: spec order within a kind
-        return Plan(tuple(changes), tuple(self.conflicts), tuple(self.pending))
+        return Plan(tuple(changes), tuple(self.conflicts), tuple(self.pending), self.needs_full_view)
 
     # ------------------------------------------------------------ per parent
 
@@ -150,6 +151,10 @@ class _Planner:
         current_mode, current_flags = members[0].mode, members[0].flags
         if current_mode == mode and current_flags == parent.flags:
             return True
+        if self.observed.scope is not None:
+            # Siblings in namespaces out of view (foreign ones included) would change too.
+            self.needs_full_view = f"parent {parent.name}: mode/flags differ"
+            return False
         foreign = sorted(m.name + _where(m.netns) for m in members if not m.owned)
         if foreign:
             self.conflicts.append(Conflict(
@@ -171,6 +176,8 @@ class _Planner:
     def _device(self, parent: Parent, device: Device, mode: Mode, port_ok: bool,
                 namespaces_made: set[str]) -> None:
         ns, name = device.netns, device.name
+        if not self.observed.sees(ns):
+            return  # out of view: unknown, not absent
         subject = f"link {name}{_where(ns)}"
         existing = self.ix.links.get((ns, name))
         if existing is not None and not existing.owned:

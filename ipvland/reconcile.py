@@ -95,7 +95,7 @@ class Report:
             return False
         final = self.remaining if self.remaining is not None else self.plan
         return (not self.failures and not final.changes and not final.conflicts and not final.pending
-                and all(p.ok for p in self.probes))
+                and final.needs_full_view is None and all(p.ok for p in self.probes))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,18 +118,32 @@ def watched_namespaces(spec: Spec, kernel: Kernel) -> frozenset[str | None]:
 
 
 def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
-              rollback_on_probe_failure: bool = False) -> Report:
+              rollback_on_probe_failure: bool = False, scope: frozenset[str | None] | None = None) -> Report:
+    """Observe, plan, apply, verify (and probe, and roll back when asked).
+
+    scope: the namespaces where something happened (the daemon's drift events). Only these are read,
+    planned and verified, so a repair costs what one namespace costs, not what all of them do. Valid
+    only when everything out of scope was converged by the previous reconcile: the daemon passes a
+    scope only after one that ended "ok", with the same config. A plan that needs the whole picture
+    (Plan.needs_full_view) is made again from a full view before anything is applied.
+    """
     started, t0 = time.time(), time.monotonic()
-    before = observe(kernel, spec)
+    watch = rollback_on_probe_failure and bool(spec.probes)
+    if watch:
+        scope = None  # a rollback restores everything observed before: it needs the whole picture
+    before = observe(kernel, spec, scope)
     planned = plan(spec, before)
+    if planned.needs_full_view is not None:
+        scope = None
+        before = observe(kernel, spec)
+        planned = plan(spec, before)
     if dry_run:
         return Report(planned, (), None, started, time.monotonic() - t0)
     if planned.empty:
         return Report(planned, (), planned, started, time.monotonic() - t0)
-    watch = rollback_on_probe_failure and bool(spec.probes)
     baseline = run_probes(spec.probes) if watch else ()
     outcomes = apply(kernel, planned)
-    remaining = plan(spec, observe(kernel, spec))  # verify: what still differs after applying
+    remaining = plan(spec, observe(kernel, spec, scope))  # verify: what still differs after applying
     probes = run_probes(spec.probes)
     rollback = None
     if watch:

@@ -42,6 +42,7 @@ class Recorder:
 
     def __init__(self, delay: float = 0.0, result: Callable[[Spec, Any], Report] = empty_report) -> None:
         self.calls: list[tuple[Spec, float]] = []
+        self.scopes: list[frozenset[str | None] | None] = []  # per call: None is a full reconcile
         self.delay = delay
         self.result = result
         self.running = 0
@@ -49,8 +50,9 @@ class Recorder:
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
 
-    def __call__(self, spec: Spec, kernel: Any) -> Report:
+    def __call__(self, spec: Spec, kernel: Any, scope: frozenset[str | None] | None = None) -> Report:
         with self.lock:
+            self.scopes.append(scope)
             self.running += 1
             self.max_running = max(self.max_running, self.running)
         try:
@@ -451,3 +453,45 @@ def test_rolled_back_config_is_not_retried_and_the_previous_state_is_enforced(
     s = status.read(tmp_path / "state")
     assert s["rolled_back"]["generation"] == 1 and "no reply" in s["rolled_back"]["broken"][0]
     assert "rolled back: config generation 1" in status.render(s, as_json=False)
+
+
+def test_netlink_events_after_an_ok_reconcile_repair_only_their_namespaces(config: Path, make: Any) -> None:
+    d, rec, _notes, _r = make(config)
+    rec.wait_calls(1)
+    assert rec.scopes == [None]  # the start reads everything
+    d.on_netlink_event("web", 1)
+    d.on_netlink_event(None, 2)
+    rec.wait_calls(2)
+    assert rec.scopes[1] == frozenset({"web", None})
+    deadline = time.monotonic() + 5
+    while (status.read(d.state_dir) or {}).get("reconciles") != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert status.read(d.state_dir)["last_reconcile"]["scope"] == [None, "web"]
+    # Anything else in the same burst (here a file event) makes it a full one.
+    d.on_netlink_event("web", 1)
+    d.on_file_event("modified")
+    rec.wait_calls(3)
+    assert rec.scopes[2] is None
+
+
+def test_after_a_reconcile_that_did_not_converge_events_read_everything(config: Path, make: Any) -> None:
+    def conflicted(spec: Spec, kernel: Any) -> Report:
+        p = Plan(conflicts=(Conflict("link web0 netns web", "foreign"),))
+        return Report(p, (), p, time.time(), 0.0)
+
+    d, rec, _notes, _r = make(config, Recorder(result=conflicted))
+    rec.wait_calls(1)
+    d.on_netlink_event("web", 1)
+    rec.wait_calls(2)
+    assert rec.scopes == [None, None]
+
+
+def test_resync_runs_an_interval_after_the_last_full_reconcile_whatever_the_drift(config: Path, make: Any) -> None:
+    d, rec, _notes, _r = make(config, interval=0.6, debounce=0.01, max_delay=0.02)
+    rec.wait_calls(1)
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:  # drift every 50 ms would restart a timer that counted from any reconcile
+        d.on_netlink_event("web", 1)
+        time.sleep(0.05)
+    assert None in rec.scopes[1:], rec.scopes  # at least one periodic full resync happened meanwhile
+    assert frozenset({"web"}) in rec.scopes

@@ -309,3 +309,44 @@ def test_plan_scales_linearly() -> None:
     addresses = [ObservedAddress(f"ns{i % 100}", 100 + i, IF(f"10.{i // 250}.{i % 250}.1/32")) for i in range(n)]
     observed = Observed(frozenset(f"ns{i}" for i in range(100)), tuple(links), tuple(addresses))
     assert plan(spec_of(*devices), observed).empty
+
+
+# ---------------------------------------------------------------- a partial view (the daemon's repairs)
+
+API = Device("api0", "eth0", "api", (IF("192.0.2.20/24"),), None, State.UP)
+
+
+def test_partial_view_plans_only_the_namespaces_it_read() -> None:
+    # web0 is gone from "web" (the event came from there); "api" was not read: api0 is unknown there,
+    # not absent, so nothing is planned for it.
+    observed = Observed(namespaces=frozenset({"web", "api"}), links=(parent_link(),),
+                        scanned=frozenset({None, "web"}), scope=frozenset({None, "web"}))
+    p = plan(spec_of(WEB, API), observed)
+    assert {c.device for c in p.changes} == {("web", "web0")}
+    assert p.needs_full_view is None
+    # The full view of the same kernel creates both.
+    full = plan(spec_of(WEB, API), replace(observed, scope=None, scanned=frozenset({None, "web", "api"})))
+    assert {c.device for c in full.changes} == {("web", "web0"), ("api", "api0")}
+
+
+def test_partial_view_never_decides_a_parents_mode() -> None:
+    # A sibling seen in view has another mode: changing it would reach siblings out of view, foreign
+    # ones included, so the partial plan asks for the whole picture instead of re-moding the port.
+    observed = Observed(namespaces=frozenset({"web", "api"}),
+                        links=(parent_link(), ipvlan("web0", 7, "web", mode=Mode.L2)),
+                        scanned=frozenset({None, "web"}), scope=frozenset({None, "web"}))
+    p = plan(spec_of(WEB), observed)
+    assert p.needs_full_view is not None and "eth0" in p.needs_full_view
+    assert not any(isinstance(c, PortModeSet) for c in p.changes)
+    full = plan(spec_of(WEB), replace(observed, scope=None))
+    assert full.needs_full_view is None
+    assert [type(c) for c in full.changes if isinstance(c, PortModeSet)] == [PortModeSet]
+
+
+def test_partial_view_prunes_only_what_it_saw() -> None:
+    # An owned device left in "web" is pruned; nothing is said about namespaces out of view.
+    observed = Observed(namespaces=frozenset({"web"}),
+                        links=(parent_link(), ipvlan("web0", 7, "web"), ipvlan("old0", 8, "web")),
+                        scanned=frozenset({None, "web"}), scope=frozenset({None, "web"}))
+    p = plan(spec_of(replace(WEB, addresses=(), routes=())), observed)
+    assert [(type(c), c.device) for c in p.changes] == [(LinkDelete, ("web", "old0"))]
