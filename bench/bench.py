@@ -347,8 +347,17 @@ def daemon_workload(n: int, config: Path, work: Path, events: int, idle_seconds:
             out["repair_p50_ms"] = round(statistics.median(times), 1)
             out["repair_p99_ms"] = round(times[max(0, -(-99 * len(times) // 100) - 1)], 1)  # nearest rank
             out["repair_max_ms"] = round(times[-1], 1)
-        # 5. idle: nothing happens; the daemon must not poll.
-        time.sleep(1.0)
+        # 5. idle: nothing happens; the daemon must not poll. The window opens once the daemon has
+        # finished reacting to the last event (its own writes there trigger one more, scoped, no-op
+        # reconcile): no reconcile for 3 s in a row.
+        t_settle = time.monotonic()
+        settled, since = d.status().get("reconciles", 0), time.monotonic()
+        while time.monotonic() - since < 3.0 and time.monotonic() - t_settle < 120:
+            time.sleep(0.2)
+            now_count = d.status().get("reconciles", 0)
+            if now_count != settled:
+                settled, since = now_count, time.monotonic()
+        out["settle_s"] = round(time.monotonic() - t_settle, 1)
         c0, t0 = d.cpu_seconds(), time.monotonic()
         time.sleep(idle_seconds)
         c1, t1 = d.cpu_seconds(), time.monotonic()
