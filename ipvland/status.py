@@ -9,7 +9,8 @@ The status file is `<state dir>/status.json` (default /run/ipvland). Its schema,
     updated         when this file was written
     config          {path, generation, sources, loaded, error: null | {since, errors: [str]}}
     last_reconcile  null | {started, duration, result, trigger, changes, errors, conflicts, pending,
-                    probes (run after an apply that changed something)}
+                    probes (run after an apply that changed something), scope: null (every
+                    namespace was read) | [namespace, ...] (a drift repair; null = ipvland's own)}
                     result: ok | errors | pending | failed | no-config
     reconciles      how many reconciles ran since start
     changes_total   how many changes were applied since start
@@ -164,7 +165,9 @@ def render(status: Status, as_json: bool) -> str:
     if last is None:
         lines.append("last reconcile: none yet")
     else:
-        lines.append(f"last reconcile: {last.get('started')}, {last.get('duration', 0):.3f}s, "
+        scope = last.get("scope")
+        where = "" if scope is None else " in " + ", ".join(ns or "host" for ns in scope)
+        lines.append(f"last reconcile: {last.get('started')}, {last.get('duration', 0):.3f}s{where}, "
                      f"result {last.get('result')}, trigger {', '.join(last.get('trigger') or ()) or '-'}")
         for change in last.get("changes") or ():
             lines.append(f"  {change}")

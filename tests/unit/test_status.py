@@ -96,6 +96,9 @@ def test_render_text_and_json() -> None:
     assert "link db0: parent eth9 is missing" in text
     assert "probe netns web -> 192.0.2.1: ok" in text
     assert json.loads(status.render(s, as_json=True)) == s
+    assert "s in " not in text  # a full reconcile: no scope shown
+    s["last_reconcile"]["scope"] = [None, "web"]  # type: ignore[index]
+    assert "s in host, web, result ok" in status.render(s, as_json=False)
 
 
 def test_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
