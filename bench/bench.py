@@ -358,9 +358,10 @@ def daemon_workload(n: int, config: Path, work: Path, events: int, idle_seconds:
             if now_count != settled:
                 settled, since = now_count, time.monotonic()
         out["settle_s"] = round(time.monotonic() - t_settle, 1)
-        c0, t0 = d.cpu_seconds(), time.monotonic()
+        r0, c0, t0 = d.status().get("reconciles", 0), d.cpu_seconds(), time.monotonic()
         time.sleep(idle_seconds)
         c1, t1 = d.cpu_seconds(), time.monotonic()
+        out["idle_reconciles"] = d.status().get("reconciles", 0) - r0  # 0: the CPU was not a reconcile
         out["idle_window_s"] = round(t1 - t0, 1)
         out["idle_cpu_percent"] = round(100 * (c1 - c0) / (t1 - t0), 3)
         out["rss_mb_after_repairs"] = round(d.rss_mb(), 1)

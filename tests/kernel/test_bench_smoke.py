@@ -33,6 +33,7 @@ def test_bench_runs_at_size_10(tmp_path: Path) -> None:
     size = data["sizes"]["10"]
     assert size["cold_ipvland"]["ok"] and size["cold_ipvland"]["census_ok"]
     assert size["repair_timeouts"] == 0 and len(size["repair_ms"]) == 4
+    assert size["idle_reconciles"] >= 0 and size["settle_s"] >= 3.0
     assert data["cold_apply_ratio"] > 0 and data["noop_ratio"] > 0
     assert 0 < data["repair_p50_ms"] <= data["repair_p99_ms"]
     assert 0 < data["rss_mb"] < 1024
