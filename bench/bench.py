@@ -117,7 +117,9 @@ def teardown() -> None:
 
 def fresh_parent() -> None:
     teardown()
-    ip("link", "add", PARENT, "type", "veth", "peer", "name", PEER)
+    # fixed MACs: udev would rewrite random ones later, and a MAC change flushes the neighbor table
+    ip("link", "add", PARENT, "address", "02:00:00:00:0b:01", "type", "veth", "peer", "name", PEER,
+       "address", "02:00:00:00:0b:02")
     ip("link", "set", PARENT, "up")
     ip("link", "set", PEER, "up")
 

@@ -19,16 +19,10 @@ from ipvland.kernel import Kernel
 HERE = Path(__file__).parent
 
 
-# Tests that run the daemon as a separate process go last: one full run saw two engine tests lose
-# their neighbor entries right after them (not reproduced in isolation; see the issue notes).
-_LAST = ("test_daemon_kernel.py", "test_bench_smoke.py")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.kernel)
-    items.sort(key=lambda item: Path(str(item.fspath)).name in _LAST)  # stable: order otherwise kept
 
 
 _verdict: str | None = None

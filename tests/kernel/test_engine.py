@@ -54,7 +54,11 @@ def addrs(name: str, netns: str | None = None) -> set[str]:
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Path]:
     """A veth pair standing in for a NIC (lab0) and its wire (lab0p), plus a config dir."""
-    ip("link", "add", "lab0", "type", "veth", "peer", "name", "lab0p")
+    # Fixed MACs: a random one is rewritten by udev at some later moment, and a MAC change flushes
+    # every neighbor entry on the device, permanent ones included (seen on 6.1): the neighbor tests
+    # once lost their entries that way, when udev was slow after the daemon tests.
+    ip("link", "add", "lab0", "address", "02:00:00:00:0a:01", "type", "veth", "peer", "name", "lab0p",
+       "address", "02:00:00:00:0a:02")
     ip("link", "set", "lab0", "up")
     ip("link", "set", "lab0p", "up")
     yield tmp_path
@@ -209,6 +213,16 @@ def test_neighbors_on_parent_and_device(lab: Path) -> None:
     assert mine == {("192.0.2.50", "02:00:00:00:00:50"), ("2001:db8::50", "02:00:00:00:00:51")}
     inside = ipj("neigh", "show", "dev", "web0", netns="web")
     assert [(n["dst"], n["lladdr"]) for n in inside] == [("192.0.2.1", "02:00:00:00:00:01")]
+    # A MAC change flushes every neighbor entry on the device, permanent ones included: drift the
+    # daemon sees (RTM_DELNEIGH of its protocol) and the next reconcile puts back.
+    # The ipvlan takes the parent's new MAC, and its own table is flushed the same way.
+    ip("link", "set", "lab0", "address", "02:00:00:00:0a:09")
+    assert ipj("neigh", "show", "dev", "lab0", "nud", "permanent") == []
+    assert ipj("neigh", "show", "dev", "web0", netns="web") == []
+    with Kernel() as kernel:
+        assert [type(c).__name__ for c in reconcile(spec, kernel).plan.changes] == ["NeighborSet"] * 3
+    assert {(n["dst"], n["lladdr"]) for n in ipj("neigh", "show", "dev", "lab0", "nud", "permanent")} == mine
+    assert len(ipj("neigh", "show", "dev", "web0", netns="web")) == 1
 
 
 def test_prune_removes_only_what_ipvland_owns(lab: Path) -> None:

@@ -41,7 +41,10 @@ def ping(netns: str, target: str, *extra: str) -> bool:
 def wire(tmp_path: Path) -> Iterator[Path]:
     """lab0 (this host's NIC) <-> lab0p in namespace peer (the remote host, 192.0.2.1/24)."""
     sh("ip", "netns", "add", "peer")
-    sh("ip", "link", "add", "lab0", "type", "veth", "peer", "name", "lab0p", "netns", "peer")
+    # Fixed MACs: a random one is rewritten by udev at some later moment, and a MAC change flushes
+    # every neighbor entry on the device, permanent ones included (seen on 6.1).
+    sh("ip", "link", "add", "lab0", "address", "02:00:00:00:0a:01", "type", "veth", "peer", "name", "lab0p",
+       "address", "02:00:00:00:0a:02", "netns", "peer")
     sh("ip", "link", "set", "lab0", "up")
     sh("ip", "-n", "peer", "link", "set", "lo", "up")
     sh("ip", "-n", "peer", "link", "set", "lab0p", "up")
