@@ -34,7 +34,9 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
     """
     namespaces = kernel.list_namespaces()
     if scope is not None:
-        scope = frozenset({None, *(ns for ns in scope if ns is None or ns in namespaces)})
+        # A namespace in scope that does not exist (any more) stays in scope: its devices are then
+        # known to be absent, and the plan creates the namespace and them.
+        scope = frozenset({None, *scope})
     links = list(kernel.links(None))
     for ns in sorted(namespaces):
         if scope is None or ns in scope:

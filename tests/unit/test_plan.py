@@ -350,3 +350,11 @@ def test_partial_view_prunes_only_what_it_saw() -> None:
                         scanned=frozenset({None, "web"}), scope=frozenset({None, "web"}))
     p = plan(spec_of(replace(WEB, addresses=(), routes=())), observed)
     assert [(type(c), c.device) for c in p.changes] == [(LinkDelete, ("web", "old0"))]
+
+
+def test_partial_view_of_a_missing_namespace_creates_it() -> None:
+    observed = Observed(namespaces=frozenset({"api"}), links=(parent_link(),),
+                        scanned=frozenset({None}), scope=frozenset({None, "web"}))
+    p = plan(spec_of(WEB, API), observed)
+    assert [type(c) for c in p.changes][:2] == [NamespaceCreate, LinkCreate]
+    assert {c.device for c in p.changes if c.device is not None} == {("web", "web0")}
