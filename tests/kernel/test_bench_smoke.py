@@ -1,16 +1,15 @@
-"""The benchmark driver still works (issue 6): bench/bench.py at N=10, every workload, few repetitions.
+"""The benchmark still works (issue 6): `bench/run --sizes 10`, every workload, few repetitions.
 
 Benchmarks are not tests: nothing here looks at a time. It checks that the JSON has every key and
 that the counts that are not timings hold: a no-op reconcile sends no netlink write, one drifted
-field costs exactly one. The driver is called directly (this already runs on an IPVLAN kernel, in
-the VM or in throwaway namespaces), not through bench/run.
+field costs exactly one. This already runs on an IPVLAN kernel, so bench/run takes its direct path
+(in the VM: the driver itself; on an IPVLAN host: throwaway namespaces), not another VM.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_bench_runs_at_size_10(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     r = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench.py"), "--sizes", "10", "--json", str(out),
+        [str(REPO / "bench" / "run"), "--sizes", "10", "--json", str(out),
          "--events", "4", "--idle-seconds", "2", "--noop-runs", "2", "--startup-timeout", "240"],
         capture_output=True, text=True, cwd=REPO, timeout=900, check=False)
     assert r.returncode == 0, f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-5000:]}"
