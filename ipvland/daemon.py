@@ -355,7 +355,8 @@ class Daemon:
             self.last = {"started": status_mod.iso(started), "duration": 0.0, "result": "no-config",
                          "trigger": reasons, "changes": [], "errors": [], "conflicts": [], "pending": []}
             return
-        log.debug("reconcile (%s)", ", ".join(reasons))
+        log.debug("reconcile (%s)%s", ", ".join(reasons),
+                  "" if scope is None else " in " + ", ".join(sorted(ns or "host" for ns in scope)))
         if self._reconcile_fn is not None:
             reconcile_fn = self._reconcile_fn
         else:

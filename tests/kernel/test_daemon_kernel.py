@@ -171,6 +171,12 @@ def test_drift_is_repaired_from_events(lab: Daemon) -> None:
     ip("link", "del", "web0", netns="web")
     took = wait_until("web0 re-created", lambda: addrs("web0", "web") == {"192.0.2.10/24"})
     print(f"device deleted by hand: repaired in {took:.2f}s")
+    # ... by a reconcile that read only the namespaces the events came from
+    lines = lab.logs().splitlines()
+    created = max(i for i, line in enumerate(lines) if "+ link web0" in line)
+    started = next(line for line in reversed(lines[:created]) if "DEBUG reconcile (" in line)
+    assert "reconcile (netlink" in started and " in " in started, started
+    assert "web" in started.rsplit(" in ", 1)[1].split(", "), started
 
     ip("addr", "flush", "dev", "app0")
     took = wait_until("app0 address back", lambda: addrs("app0") == {"192.0.2.11/24"})
