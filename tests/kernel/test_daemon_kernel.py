@@ -73,11 +73,11 @@ class Daemon:
         self.config, self.state, self.log = config, state, log
         self.p: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         with open(self.log, "ab") as log:
             self.p = subprocess.Popen(
                 [sys.executable, "-m", "ipvland", "run", "-c", str(self.config), "--state-dir", str(self.state),
-                 "--interval", "600", "--log-level", "debug"],
+                 "--interval", "600", "--log-level", "debug", *extra],
                 stdout=log, stderr=log, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def status(self) -> dict[str, Any]:
@@ -239,6 +239,48 @@ def test_dropin_by_rename_broken_file_and_partial_write(lab: Daemon) -> None:
     # the status file is written after the reconcile whose address the test already saw
     wait_until("config error cleared in status", lambda: lab.status()["config"].get("error") is None)
     assert link("db0", "db") is not None  # the drop-in still counts
+
+
+ROLLBACK_GOOD = """
+    version: 1
+    parents:
+      lab0:
+        mode: l2
+        devices:
+          c1: {netns: c1, addresses: [192.0.2.10/24]}
+    probes:
+      - {netns: c1, target: 192.0.2.1, tries: 2, timeout: 1}
+    """
+
+
+def test_daemon_rolls_back_a_config_that_breaks_a_probe_and_keeps_the_restored_state(lab: Daemon) -> None:
+    # The peer host: lab0p in namespace peer, 192.0.2.1; in l2 the peer answers c1 without static entries.
+    ip("netns", "add", "peer")
+    ip("link", "set", "lab0p", "netns", "peer")
+    ip("addr", "add", "192.0.2.1/24", "dev", "lab0p", netns="peer")
+    ip("link", "set", "lab0p", "up", netns="peer")
+    write(lab.config, ROLLBACK_GOOD)
+    lab.start("--rollback-on-probe-failure")
+    wait_until("first convergence with the probe passing", lambda: lab.converged(), STARTUP)
+    index = link("c1", "c1")["ifindex"]  # type: ignore[index]
+    # Another mode, and c1 renumbered out of the peer's subnet: the probe from c1 fails.
+    write(lab.config, textwrap.dedent(ROLLBACK_GOOD).replace("mode: l2", "mode: l3")
+          .replace("192.0.2.10/24", "198.51.100.10/24"))
+    wait_until("the rollback in status", lambda: lab.status().get("rolled_back"))
+    rolled = lab.status()["rolled_back"]
+    assert rolled["generation"] == 2 and rolled["restored"], rolled
+    assert "192.0.2.1" in rolled["broken"][0]
+    assert mode("c1", "c1") == "l2" and link("c1", "c1")["ifindex"] == index  # type: ignore[index]
+    assert addrs("c1", "c1") == {"192.0.2.10/24"}
+    assert subprocess.run(["ip", "netns", "exec", "c1", "ping", "-c", "1", "-W", "2", "192.0.2.1"],
+                          capture_output=True, check=False).returncode == 0, "connectivity is back"
+    # The restored state is what the daemon enforces now, and the broken config is not retried.
+    ip("addr", "flush", "dev", "c1", netns="c1")
+    wait_until("the restored address back", lambda: addrs("c1", "c1") == {"192.0.2.10/24"})
+    wait_until("a converged reconcile after the repair", lambda: lab.converged(lab.reconciles() - 1))
+    assert lab.logs().count("rolled back") == 1, lab.logs()[-3000:]
+    assert mode("c1", "c1") == "l2"
+    assert lab.stop(signal.SIGTERM) == 0
 
 
 def test_route_flood_sighup_and_sigterm(lab: Daemon) -> None:
