@@ -201,6 +201,10 @@ class Daemon:
                 if next_ping is not None and now >= next_ping:
                     self._notify("WATCHDOG=1")
                     next_ping = now + (self.watchdog_interval or 0)
+                if now >= next_resync:
+                    # Before a due burst: under constant drift one always is, and the full resync
+                    # must still come (it takes the burst's requests with it).
+                    return self._req_take("resync")
                 r = self._req
                 deadlines = [next_resync]
                 if next_ping is not None:
@@ -215,8 +219,6 @@ class Daemon:
                         self._retry_at = None
                         return self._req_take("retry")
                     deadlines.append(self._retry_at)
-                if now >= next_resync:
-                    return self._req_take("resync")
                 self._cond.wait(max(0.0, min(deadlines) - now))
 
     def _req_take(self, reason: str | None = None) -> _Requests:

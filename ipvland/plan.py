@@ -110,6 +110,7 @@ class _Planner:
         self.wanted_routes: set[tuple[Ns, tuple[int, object, int, int]]] = set()
         self.wanted_neighbors: set[tuple[Ns, int, object]] = set()
         self.needs_full_view: str | None = None
+        self.port_unseen: set[str] = set()  # parents with no ipvlan in a partial view
 
     # ------------------------------------------------------------ entry point
 
@@ -147,6 +148,10 @@ class _Planner:
         """Plan the parent's mode and flags. False when creating on it would re-mode a foreign ipvlan."""
         members = self.ix.port_members.get(parent.name, [])
         if not members:
+            if self.observed.scope is not None:
+                # None in view, so the port's mode is unknown: a create would set it for siblings
+                # out of view, foreign ones included. Creating needs the whole picture.
+                self.port_unseen.add(parent.name)
             return True
         current_mode, current_flags = members[0].mode, members[0].flags
         if current_mode == mode and current_flags == parent.flags:
@@ -190,6 +195,9 @@ class _Planner:
             self.doomed.add((ns, name))
             existing = None
         if existing is None:
+            if parent.name in self.port_unseen:
+                self.needs_full_view = f"link {name}{_where(ns)}: the mode of parent {parent.name} is not in view"
+                return
             if not port_ok:
                 self.conflicts.append(Conflict(subject, f"not created: parent {parent.name} is in conflict"))
                 return

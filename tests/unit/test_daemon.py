@@ -495,3 +495,15 @@ def test_resync_runs_an_interval_after_the_last_full_reconcile_whatever_the_drif
         time.sleep(0.05)
     assert None in rec.scopes[1:], rec.scopes  # at least one periodic full resync happened meanwhile
     assert frozenset({"web"}) in rec.scopes
+
+
+def test_resync_is_not_starved_by_reconciles_slower_than_the_drift(config: Path, make: Any) -> None:
+    # Each reconcile takes longer than max_delay and drift never stops: a burst is always due when
+    # the loop looks, and the resync must still come first once its time has passed.
+    d, rec, _notes, _r = make(config, Recorder(delay=0.3), interval=1.0, debounce=0.05, max_delay=0.1)
+    rec.wait_calls(1)
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:
+        d.on_netlink_event("web", 1)
+        time.sleep(0.03)
+    assert None in rec.scopes[1:], rec.scopes

@@ -316,17 +316,35 @@ def test_plan_scales_linearly() -> None:
 API = Device("api0", "eth0", "api", (IF("192.0.2.20/24"),), None, State.UP)
 
 
+WEB1 = Device("web1", "eth0", "web")
+
+
 def test_partial_view_plans_only_the_namespaces_it_read() -> None:
     # web0 is gone from "web" (the event came from there); "api" was not read: api0 is unknown there,
-    # not absent, so nothing is planned for it.
-    observed = Observed(namespaces=frozenset({"web", "api"}), links=(parent_link(),),
+    # not absent, so nothing is planned for it. web1, in view, shows the port's mode.
+    observed = Observed(namespaces=frozenset({"web", "api"}), links=(parent_link(), ipvlan("web1", 8, "web")),
                         scanned=frozenset({None, "web"}), scope=frozenset({None, "web"}))
-    p = plan(spec_of(WEB, API), observed)
+    p = plan(spec_of(WEB, WEB1, API), observed)
     assert {c.device for c in p.changes} == {("web", "web0")}
     assert p.needs_full_view is None
     # The full view of the same kernel creates both.
-    full = plan(spec_of(WEB, API), replace(observed, scope=None, scanned=frozenset({None, "web", "api"})))
+    full = plan(spec_of(WEB, WEB1, API), replace(observed, scope=None, scanned=frozenset({None, "web", "api"})))
     assert {c.device for c in full.changes} == {("web", "web0"), ("api", "api0")}
+
+
+def test_partial_view_never_creates_on_a_parent_whose_mode_it_cannot_see() -> None:
+    # No ipvlan of eth0 in view: creating web0 would set the port's mode for siblings out of view
+    # (a foreign one in another mode, say), so the plan asks for the whole picture.
+    observed = Observed(namespaces=frozenset({"web", "other"}), links=(parent_link(),),
+                        scanned=frozenset({None, "web"}), scope=frozenset({None, "web"}))
+    p = plan(spec_of(WEB), observed)
+    assert p.needs_full_view is not None and "eth0" in p.needs_full_view
+    assert not any(isinstance(c, LinkCreate) for c in p.changes)
+    # The full view sees the foreign sibling in another mode: a conflict, nothing created.
+    full = plan(spec_of(WEB), replace(observed, scope=None, links=(
+        parent_link(), ipvlan("theirs0", 9, "other", mode=Mode.L3, owned=False))))
+    assert full.needs_full_view is None and [c.subject for c in full.conflicts][0] == "parent eth0"
+    assert not any(isinstance(c, LinkCreate) for c in full.changes)
 
 
 def test_partial_view_never_decides_a_parents_mode() -> None:
@@ -353,8 +371,8 @@ def test_partial_view_prunes_only_what_it_saw() -> None:
 
 
 def test_partial_view_of_a_missing_namespace_creates_it() -> None:
-    observed = Observed(namespaces=frozenset({"api"}), links=(parent_link(),),
+    observed = Observed(namespaces=frozenset({"api"}), links=(parent_link(), ipvlan("app0", 8)),
                         scanned=frozenset({None}), scope=frozenset({None, "web"}))
-    p = plan(spec_of(WEB, API), observed)
+    p = plan(spec_of(WEB, API, Device("app0", "eth0")), observed)
     assert [type(c) for c in p.changes][:2] == [NamespaceCreate, LinkCreate]
     assert {c.device for c in p.changes if c.device is not None} == {("web", "web0")}
