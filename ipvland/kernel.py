@@ -346,6 +346,7 @@ class _Channel:
         self.seq += 1
         seq = self.seq
         self.sock.send(struct.pack("IHHII", 16 + len(body), msg_type, flags, seq, 0) + body)
+        interrupted = False
         while True:
             data = self.sock.recv(1 << 20)
             off = 0
@@ -354,15 +355,19 @@ class _Channel:
                 if length < 16:
                     return
                 if mseq == seq:  # anything else is a late answer to an abandoned request
-                    if mflags & _NLM_F_DUMP_INTR:
-                        raise _DumpInterrupted
+                    # A dump that raced with a change: read it to its end (the kernel refuses a new
+                    # dump on this socket, EBUSY, while one is under way), then say so.
+                    interrupted = interrupted or bool(mflags & _NLM_F_DUMP_INTR)
                     if mtype == _NLMSG_DONE:
+                        if interrupted:
+                            raise _DumpInterrupted
                         return
                     if mtype == _NLMSG_ERROR:
                         if struct.unpack_from("i", data, off + 16)[0]:
                             raise _refusal(data, off, length, mflags)
                         return  # the ACK
-                    yield mtype, data[off : off + length], 16
+                    if not interrupted:
+                        yield mtype, data[off : off + length], 16
                     if not flags & (_NLM_F_DUMP | NLM_F_ACK):
                         return
                 off += (length + 3) & ~3
@@ -399,14 +404,15 @@ class Kernel:
         self.writes = 0
         self.dumps: collections.Counter[str | None] = collections.Counter()
         self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)  # ipvland's own namespace
-        self._channels: dict[str | None, _Channel] = {}
+        # per namespace: the namespace's identity when the socket was opened, and the socket
+        self._channels: dict[str | None, tuple[tuple[int, int] | None, _Channel]] = {}
         self._index: dict[str | None, dict[str, int]] = {}  # name -> ifindex, from the latest dump
         self._root_names: dict[int, str] = {}
 
     # -- lifetime
 
     def close(self) -> None:
-        for channel in self._channels.values():
+        for _, channel in self._channels.values():
             channel.close()
         self._channels.clear()
         if self._home >= 0:
@@ -421,15 +427,29 @@ class Kernel:
 
     def forget(self, netns: str) -> None:
         """Drop the cached socket of a namespace (e.g. after it was deleted)."""
-        channel = self._channels.pop(netns, None)
-        if channel is not None:
-            channel.close()
+        cached = self._channels.pop(netns, None)
+        if cached is not None:
+            cached[1].close()
         self._index.pop(netns, None)
 
     def _channel(self, netns: str | None) -> _Channel:
-        channel = self._channels.get(netns)
-        if channel is None:
-            channel = self._channels[netns] = _Channel(_open_raw(netns))
+        """The namespace's socket, opened anew when the name now means another namespace.
+
+        A socket keeps its namespace alive: one left on a namespace deleted by hand would keep its
+        devices (and their addresses, in the way of re-creating them), and one on a namespace
+        deleted and re-created under the same name would read and change the old one.
+        """
+        identity = None
+        if netns is not None:
+            st = os.stat(os.path.join(NETNS_DIR, netns))  # the nsfs inode: the namespace itself
+            identity = (st.st_dev, st.st_ino)
+        cached = self._channels.get(netns)
+        if cached is not None and cached[0] == identity:
+            return cached[1]
+        if cached is not None and netns is not None:
+            self.forget(netns)  # the name now means another namespace
+        channel = _Channel(_open_raw(netns))
+        self._channels[netns] = (identity, channel)
         return channel
 
     def _dump(self, netns: str | None, op: str, msg_type: int, body: bytes) -> list[bytes]:
@@ -441,9 +461,12 @@ class Kernel:
 
     # -- namespaces
 
-    @staticmethod
-    def list_namespaces() -> frozenset[str]:
-        return list_namespaces()
+    def list_namespaces(self) -> frozenset[str]:
+        """The named namespaces; the sockets of those that are gone are closed (see _channel)."""
+        names = list_namespaces()
+        for netns in [ns for ns in self._channels if ns is not None and ns not in names]:
+            self.forget(netns)
+        return names
 
     def create_namespace(self, name: str) -> None:
         create_namespace(name)
@@ -614,13 +637,15 @@ class Kernel:
     def _forget_name(self, netns: str | None, name: str) -> None:
         self._index.get(netns, {}).pop(name, None)
 
-    @staticmethod
-    def _link_msg(name: str, attrs: list[tuple[str, Any]]) -> Any:
-        """A changelink of the device called `name`: the kernel looks the name up (ifindex 0)."""
+    def _link_msg(self, netns: str | None, name: str, attrs: list[tuple[str, Any]]) -> Any:
+        """A changelink of the device `name`: by the ifindex the latest dump gave it, so a device
+        renamed or replaced since is not the one changed (the kernel answers ENODEV); by name
+        (ifindex 0) only when no dump has shown it yet (just created)."""
         msg = ifinfmsg()
         msg["family"] = socket.AF_UNSPEC
-        msg["index"] = 0
-        msg["attrs"] = [("IFLA_IFNAME", name), *attrs]
+        index = self._index.get(netns, {}).get(name)
+        msg["index"] = index or 0
+        msg["attrs"] = list(attrs) if index else [("IFLA_IFNAME", name), *attrs]
         return msg
 
     def create_ipvlan(self, parent: str, name: str, mode: Mode, flags: Flag, mtu: int | None = None,
@@ -679,12 +704,12 @@ class Kernel:
         self._index.setdefault(netns, {})[new] = msg["index"]
 
     def delete_link(self, netns: str | None, name: str) -> None:
-        self._write(netns, f"delete link {name}{_where(netns)}", self._link_msg(name, []), RTM_DELLINK, 0)
+        self._write(netns, f"delete link {name}{_where(netns)}", self._link_msg(netns, name, []), RTM_DELLINK, 0)
         self._forget_name(netns, name)
 
     def set_port_mode(self, netns: str | None, name: str, mode: Mode, flags: Flag) -> None:
         """Changelink of one ipvlan: mode and flags belong to its parent, so every sibling changes."""
-        msg = self._link_msg(name, [("IFLA_LINKINFO", {"attrs": [
+        msg = self._link_msg(netns, name, [("IFLA_LINKINFO", {"attrs": [
             ("IFLA_INFO_KIND", "ipvlan"),
             ("IFLA_INFO_DATA", {"attrs": [("IFLA_IPVLAN_MODE", mode.value),
                                           ("IFLA_IPVLAN_FLAGS", flags.value)]}),
@@ -692,15 +717,15 @@ class Kernel:
         self._write(netns, f"set mode of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
 
     def set_mtu(self, netns: str | None, name: str, mtu: int) -> None:
-        msg = self._link_msg(name, [("IFLA_MTU", mtu)])
+        msg = self._link_msg(netns, name, [("IFLA_MTU", mtu)])
         self._write(netns, f"set mtu of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
 
     def set_alias(self, netns: str | None, name: str, alias: str) -> None:
-        msg = self._link_msg(name, [("IFLA_IFALIAS", alias)])
+        msg = self._link_msg(netns, name, [("IFLA_IFALIAS", alias)])
         self._write(netns, f"set alias of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
 
     def set_up(self, netns: str | None, name: str, up: bool) -> None:
-        msg = self._link_msg(name, [])
+        msg = self._link_msg(netns, name, [])
         msg["flags"] = _IFF_UP if up else 0
         msg["change"] = _IFF_UP
         self._write(netns, f"set link {name}{_where(netns)} {'up' if up else 'down'}", msg, RTM_NEWLINK, 0)

@@ -354,10 +354,38 @@ def test_a_scoped_reconcile_widens_when_a_parents_mode_drifted(lab: Path) -> Non
     converge(spec)
     ip("link", "set", "web0", "type", "ipvlan", "mode", "l2", netns="web")
     assert ipvlan_info("api0", "api")["mode"] == "l2"  # the port's mode: every sibling changed
-    ip("link", "add", "link", "lab0", "name", "theirs0", "type", "ipvlan", "mode", "l2")
+    # another tool's ipvlan on the same parent, in a namespace the scope does not cover
+    ip("netns", "add", "other")
+    ip("link", "add", "link", "lab0", "name", "theirs0", "netns", "other", "type", "ipvlan", "mode", "l2")
     with Kernel() as kernel:
         report = reconcile(spec, kernel, scope=frozenset({"web"}))
-        assert kernel.dumps["api"] > 0  # it looked everywhere before deciding
+        assert kernel.dumps["other"] > 0  # it looked everywhere before deciding
     assert [c.subject for c in report.plan.conflicts] == ["parent lab0"]
     assert not report.outcomes  # nothing re-moded: theirs0 would have changed too
-    assert ipvlan_info("theirs0")["mode"] == "l2"
+    assert ipvlan_info("theirs0", "other")["mode"] == "l2"
+
+
+def test_a_scoped_reconcile_never_creates_on_a_parent_whose_mode_it_cannot_see(lab: Path) -> None:
+    # web0 alone in its namespace is deleted; the parent's mode meanwhile went l3s -> l3 through a
+    # foreign sibling in a namespace out of scope (no flag changes, so no event where ipvland
+    # listens). Re-creating web0 in l3s from the partial view would re-mode the foreign device.
+    spec = load(lab, """
+        version: 1
+        parents:
+          lab0:
+            mode: l3s
+            devices:
+              web0: {netns: web}
+              api0: {netns: api}
+        """)
+    converge(spec)
+    ip("netns", "add", "other")
+    ip("link", "add", "link", "lab0", "name", "theirs0", "netns", "other", "type", "ipvlan", "mode", "l3s")
+    ip("link", "set", "theirs0", "type", "ipvlan", "mode", "l3", netns="other")
+    ip("link", "del", "web0", netns="web")
+    with Kernel() as kernel:
+        report = reconcile(spec, kernel, scope=frozenset({"web"}))
+        assert kernel.dumps["other"] > 0
+    assert [c.subject for c in report.plan.conflicts][:1] == ["parent lab0"]
+    assert link("web0", "web") is None and not report.outcomes
+    assert ipvlan_info("theirs0", "other")["mode"] == "l3"

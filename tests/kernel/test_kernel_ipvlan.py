@@ -87,6 +87,19 @@ def test_port_mode_changes_in_place_for_all_siblings(lab: Lab) -> None:
         assert (i0.mode, i0.flags) == (i1.mode, i1.flags) == (mode, flags)
 
 
+def test_a_namespace_deleted_and_re_created_under_its_name_is_read_anew(lab: Lab) -> None:
+    # A cached socket would keep reading (and keep alive) the old namespace.
+    ns = lab.netns()
+    subprocess.run(["ip", "-n", ns, "link", "add", "old0", "type", "dummy"], check=True)
+    assert "old0" in {lk.name for lk in lab.k.links(ns)}
+    delete_namespace(ns)
+    assert ns not in lab.k.list_namespaces()
+    create_namespace(ns)
+    subprocess.run(["ip", "-n", ns, "link", "add", "new0", "type", "dummy"], check=True)
+    names = {lk.name for lk in lab.k.links(ns)}
+    assert "new0" in names and "old0" not in names
+
+
 def test_create_straight_into_a_namespace_then_name_and_alias(lab: Lab) -> None:
     ns = lab.netns()
     assert ns in list_namespaces()

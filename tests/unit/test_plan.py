@@ -343,7 +343,7 @@ def test_partial_view_never_creates_on_a_parent_whose_mode_it_cannot_see() -> No
     # The full view sees the foreign sibling in another mode: a conflict, nothing created.
     full = plan(spec_of(WEB), replace(observed, scope=None, links=(
         parent_link(), ipvlan("theirs0", 9, "other", mode=Mode.L3, owned=False))))
-    assert full.needs_full_view is None and [c.subject for c in full.conflicts][0] == "parent eth0"
+    assert full.needs_full_view is None and full.conflicts[0].subject == "parent eth0"
     assert not any(isinstance(c, LinkCreate) for c in full.changes)
 
 
