@@ -339,24 +339,31 @@ def test_a_scoped_reconcile_reads_and_repairs_only_its_namespaces(lab: Path) -> 
     assert addrs("api0", "api") == {"192.0.2.11/24"}
 
 
+TWO_NAMESPACES = """
+    version: 1
+    parents:
+      lab0:
+        mode: l3s
+        devices:
+          web0: {netns: web}
+          api0: {netns: api}
+    """
+
+
+def add_foreign_ipvlan(netns: str, mode: str) -> None:
+    """Another tool's ipvlan theirs0 on lab0, in a namespace of its own (out of any scope used here)."""
+    ip("netns", "add", netns)
+    ip("link", "add", "link", "lab0", "name", "theirs0", "netns", netns, "type", "ipvlan", "mode", mode)
+
+
 def test_a_scoped_reconcile_widens_when_a_parents_mode_drifted(lab: Path) -> None:
     # A mode change reaches every sibling, in namespaces out of scope too (and a foreign one there
     # would make it a conflict): that decision is taken from a full view.
-    spec = load(lab, """
-        version: 1
-        parents:
-          lab0:
-            mode: l3s
-            devices:
-              web0: {netns: web}
-              api0: {netns: api}
-        """)
+    spec = load(lab, TWO_NAMESPACES)
     converge(spec)
     ip("link", "set", "web0", "type", "ipvlan", "mode", "l2", netns="web")
     assert ipvlan_info("api0", "api")["mode"] == "l2"  # the port's mode: every sibling changed
-    # another tool's ipvlan on the same parent, in a namespace the scope does not cover
-    ip("netns", "add", "other")
-    ip("link", "add", "link", "lab0", "name", "theirs0", "netns", "other", "type", "ipvlan", "mode", "l2")
+    add_foreign_ipvlan("other", "l2")
     with Kernel() as kernel:
         report = reconcile(spec, kernel, scope=frozenset({"web"}))
         assert kernel.dumps["other"] > 0  # it looked everywhere before deciding
@@ -369,18 +376,9 @@ def test_a_scoped_reconcile_never_creates_on_a_parent_whose_mode_it_cannot_see(l
     # web0 alone in its namespace is deleted; the parent's mode meanwhile went l3s -> l3 through a
     # foreign sibling in a namespace out of scope (no flag changes, so no event where ipvland
     # listens). Re-creating web0 in l3s from the partial view would re-mode the foreign device.
-    spec = load(lab, """
-        version: 1
-        parents:
-          lab0:
-            mode: l3s
-            devices:
-              web0: {netns: web}
-              api0: {netns: api}
-        """)
+    spec = load(lab, TWO_NAMESPACES)
     converge(spec)
-    ip("netns", "add", "other")
-    ip("link", "add", "link", "lab0", "name", "theirs0", "netns", "other", "type", "ipvlan", "mode", "l3s")
+    add_foreign_ipvlan("other", "l3s")
     ip("link", "set", "theirs0", "type", "ipvlan", "mode", "l3", netns="other")
     ip("link", "del", "web0", netns="web")
     with Kernel() as kernel:
