@@ -86,6 +86,22 @@ def converge(spec: Spec) -> Report:
     return report
 
 
+def reconcile_once(spec: Spec) -> Report:
+    with Kernel() as kernel:
+        return reconcile(spec, kernel)
+
+
+WEB0_WEB1 = """
+    version: 1
+    parents:
+      lab0:
+        mode: l2
+        devices:
+          web0: {netns: web, addresses: [192.0.2.10/24]}
+          web1: {netns: web, addresses: [192.0.2.11/24]}
+    """
+
+
 @pytest.mark.parametrize("mode", ["l2", "l3", "l3s"])
 def test_create_each_mode_in_namespace_and_parent_namespace(lab: Path, mode: str) -> None:
     spec = load(lab, f"""
@@ -219,8 +235,7 @@ def test_neighbors_on_parent_and_device(lab: Path) -> None:
     ip("link", "set", "lab0", "address", "02:00:00:00:0a:09")
     assert ipj("neigh", "show", "dev", "lab0", "nud", "permanent") == []
     assert ipj("neigh", "show", "dev", "web0", netns="web") == []
-    with Kernel() as kernel:
-        assert [type(c).__name__ for c in reconcile(spec, kernel).plan.changes] == ["NeighborSet"] * 3
+    assert [type(c).__name__ for c in reconcile_once(spec).plan.changes] == ["NeighborSet"] * 3
     assert {(n["dst"], n["lladdr"]) for n in ipj("neigh", "show", "dev", "lab0", "nud", "permanent")} == mine
     assert len(ipj("neigh", "show", "dev", "web0", netns="web")) == 1
 
@@ -254,17 +269,7 @@ def test_prune_removes_only_what_ipvland_owns(lab: Path) -> None:
 def test_foreign_device_with_spec_name_is_an_error_and_others_converge(lab: Path) -> None:
     ip("netns", "add", "web")
     ip("link", "add", "web0", "netns", "web", "type", "veth", "peer", "name", "foreign0")
-    spec = load(lab, """
-        version: 1
-        parents:
-          lab0:
-            mode: l2
-            devices:
-              web0: {netns: web, addresses: [192.0.2.10/24]}
-              web1: {netns: web, addresses: [192.0.2.11/24]}
-        """)
-    with Kernel() as kernel:
-        report = reconcile(spec, kernel)
+    report = reconcile_once(load(lab, WEB0_WEB1))
     assert not report.ok
     assert [c.subject for c in report.plan.conflicts] == ["link web0 netns web"]
     veth = link("web0", "web")
@@ -283,8 +288,7 @@ def test_missing_parent_fails_its_devices_and_others_converge(lab: Path) -> None
             mode: l2
             devices: {web0: {netns: web}}
         """)
-    with Kernel() as kernel:
-        report = reconcile(spec, kernel)
+    report = reconcile_once(spec)
     assert not report.ok
     assert [p.subject for p in report.plan.pending] == ["parent nosuch0"]
     assert link("web0", "web") is not None
@@ -294,17 +298,7 @@ def test_kernel_error_is_reported_per_object_with_the_kernels_reason(lab: Path) 
     # The same address on two ipvlans of one parent, one of them foreign: EADDRINUSE from the kernel.
     ip("link", "add", "link", "lab0", "name", "theirs0", "type", "ipvlan", "mode", "l2")
     ip("addr", "add", "192.0.2.10/24", "dev", "theirs0")
-    spec = load(lab, """
-        version: 1
-        parents:
-          lab0:
-            mode: l2
-            devices:
-              web0: {netns: web, addresses: [192.0.2.10/24]}
-              web1: {netns: web, addresses: [192.0.2.11/24]}
-        """)
-    with Kernel() as kernel:
-        report = reconcile(spec, kernel)
+    report = reconcile_once(load(lab, WEB0_WEB1))
     failed = [o for o in report.failures if not o.skipped]
     assert len(failed) == 1 and "192.0.2.10/24" in failed[0].change.describe()
     assert failed[0].error is not None and "in use" in failed[0].error.lower()
