@@ -272,13 +272,13 @@ class Daemon:
         if job.hup:
             self._notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
             log.info("reloading (SIGHUP)")
-        generation = self.generation
         if job.reload:
             if self.watcher is not None:
                 self.watcher.rearm()
             self.load()
-        scoped = (not job.full and not job.reload and self.generation == generation
-                  and self.last is not None and self.last.get("result") == "ok")
+        # Netlink events alone (any other request, a reload among them, makes the job full), after
+        # a reconcile that converged: everything out of the events' namespaces is as it left it.
+        scoped = not job.full and self.last is not None and self.last.get("result") == "ok"
         self.reconcile_now(job.reasons, frozenset(job.namespaces) if scoped else None)
         self.write_status()
         summary = status_mod.summary(self.status())
