@@ -75,7 +75,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show the daemon's last status")
     _json_arg(p)
     p.add_argument("--state-dir", type=Path, default=Path("/run/ipvland"), help="status file directory")
+
+    # For systemd units: see ipvland/control.py.
+    p = sub.add_parser("reload", help="make the daemon re-read its config (SIGHUP) and wait until it has; "
+                       "the unit's ExecReload=")
+    p.add_argument("--pid", type=int, required=True, help="the daemon's pid ($MAINPID in a unit)")
+    p.add_argument("--state-dir", type=Path, default=Path("/run/ipvland"),
+                   help="the daemon's status directory (default /run/ipvland)")
+    p.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait (default 60)")
+    p = sub.add_parser("wait-online", help="wait until the daemon's config is converged; exit 1 on timeout "
+                       "(ipvland-wait-online.service, before network-online.target)")
+    p.add_argument("--state-dir", type=Path, default=Path("/run/ipvland"),
+                   help="the daemon's status directory (default /run/ipvland)")
+    p.add_argument("--timeout", type=_seconds, default=120.0, help="seconds to wait (default 120)")
     return parser
+
+
+def _seconds(text: str) -> float:
+    """A finite, positive number of seconds (nan, inf and negatives are usage errors)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400 seconds: {text!r}")
+    return value
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -242,6 +266,18 @@ def _status(args: argparse.Namespace) -> int:
     return status.main(args.state_dir, args.json)
 
 
+def _reload(args: argparse.Namespace) -> int:
+    from ipvland import control
+
+    return control.reload(args.pid, args.state_dir, args.timeout)
+
+
+def _wait_online(args: argparse.Namespace) -> int:
+    from ipvland import control
+
+    return control.wait_online(args.state_dir, args.timeout)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": _validate,
     "plan": _plan,
@@ -251,6 +287,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "probe": _probe,
     "run": _run,
     "status": _status,
+    "reload": _reload,
+    "wait-online": _wait_online,
 }
 
 

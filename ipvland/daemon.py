@@ -522,6 +522,10 @@ class JournalFormatter(logging.Formatter):
 
 
 def _quiet_libraries(record: logging.LogRecord) -> bool:
+    # pyroute2's tc module warns at import when /proc/net/psched is unreadable (the unit's ProcSubset=pid
+    # hides it): ipvland never uses tc, so that warning says nothing true about ipvland.
+    if record.name.startswith("pyroute2.netlink.rtnl.tcmsg") and record.levelno < logging.ERROR:
+        return False
     return record.levelno >= logging.WARNING or record.name.split(".")[0] not in ("pyroute2", "watchdog")
 
 

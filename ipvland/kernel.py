@@ -26,7 +26,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
@@ -67,7 +66,7 @@ from ipvland.model import (
     ObservedRoute,
     Route,
 )
-from ipvland.netns import CLONE_NEWNET, NETNS_DIR, entered
+from ipvland.netns import NETNS_DIR, entered, mount_new_namespace
 
 # ---------------------------------------------------------------- pyroute2: the ipvlan link kind
 
@@ -97,9 +96,6 @@ def register_ipvlan_kind() -> None:
 
 # ---------------------------------------------------------------- namespaces and sockets
 
-_MS_BIND = 4096
-_MS_REC = 16384
-_MS_SHARED = 1 << 20
 _libc = ctypes.CDLL(None, use_errno=True)
 
 T = TypeVar("T")
@@ -130,8 +126,15 @@ def _open_raw(netns: str | None) -> socket.socket:
 
 
 def list_namespaces() -> frozenset[str]:
+    """The named namespaces: names under /run/netns that are mounted namespaces (see is_namespace)."""
     try:
-        return frozenset(e.name for e in os.scandir(NETNS_DIR) if not e.name.startswith("."))
+        nsfs = os.stat("/proc/self/ns/net").st_dev
+        names = []
+        for e in os.scandir(NETNS_DIR):
+            with contextlib.suppress(OSError):
+                if not e.name.startswith(".") and e.stat(follow_symlinks=False).st_dev == nsfs:
+                    names.append(e.name)
+        return frozenset(names)
     except FileNotFoundError:
         return frozenset()
 
@@ -141,61 +144,46 @@ def _foreign_mount_ns() -> str | None:
 
     A bind mount made in a sandbox never reaches the host (systemd makes its mounts slaves), so
     the unit names the host's mount namespace in $IPVLAND_HOST_MOUNT_NS and namespaces are
-    created there.
+    created there. When that namespace is named but cannot be read, creating the namespace here
+    instead would fill a namespace only this process can see (the host's `ip netns` would find an
+    empty file at /run/netns/NAME): that is an error, never a fallback.
     """
     host = os.environ.get("IPVLAND_HOST_MOUNT_NS")
     if not host:
         return None
     try:
-        ours, theirs = os.stat("/proc/self/ns/mnt"), os.stat(host)
-    except OSError:
-        return None
+        theirs = os.stat(host)
+    except OSError as e:
+        # /proc/1/ns/* passes the kernel's ptrace access check: PID 1's capabilities are a superset
+        # of a sandboxed daemon's, so without CAP_SYS_PTRACE this is EACCES.
+        raise KernelError("open the host mount namespace", e.errno or errnos.EACCES,
+                          f"{host}: {e.strerror}; the unit must grant CAP_SYS_PTRACE (see systemd/ipvland.service)"
+                          ) from None
+    ours = os.stat("/proc/self/ns/mnt")
     return None if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino) else host
 
 
 def create_namespace(name: str) -> None:
-    """Like `ip netns add NAME`, in-process: a short-lived thread unshares and bind-mounts its netns."""
+    """Like `ip netns add NAME` (see netns.mount_new_namespace), in the host's mount namespace."""
     host = _foreign_mount_ns()
-    if host is not None:
-        # setns() into a mount namespace is refused to a multi-threaded process: a short-lived
-        # child does it (nsenter), running this same function there.
-        code = f"from ipvland.kernel import create_namespace; create_namespace({name!r})"
-        env = {k: v for k, v in os.environ.items() if k != "IPVLAND_HOST_MOUNT_NS"}
-        done = subprocess.run(["nsenter", f"--mount={host}", "--", sys.executable, "-c", code],
-                              capture_output=True, text=True, env=env, check=False)
-        if done.returncode != 0:
-            raise KernelError(f"create netns {name}", errnos.EPERM,
-                              "in the host mount namespace: " + (done.stderr.strip().splitlines() or ["?"])[-1])
-        return
-    path = os.path.join(NETNS_DIR, name)
-    os.makedirs(NETNS_DIR, exist_ok=True)
-    # As iproute2 does: make /run/netns a shared mount point so the bind mounts propagate to other
-    # mount namespaces (e.g. `ip netns exec` of another process).
-    if _libc.mount(b"", NETNS_DIR.encode(), b"none", _MS_SHARED | _MS_REC, None) != 0:
-        if _libc.mount(NETNS_DIR.encode(), NETNS_DIR.encode(), b"none", _MS_BIND | _MS_REC, None) != 0:
-            err = ctypes.get_errno()
-            raise KernelError(f"create netns {name}", err, f"mount {NETNS_DIR}: {os.strerror(err)}")
-        _libc.mount(b"", NETNS_DIR.encode(), b"none", _MS_SHARED | _MS_REC, None)
     try:
-        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-    except OSError as e:
-        raise KernelError(f"create netns {name}", e.errno or 0, os.strerror(e.errno or 0)) from None
-    failure: list[int] = []
-
-    def unshare_and_bind() -> None:
-        # unshare() moves this thread alone; the thread ends and the mount keeps the netns alive.
-        if _libc.unshare(CLONE_NEWNET) != 0:
-            failure.append(ctypes.get_errno())
+        if host is None:
+            mount_new_namespace(name)
             return
-        if _libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", _MS_BIND, None) != 0:
-            failure.append(ctypes.get_errno())
-
-    t = threading.Thread(target=unshare_and_bind, name=f"netns-{name}")
-    t.start()
-    t.join()
-    if failure:
-        os.unlink(path)
-        raise KernelError(f"create netns {name}", failure[0], os.strerror(failure[0]))
+        # setns() into a mount namespace is refused to a multi-threaded process: a short-lived child does
+        # it (nsenter). It imports ipvland.netns alone (the standard library, no pyroute2): it starts fast.
+        code = ("import sys\nfrom ipvland.netns import mount_new_namespace\ntry:\n"
+                f"    mount_new_namespace({name!r})\nexcept OSError as e:\n"
+                "    sys.exit(f'{e.errno} {e.strerror}')")
+        done = subprocess.run(["nsenter", f"--mount={host}", "--", sys.executable, "-c", code],
+                              capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise KernelError(f"create netns {name}", e.errno or errnos.EPERM, e.strerror or str(e)) from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["0 ?"])[-1]
+        code_text, _, message = last.partition(" ")
+        err = int(code_text) if code_text.isdigit() else errnos.EPERM
+        raise KernelError(f"create netns {name}", err, f"in the host mount namespace: {message or last}")
 
 
 def delete_namespace(name: str) -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ipvland.kernel import delete_namespace, list_namespaces
+from ipvland.kernel import create_namespace, delete_namespace, list_namespaces
 
 
 def test_namespace_made_in_a_sandbox_is_a_mount_the_host_sees() -> None:
@@ -25,3 +25,59 @@ def test_namespace_made_in_a_sandbox_is_a_mount_the_host_sees() -> None:
         assert subprocess.run(["ip", "netns", "exec", "sbx0", "true"], check=False).returncode == 0
     finally:
         delete_namespace("sbx0")
+
+
+# The unit's capabilities (systemd/ipvland.service CapabilityBoundingSet=), and the same without the one
+# that opening /proc/1/ns/mnt needs.
+UNIT_CAPS = "-all,+net_admin,+sys_admin,+sys_chroot,+sys_ptrace"
+WITHOUT_PTRACE = "-all,+net_admin,+sys_admin,+sys_chroot"
+
+
+def _create_in_sandbox(name: str, caps: str) -> subprocess.CompletedProcess[str]:
+    """create_namespace(name) from a slave mount namespace with only `caps`, as under systemd: the
+    host's mount namespace (ours) is held by a process with every capability, as PID 1 is."""
+    code = (f"from ipvland.kernel import create_namespace, KernelError\n"
+            f"try:\n    create_namespace({name!r})\nexcept KernelError as e:\n    raise SystemExit(str(e))")
+    env = {**os.environ, "IPVLAND_HOST_MOUNT_NS": f"/proc/{os.getpid()}/ns/mnt"}
+    return subprocess.run(["unshare", "--mount", "--propagation", "slave", "--",
+                           "setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--",
+                           sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+
+
+def test_sandbox_without_cap_sys_ptrace_fails_loudly_and_leaves_nothing() -> None:
+    """Issue 10, defect 1: under systemd the daemon could not open /proc/1/ns/mnt (the kernel's ptrace
+    access check: PID 1's capabilities are a superset of the sandbox's) and silently bind-mounted the
+    namespace inside its own sandbox, where the host saw only an empty file. Now: an error that says why."""
+    try:
+        done = _create_in_sandbox("sbx1", WITHOUT_PTRACE)
+        assert done.returncode != 0, done.stderr
+        assert "CAP_SYS_PTRACE" in done.stderr and "Permission denied" in done.stderr, done.stderr
+        assert not Path("/run/netns/sbx1").exists(), "a file the host cannot use was left at /run/netns/sbx1"
+    finally:
+        delete_namespace("sbx1")
+
+
+def test_sandbox_with_the_units_capabilities_makes_a_namespace_the_host_sees() -> None:
+    try:
+        done = _create_in_sandbox("sbx2", UNIT_CAPS)
+        assert done.returncode == 0, done.stderr
+        assert "sbx2" in list_namespaces()
+        assert subprocess.run(["ip", "netns", "exec", "sbx2", "true"], check=False).returncode == 0
+    finally:
+        delete_namespace("sbx2")
+
+
+def test_an_empty_file_whose_mount_is_gone_is_no_namespace_and_is_mounted_over() -> None:
+    """Issue 10, defect 4: what the sandboxed daemon left behind (and what a lost mount leaves) is an empty
+    mode-0 file. It is not listed as a namespace (opening it is EACCES without CAP_DAC_OVERRIDE, and it is
+    no namespace anyway), and creating the namespace mounts over it instead of failing with EEXIST."""
+    Path("/run/netns").mkdir(parents=True, exist_ok=True)
+    stale = Path("/run/netns/stale0")
+    stale.touch(mode=0)
+    try:
+        assert "stale0" not in list_namespaces()
+        create_namespace("stale0")
+        assert "stale0" in list_namespaces()
+        assert subprocess.run(["ip", "netns", "exec", "stale0", "true"], check=False).returncode == 0
+    finally:
+        delete_namespace("stale0")

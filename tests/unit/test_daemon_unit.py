@@ -31,7 +31,8 @@ def service_section() -> dict[str, list[str]]:
     return values
 
 
-def test_exposure_score_is_at_most_2() -> None:
+def test_exposure_score_is_at_most_2_3() -> None:
+    # 2.0 before CAP_SYS_PTRACE (+0.3), which opening /proc/1/ns/mnt needs under systemd (see the unit).
     # systemd-analyze ships with systemd; a machine without it cannot vouch for the unit: fail, don't skip.
     exe = shutil.which("systemd-analyze")
     assert exe is not None, "systemd-analyze missing: apt-get install systemd"
@@ -40,19 +41,20 @@ def test_exposure_score_is_at_most_2() -> None:
     text = out.stdout + out.stderr
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", text)
     assert m is not None, text
-    assert float(m.group(1)) <= 2.0, text
+    assert float(m.group(1)) <= 2.3, text
 
 
 def test_unit_shape() -> None:
     s = service_section()
     assert s["Type"] == ["notify"]
     assert s["NotifyAccess"] == ["main"]
-    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    # No /bin/kill on a minimal Debian; `ipvland reload` signals and waits for the reload to be handled.
+    assert s["ExecReload"] == ["/usr/local/bin/ipvland reload --pid $MAINPID"]
     assert s["Restart"] == ["on-failure"]
     assert "WatchdogSec" in s
     assert s["ExecStart"][0].split()[1] == "run"
     caps = set(s["CapabilityBoundingSet"][0].split())
-    assert caps == {"CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_SYS_CHROOT"}
+    assert caps == {"CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE"}
     assert "net" in s["RestrictNamespaces"][0].split()
     assert s["RuntimeDirectory"] == ["ipvland"]
     # A sandboxed /run/netns must stay read-only: namespaces are created in the host's mount namespace.

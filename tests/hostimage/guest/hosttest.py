@@ -1,0 +1,402 @@
+#!/usr/bin/python3
+"""The host checks, run inside the systemd host image by ipvland-hosttest.service (systemd as PID 1).
+
+Boot 1 runs PHASE1, then reboots the guest; boot 2 runs PHASE2, then powers off. Each check prints one line
+on the serial console, `HOSTCHECK PASS|FAIL NAME detail`, which tests/hostimage/test_hostimage.py turns into one
+pytest result each. Only the standard library: this file runs on the image's own python3, and the host test
+imports it to learn the check names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+STATE = Path("/var/lib/ipvland-hosttest")
+DROPINS = Path("/etc/ipvland/config.d")
+CHANGE = re.compile(r"^[+~-] ")  # the daemon's one line per change: "+ link web0 ...", "- route ...", "~ ..."
+
+
+def out(line: str) -> None:
+    print(line, flush=True)
+
+
+def sh(cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.1) -> float | None:
+    """Seconds until pred() held, None when it never did within timeout."""
+    t0 = time.monotonic()
+    while True:
+        if pred():
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            return None
+        time.sleep(step)
+
+
+def prop(unit: str, name: str) -> str:
+    return sh(f"systemctl show -p {name} --value {unit}").stdout.strip()
+
+
+def status() -> dict:
+    return json.loads(Path("/run/ipvland/status.json").read_text())
+
+
+def journal(unit: str = "ipvland", invocation: str | None = None) -> list[dict]:
+    where = f"_SYSTEMD_INVOCATION_ID={invocation}" if invocation else ""
+    done = sh(f"journalctl -u {unit} {where} -o json --no-pager")
+    entries = []
+    for line in done.stdout.splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries
+
+
+def messages(entries: list[dict]) -> list[str]:
+    return [e["MESSAGE"] for e in entries if isinstance(e.get("MESSAGE"), str)]
+
+
+def change_lines(invocation: str | None = None) -> list[str]:
+    return [m for m in messages(journal(invocation=invocation)) if CHANGE.match(m)]
+
+
+def ifindex(netns: str, dev: str) -> int | None:
+    done = sh(f"ip -n {netns} -j link show dev {dev}")
+    if done.returncode != 0:
+        return None
+    return json.loads(done.stdout)[0]["ifindex"]
+
+
+def has_addr(netns: str, dev: str, addr: str) -> bool:
+    return f" {addr} " in sh(f"ip -n {netns} -o addr show dev {dev}").stdout + " "
+
+
+def ping(netns: str, target: str) -> bool:
+    return sh(f"ip netns exec {netns} ping -c 1 -W 3 {target}").returncode == 0
+
+
+def write_dropin(name: str, text: str) -> None:
+    """As the README says to write config files: a temp file, then a rename."""
+    tmp = DROPINS / f".{name}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, DROPINS / name)
+
+
+def reload() -> subprocess.CompletedProcess[str]:
+    return sh("systemctl reload ipvland", timeout=120)
+
+
+def parent_route_present() -> bool:
+    return "192.0.2.1 " in sh("ip route show 192.0.2.1/32 proto 212").stdout
+
+
+def parent_neighbor_present() -> bool:
+    return "02:00:00:00:0b:99" in sh("ip neigh show 192.0.2.99 dev eth1").stdout
+
+
+class Failed(Exception):
+    pass
+
+
+def need(ok: object, message: str) -> None:
+    if not ok:
+        raise Failed(message)
+
+
+# ------------------------------------------------------------------------------------------ boot 1
+
+
+def ready_after_first_reconcile() -> str:
+    # This unit is ordered after ipvland.service (Type=notify): it starts only once READY=1 was sent.
+    need(prop("ipvland", "ActiveState") == "active" and prop("ipvland", "SubState") == "running",
+         f"ipvland is {prop('ipvland', 'ActiveState')}/{prop('ipvland', 'SubState')}")
+    last = status().get("last_reconcile") or {}
+    need(last.get("result") == "ok", f"first reconcile: {last.get('result')}: {last.get('errors')}")
+    return f"READY after a reconcile that ended {last.get('result')} ({last.get('duration')} s)"
+
+
+def namespaces_visible_to_the_host() -> str:
+    # Issue 10, defect 1: the sandboxed daemon must fill the namespace /run/netns/web names for everyone.
+    need("web" in sh("ip netns list").stdout, "ip netns list has no web")
+    link = sh("ip -n web -d link show web0")
+    need(link.returncode == 0, f"ip -n web link show web0: {link.stderr.strip()}")
+    need("ipvlan  mode l3s" in link.stdout, f"not an l3s ipvlan: {link.stdout!r}")
+    need("alias ipvland" in link.stdout, "no ownership alias")
+    need(has_addr("web", "web0", "192.0.2.10/24"), "no 192.0.2.10/24 on web0")
+    need("default dev web0" in sh("ip -n web route show default").stdout, "no default route in web")
+    need(parent_route_present(), "no peer route 192.0.2.1 proto ipvland on eth1")
+    need(parent_neighbor_present(), "no neighbor 192.0.2.99 on eth1")
+    need(ping("web", "192.0.2.1"), "ip netns exec web ping 192.0.2.1 failed")
+    need(sh("ip netns exec peer ping -c 1 -W 3 192.0.2.10").returncode == 0, "the peer cannot ping 192.0.2.10")
+    return "ip netns exec web sees web0 (l3s, 192.0.2.10/24) and reaches the peer, both ways"
+
+
+def status_line_in_systemctl() -> str:
+    text = prop("ipvland", "StatusText")
+    need(text, "no STATUS= text")
+    need(text in sh("systemctl status --no-pager ipvland").stdout, "systemctl status does not show it")
+    return text
+
+
+def journal_one_line_per_change() -> str:
+    entries = journal()
+    created = [e for e in entries if str(e.get("MESSAGE", "")).startswith("+ link web0 ")]
+    need(len(created) == 1, f"{len(created)} '+ link web0' lines")
+    need(created[0].get("PRIORITY") == "6", f"a change logged at priority {created[0].get('PRIORITY')}, not 6 (info)")
+    noise = [m for m in messages(entries) if "psched" in m or "tc subsystem" in m]
+    need(not noise, f"pyroute2's tc noise in the journal (issue 10, defect 5): {noise}")
+    need(not [m for m in messages(entries) if "Traceback" in m], "a traceback in the journal")
+    return f"{len(change_lines())} change lines, at priority 6; no tc noise"
+
+
+def security_of_the_running_unit() -> str:
+    done = sh("systemd-analyze security --no-pager ipvland")
+    m = re.search(r"Overall exposure level for ipvland.service: (\d+\.\d+)", done.stdout + done.stderr)
+    need(m, f"no exposure score: {done.stdout[-300:]} {done.stderr[-300:]}")
+    assert m is not None
+    need(float(m.group(1)) <= 2.3, f"exposure {m.group(1)} > 2.3")
+    return f"exposure {m.group(1)}"
+
+
+def units_verify_clean() -> str:
+    units = "/etc/systemd/system/ipvland.service /etc/systemd/system/ipvland-wait-online.service"
+    done = sh(f"systemd-analyze verify {units}")
+    need(done.returncode == 0 and not done.stdout.strip() and not done.stderr.strip(),
+         f"rc {done.returncode}: {(done.stdout + done.stderr).strip()[-400:]}")
+    return "no findings"
+
+
+def app_ordered_after_network_online() -> str:
+    need(prop("ipvland-hosttest-app", "Result") == "success",
+         f"the app unit failed: {prop('ipvland-hosttest-app', 'Result')}")
+    text = Path("/run/ipvland-hosttest-app.txt").read_text()
+    need("192.0.2.10/24" in text, f"the app saw no address: {text!r}")
+    need(" 0% packet loss" in text, f"the app could not reach the peer: {text!r}")
+    online_done = int(prop("ipvland-wait-online", "ExecMainExitTimestampMonotonic") or 0)
+    app_start = int(prop("ipvland-hosttest-app", "ExecMainStartTimestampMonotonic") or 0)
+    need(0 < online_done <= app_start, f"wait-online exited at {online_done}, the app started at {app_start}")
+    return f"the app started {(app_start - online_done) / 1e6:.2f} s after ipvland-wait-online; saw 192.0.2.10, pinged"
+
+
+def reload_applies_an_edit() -> str:
+    # Issue 10, defect 2: ExecReload= must work without /bin/kill, and return once the reload is done.
+    need(not Path("/bin/kill").exists() and not Path("/usr/bin/kill").exists(), "this image has a kill binary")
+    write_dropin("db.yaml", "version: 1\nparents:\n  eth1:\n    devices:\n      db0:\n        netns: db\n"
+                 "        addresses: [192.0.2.11/24]\n        routes: [{to: default}]\n")
+    t0 = time.monotonic()
+    done = reload()
+    took = time.monotonic() - t0
+    need(done.returncode == 0, f"systemctl reload: {done.stderr.strip()}")
+    need(wait_until(lambda: has_addr("db", "db0", "192.0.2.11/24"), 10) is not None, "db0 never appeared")
+    need(ping("db", "192.0.2.1"), "db cannot reach the peer")
+    return f"systemctl reload returned in {took:.1f} s; db0 in place"
+
+
+def bad_config_keeps_the_network() -> str:
+    before = (ifindex("web", "web0"), ifindex("db", "db0"))
+    write_dropin("zz-bad.yaml", "version: 1\nparents: [\n")
+    done = reload()
+    errors = [e for e in journal() if str(e.get("MESSAGE", "")).startswith("config:")]
+    (DROPINS / "zz-bad.yaml").unlink()
+    again = reload()
+    need(again.returncode == 0, f"reload after the fix: {again.stderr.strip()}")
+    need(errors and all(e.get("PRIORITY") == "3" for e in errors), f"config errors not at priority 3: {errors[-1:]}")
+    need((ifindex("web", "web0"), ifindex("db", "db0")) == before, "a device was re-created or removed")
+    return (f"reload of a broken file: exit {done.returncode}; {len(errors)} error line(s) at priority 3; "
+            "nothing touched")
+
+
+def late_parent_picked_up_at_once() -> str:
+    # Issue 10, item 6: a NIC that appears after ipvland started (the unit's resync is 300 s here).
+    write_dropin("late.yaml", "version: 1\nparents:\n  late0:\n    mode: l2\n    devices:\n      late1:\n"
+                 "        netns: late\n        addresses: [203.0.113.10/24]\n")
+    need(reload().returncode == 0, "reload of late.yaml failed")
+    need(sh("ip link add late0 type veth peer name late0p && ip link set late0 up").returncode == 0, "no veth")
+    took = wait_until(lambda: has_addr("late", "late1", "203.0.113.10/24"), 10)
+    (DROPINS / "late.yaml").unlink()
+    reload()
+    sh("ip link del late0")
+    need(took is not None and took < 5, f"the late parent's device came after {took} s")
+    return f"late1 up {took:.2f} s after late0 appeared"
+
+
+def _networkd_round(action: str, settle: float = 12.0) -> tuple[str, float | None, int]:
+    """(what of ipvland's was removed, seconds until all was back, ipvland's writes after)."""
+    changes_before = len(change_lines())
+    removed: set[str] = set()
+    sh(action)
+    t0 = time.monotonic()
+    back_at = None
+    while time.monotonic() - t0 < settle:
+        missing = {what for what, present in (("route", parent_route_present()),
+                                              ("neighbor", parent_neighbor_present())) if not present}
+        removed |= missing
+        if missing:
+            back_at = None
+        elif back_at is None:
+            back_at = time.monotonic() - t0
+        time.sleep(0.05)
+    writes = len(change_lines()) - changes_before
+    return "+".join(sorted(removed)) or "nothing", back_at, writes
+
+
+def networkd_beside_ipvland() -> str:
+    # Issue 10, item 7: networkd manages eth1. Its defaults remove foreign routes when it (re)starts.
+    need(prop("systemd-networkd", "ActiveState") == "active", "networkd is not running")
+    need("198.51.100.1/24" in sh("ip -o addr show dev eth1").stdout, "networkd did not configure eth1")
+    report = []
+    for action in ("systemctl restart systemd-networkd", "networkctl reconfigure eth1"):
+        removed, back, writes = _networkd_round(action)
+        need(back is not None, f"after `{action}` ipvland's {removed} did not come back")
+        need(writes <= 4, f"after `{action}` ipvland wrote {writes} changes: a fight")
+        report.append(f"{action}: removed {removed}, all back at {back:.2f} s, {writes} write(s)")
+    # The recommended drop-in: networkd leaves foreign routes alone, ipvland writes nothing.
+    Path("/etc/systemd/networkd.conf.d").mkdir(parents=True, exist_ok=True)
+    Path("/etc/systemd/networkd.conf.d/ipvland.conf").write_text(
+        Path("/usr/local/lib/ipvland-hosttest/networkd-ipvland.conf").read_text())
+    removed, back, writes = _networkd_round("systemctl restart systemd-networkd")
+    need(removed == "nothing" and writes == 0, f"with the drop-in: removed {removed}, {writes} write(s)")
+    report.append("with networkd.conf.d/ipvland.conf: restart removed nothing, 0 writes")
+    return "; ".join(report)
+
+
+def container_runtime_uses_the_namespace() -> str:
+    # Issue 10, item 8: systemd-nspawn (Debian's systemd-container) joins /run/netns/web.
+    before = (ifindex("web", "web0"), ifindex("db", "db0"))
+    changes = len(change_lines())
+    cmd = ("systemd-nspawn -q --pipe -D /var/lib/machines/mini --network-namespace-path=/run/netns/web "
+           "/bin/ping -c 1 -W 5 192.0.2.1")
+    first = sh(cmd, timeout=120)
+    need(first.returncode == 0, f"container 1: rc {first.returncode}: {(first.stdout + first.stderr).strip()[-300:]}")
+    second = sh(cmd, timeout=120)  # the container restarted
+    need(second.returncode == 0, f"container 2: rc {second.returncode}: {(second.stderr).strip()[-300:]}")
+    time.sleep(1)
+    need((ifindex("web", "web0"), ifindex("db", "db0")) == before, "a device changed across the container's restart")
+    need(len(change_lines()) == changes, "ipvland changed something across the container's restart")
+    return "systemd-nspawn in netns web pinged the peer, twice; nothing else moved"
+
+
+def stop_leaves_the_network() -> str:
+    before = (ifindex("web", "web0"), ifindex("db", "db0"))
+    need(sh("systemctl stop ipvland").returncode == 0, "stop failed")
+    need(prop("ipvland", "ActiveState") == "inactive", "not stopped")
+    need((ifindex("web", "web0"), ifindex("db", "db0")) == before, "stopping changed the devices")
+    need(ping("web", "192.0.2.1") and parent_route_present(), "stopping cut the network")
+    need(sh("systemctl start ipvland").returncode == 0, "start failed")
+    invocation = prop("ipvland", "InvocationID")
+    need(not change_lines(invocation), f"the restarted daemon changed: {change_lines(invocation)}")
+    return "devices, route and ping kept across stop; the new start changed nothing"
+
+
+def no_spurious_watchdog() -> str:
+    # Issue 10, defect 3: the watchdog must not fire during normal work (reloads, creates, networkd rounds).
+    need(prop("ipvland", "NRestarts") == "0", f"NRestarts={prop('ipvland', 'NRestarts')}")
+    timeouts = [m for m in sh("journalctl --no-pager -u ipvland").stdout.splitlines() if "Watchdog timeout" in m]
+    need(not timeouts, f"{timeouts}")
+    return "no restart, no watchdog timeout"
+
+
+def watchdog_restarts_a_stuck_daemon() -> str:
+    pid = int(prop("ipvland", "MainPID"))
+    os.kill(pid, signal.SIGSTOP)
+    took = wait_until(lambda: prop("ipvland", "NRestarts") == "1" and prop("ipvland", "ActiveState") == "active"
+                      and prop("ipvland", "MainPID") not in ("0", str(pid)), 120, step=0.5)
+    need(took is not None, f"not restarted: NRestarts={prop('ipvland', 'NRestarts')}")
+    invocation = prop("ipvland", "InvocationID")
+    wait_until(lambda: status().get("pid") != pid, 30)
+    logged = messages(journal(invocation=invocation))
+    need(not [m for m in logged if "Permission denied" in m or "EACCES" in m],
+         "the restarted daemon cannot read its namespaces (issue 10, defect 4)")
+    need(not change_lines(invocation), f"the restarted daemon changed: {change_lines(invocation)}")
+    need((status().get("last_reconcile") or {}).get("result") == "ok", "the restarted daemon is not converged")
+    return f"SIGSTOP: restarted after {took:.0f} s, converged without a write"
+
+
+PHASE1: tuple[Callable[[], str], ...] = (
+    ready_after_first_reconcile, namespaces_visible_to_the_host, status_line_in_systemctl,
+    journal_one_line_per_change, security_of_the_running_unit, units_verify_clean,
+    app_ordered_after_network_online, reload_applies_an_edit, bad_config_keeps_the_network,
+    late_parent_picked_up_at_once, networkd_beside_ipvland, container_runtime_uses_the_namespace,
+    stop_leaves_the_network, no_spurious_watchdog, watchdog_restarts_a_stuck_daemon,
+)
+
+
+# ------------------------------------------------------------------------------------------ boot 2
+
+
+def reboot_brings_everything_back() -> str:
+    for ns, dev, addr in (("web", "web0", "192.0.2.10/24"), ("db", "db0", "192.0.2.11/24")):
+        need(has_addr(ns, dev, addr), f"{dev} in {ns} has no {addr} after the reboot")
+        need(ping(ns, "192.0.2.1"), f"{ns} cannot reach the peer after the reboot")
+    need(parent_route_present() and parent_neighbor_present(), "parent route/neighbor missing after the reboot")
+    return "namespaces (in /run, so gone), devices, addresses, route, neighbor: back"
+
+
+def reboot_app_ordered_after_network_online() -> str:
+    return app_ordered_after_network_online()
+
+
+def reboot_wait_online_succeeded() -> str:
+    need(prop("ipvland-wait-online", "Result") == "success", prop("ipvland-wait-online", "Result"))
+    boot = sh("systemd-analyze time").stdout.strip().splitlines()
+    return boot[0] if boot else "?"
+
+
+PHASE2: tuple[Callable[[], str], ...] = (
+    reboot_brings_everything_back, reboot_app_ordered_after_network_online, reboot_wait_online_succeeded,
+)
+
+
+def run(checks: tuple[Callable[[], str], ...]) -> None:
+    for check in checks:
+        t0 = time.monotonic()
+        try:
+            detail = check()
+            out(f"HOSTCHECK PASS {check.__name__} {detail} [{time.monotonic() - t0:.1f}s]")
+        except Failed as e:
+            out(f"HOSTCHECK FAIL {check.__name__} {e} [{time.monotonic() - t0:.1f}s]")
+            _log_tail()
+        except Exception as e:
+            last = traceback.format_exc().strip().splitlines()[-3:]
+            out(f"HOSTCHECK FAIL {check.__name__} {type(e).__name__}: {e} {' | '.join(last)}")
+            _log_tail()
+
+
+def _log_tail() -> None:
+    """After a failure: the daemon's last journal lines, for whoever reads the console log."""
+    for line in sh("journalctl -u ipvland -n 25 -o short-monotonic --no-pager").stdout.splitlines():
+        out(f"HOSTLOG {line}")
+
+
+def main() -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    phase_file = STATE / "phase"
+    phase = phase_file.read_text().strip() if phase_file.exists() else "1"
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    out(f"HOSTCHECK INFO boot{phase} checks start {uptime:.1f}s after the kernel started")
+    if phase == "1":
+        run(PHASE1)
+        phase_file.write_text("2\n")
+        out("HOSTCHECK INFO rebooting")
+        os.sync()
+        sh("systemctl reboot")
+    else:
+        run(PHASE2)
+        out("HOSTCHECK DONE")
+        os.sync()
+        sh("systemctl poweroff")
+
+
+if __name__ == "__main__":
+    main()

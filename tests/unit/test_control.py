@@ -1,0 +1,124 @@
+"""`ipvland reload` and `ipvland wait-online`: the decisions on plain status dicts, the loops on a fake clock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ipvland import control
+from ipvland import status as status_mod
+
+
+def _status(result: str | None, **extra: object) -> dict[str, object]:
+    last = None if result is None else {"result": result, "errors": [], "conflicts": [], "pending": []}
+    return {"schema": status_mod.SCHEMA, "pid": os.getpid(), "last_reconcile": last,
+            "config": {"generation": 1, "error": None}, **extra}
+
+
+def test_online_only_when_the_last_reconcile_converged() -> None:
+    assert control.online_verdict(_status("ok"), pid_alive=True).done
+    assert not control.online_verdict(_status("errors"), pid_alive=True).done
+    assert not control.online_verdict(_status(None), pid_alive=True).done
+    assert not control.online_verdict(None, pid_alive=False).done
+
+
+def test_not_online_when_the_daemon_is_gone() -> None:
+    verdict = control.online_verdict(_status("ok"), pid_alive=False)
+    assert not verdict.done and "not running" in verdict.reason
+
+
+def test_the_reason_names_what_is_pending() -> None:
+    s = _status("pending")
+    s["last_reconcile"]["pending"] = ["link web0: parent eth1 missing"]  # type: ignore[index]
+    verdict = control.online_verdict(s, pid_alive=True)
+    assert "pending: link web0: parent eth1 missing" in verdict.reason
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _write(state_dir: Path, status: dict[str, object]) -> None:
+    state_dir.mkdir(exist_ok=True)
+    (state_dir / "status.json").write_text(json.dumps(status))
+
+
+def test_wait_online_times_out_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path, _status("errors"))
+    clock = FakeClock()
+    assert control.wait_online(tmp_path, 2.0, clock=clock, sleep=clock.sleep) == 1
+    assert "not converged after 2s: last reconcile: errors" in capsys.readouterr().err
+    assert clock.now >= 2.0
+
+
+def test_wait_online_returns_once_converged(tmp_path: Path) -> None:
+    _write(tmp_path, _status("errors"))
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now >= 1.0:
+            _write(tmp_path, _status("ok"))
+
+    assert control.wait_online(tmp_path, 60.0, clock=clock, sleep=sleep) == 0
+    assert 1.0 <= clock.now < 1.5
+
+
+def test_reload_waits_for_the_reload_counter(tmp_path: Path) -> None:
+    _write(tmp_path, _status("ok", reloads=3))
+    clock = FakeClock()
+    sent: list[tuple[int, int]] = []
+
+    def kill(pid: int, sig: int) -> None:
+        sent.append((pid, sig))
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now >= 0.5:
+            _write(tmp_path, _status("ok", reloads=4))
+
+    assert control.reload(1234, tmp_path, 10.0, clock=clock, sleep=sleep, kill=kill) == 0
+    assert sent == [(1234, signal.SIGHUP)]
+    assert clock.now >= 0.5
+
+
+def test_reload_fails_when_nothing_happens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path, _status("ok", reloads=3))
+    clock = FakeClock()
+    assert control.reload(1234, tmp_path, 1.0, clock=clock, sleep=clock.sleep, kill=lambda p, s: None) == 1
+    assert "no reload seen" in capsys.readouterr().err
+
+
+def test_reload_of_a_missing_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def kill(pid: int, sig: int) -> None:
+        raise ProcessLookupError
+
+    assert control.reload(1234, tmp_path, 1.0, kill=kill) == 1
+    assert "no process 1234" in capsys.readouterr().err
+
+
+def test_pyroute2_tc_warning_is_not_logged_under_procsubset_pid() -> None:
+    """Issue 10, defect 5: the unit's ProcSubset=pid hides /proc/net/psched and pyroute2's tc module (which
+    ipvland never uses) warned at import, in the journal at every start. Reproduced with a real procfs
+    mounted subset=pid, as systemd mounts it."""
+    code = ("from ipvland import daemon; daemon.setup_logging('info'); import ipvland.kernel; "
+            "import logging; logging.getLogger('ipvland').warning('ours still shows')")
+    done = subprocess.run(["unshare", "--mount", "--pid", "--fork", "sh", "-c",
+                           'mount -t proc -o subset=pid proc /proc && test ! -e /proc/net/psched && exec "$@"',
+                           "sh", sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "ours still shows" in done.stderr
+    assert "psched" not in done.stderr and "tc subsystem" not in done.stderr, done.stderr
