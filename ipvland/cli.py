@@ -112,9 +112,9 @@ def _sub(sub: argparse._SubParsersAction[_Parser], name: str) -> _Parser:
 
 
 def build_parser() -> _Parser:
-    commands = "\n".join(f"  {name:<9} {short}" for name, (short, _, _) in COMMAND_HELP.items())
     parser = _Parser(prog="ipvland", description=__doc__.splitlines()[0],
-                     epilog=f"commands:\n{commands}\n\n`ipvland COMMAND --help` says more about each.")
+                     epilog="`ipvland COMMAND --help` says more about each command.\n"
+                            "exit codes: 0 success, 1 error, 2 a usage error (or, for plan, changes pending)")
     parser.add_argument("--version", action="version", version=f"ipvland {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
