@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ipvland import __version__
 from ipvland.model import Plan, Spec
@@ -205,6 +205,14 @@ def _load(args: argparse.Namespace, consequence: str = "; nothing changed") -> S
         return None
 
 
+def _kernel() -> Any:
+    """The kernel for plan, apply and show: where it drops ipvland's neighbor mark, with the record of
+    owned entries the daemon keeps in the default state directory instead (marks.py)."""
+    from ipvland import marks
+
+    return marks.open_kernel(DEFAULT_STATE_DIR)
+
+
 def _print_plan(p: Plan, out: TextIO = sys.stdout) -> None:
     for change in p.changes:
         print(change.describe(), file=out)
@@ -213,13 +221,12 @@ def _print_plan(p: Plan, out: TextIO = sys.stdout) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from ipvland.kernel import Kernel
     from ipvland.reconcile import plan_to_json, reconcile
 
     loaded = _load(args)
     if loaded is None:
         return EXIT_ERROR
-    with Kernel() as kernel:
+    with _kernel() as kernel:
         report = reconcile(loaded, kernel, dry_run=True)
     p = report.plan
     if args.json:
@@ -233,13 +240,12 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from ipvland.kernel import Kernel
     from ipvland.reconcile import reconcile
 
     loaded = _load(args)
     if loaded is None:
         return EXIT_ERROR
-    with Kernel() as kernel:
+    with _kernel() as kernel:
         report = reconcile(loaded, kernel, rollback_on_probe_failure=args.rollback_on_probe_failure)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -292,11 +298,10 @@ def _probe(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     import yaml
 
-    from ipvland.kernel import Kernel
     from ipvland.observe import observe
     from ipvland.show import to_document
 
-    with Kernel() as kernel:
+    with _kernel() as kernel:
         document = to_document(observe(kernel), include_foreign=args.all)
     if args.json:
         print(json.dumps(document, indent=2))

@@ -16,6 +16,8 @@ The status file is `<state dir>/status.json` (default /run/ipvland). Its schema,
     changes_total   how many changes were applied since start
     drift           {events, last}: relevant netlink events seen (somebody changed something)
     pending         objects waiting for something outside ipvland (a missing parent), as lines
+    marks           null | {checked: {mark: true|false|null}, missing: [mark], record: bool}: the
+                    ownership marks this kernel drops, and whether owned.json stands in (marks.py)
 
 Who may read it: the state directory is mode 0750 and the status file 0640 (error messages quote
 short excerpts of config files), owned by root and, when the group `ipvland` exists, by that group:
@@ -230,6 +232,11 @@ def render(status: Status, as_json: bool) -> str:
     if pending:
         lines.append("pending:")
         lines.extend(f"  {p}" for p in pending)
+    marks = status.get("marks") or {}
+    if marks.get("missing"):
+        stand_in = "ipvland records its neighbor entries in the state directory (owned.json)" if marks.get("record") \
+            else "ipvland cannot stand in for them"
+        lines.append(f"kernel marks missing: {', '.join(marks['missing'])}; {stand_in}")
     drift = status.get("drift") or {}
     lines.append(f"reconciles: {status.get('reconciles', 0)}, changes applied: {status.get('changes_total', 0)}, "
                  f"drift events: {drift.get('events', 0)} (last {drift.get('last') or 'never'})")
