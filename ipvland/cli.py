@@ -1,17 +1,22 @@
-"""Command line: `ipvland validate|plan|apply|show|run|status|peers`.
+"""ipvland: keep this host's IPVLAN networking equal to a YAML file.
 
-Exit codes: 0 success / nothing to do, 1 error, 2 changes pending (`plan` only).
-No traceback ever reaches a user: unexpected errors print one line and exit 1.
+Exit codes: 0 success / nothing to do, 1 error, 2 changes pending (`plan`) or a usage error (a bad
+option). No traceback ever reaches a user: unexpected errors print one line and exit 1; a closed
+output pipe (`ipvland status | head -1`) ends a command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import logging
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ipvland import __version__
 from ipvland.model import Plan, Spec
@@ -19,118 +24,213 @@ from ipvland.model import Plan, Spec
 if TYPE_CHECKING:
     from ipvland.reconcile import Rollback
 
-EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_USAGE = 0, 1, 2, 2
+EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell shows for a tool killed by a closed pipe
+DEFAULT_STATE_DIR = Path("/run/ipvland")
+CAP_NET_ADMIN = 12
+MAX_INTERVAL = 86400.0  # a resync less than daily is no backstop; larger values are typos
 
 
-def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", type=Path, default=None,
-                   help="main config file (default: $IPVLAND_CONFIG or /etc/ipvland/config.yaml)")
+def _config_arg(p: argparse.ArgumentParser, stdin: bool = True) -> None:
+    more = "; - reads it from standard input (no drop-ins)" if stdin else ""
+    p.add_argument("-c", "--config", type=Path, default=None, metavar="PATH",
+                   help=f"main config file; its drop-ins are config.d/*.yaml beside it (default: $IPVLAND_CONFIG "
+                        f"or /etc/ipvland/config.yaml{more})")
 
 
 def _json_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text (default: text)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ipvland", description=__doc__.splitlines()[0])
+def _state_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, metavar="DIR",
+                   help=f"the daemon's status file and lock (default: {DEFAULT_STATE_DIR})")
+
+
+def number(low: float, high: float, *, integer: bool = False) -> Callable[[str], float]:
+    """An argparse type for a numeric option: finite, low <= value <= high, else a usage error (exit 2)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(int(text)) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if integer else ' number'}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a number from {low:g} to {high:g}, not {text!r}")
+        return value
+    parse.__name__ = "number"  # argparse names the type in some messages
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every command's --help starts with what it does; the epilog with its exit codes."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
+COMMAND_HELP = {  # name: (one line for the top-level list, what --help says, exit codes)
+    "validate": ("check the config and its drop-ins",
+                 "Check the config and its drop-ins, and print every error as FILE:LINE:COL: path: message "
+                 "(at most 50 per file). Touches nothing.",
+                 "0 valid, 1 invalid"),
+    "plan": ("show the changes apply would make",
+             "Read the kernel and print the changes `apply` would make, one per line, and the conflicts (!). "
+             "Changes nothing.",
+             "0 nothing to do, 2 changes pending, 1 error, conflict or missing parent"),
+    "apply": ("converge the kernel to the config",
+              "Make the kernel equal to the config, observe again to verify, run the probes, and print what "
+              "changed. Needs root (CAP_NET_ADMIN).",
+              "0 converged; 1 anything failed, conflicts, pending, still differs, or a probe failed"),
+    "show": ("print the live state ipvland owns, as a config",
+             "Print the IPVLAN devices, addresses, routes and neighbors ipvland owns as a config that "
+             "`validate` accepts.",
+             "0, 1 on error"),
+    "peers": ("what a remote peer must configure for l3/l3s ipvlans",
+              "Print what a remote peer must configure to reach the l3/l3s ipvlans: `ip neigh` lines or a "
+              "config for the peer's own ipvland, with the MAC read from the live parent.",
+              "0, 1 when a parent is missing"),
+    "probe": ("run the config's probes now",
+              "Run the config's ICMP probes now and print each result.",
+              "0 all passed, 1 otherwise"),
+    "run": ("the daemon: keep the kernel converged",
+            "The daemon: converge now, then again on every config change, netlink event of ipvland's "
+            "objects and periodic resync; write the status file. One daemon per --state-dir. Needs root.",
+            "0 after SIGTERM/SIGINT, 1 when it cannot start (another one runs, no privileges)"),
+    "status": ("show the daemon's last status",
+               "Print the daemon's last status (root and group ipvland may read it).",
+               "0 running and converged, 1 otherwise (no status, stale, errors)"),
+    "schema": ("print the config's JSON Schema",
+               "Print the JSON Schema (draft 2020-12) of a config file, for editors and other tools.",
+               "0"),
+    "reload": ("make the daemon re-read its config (ExecReload=)",
+               "Send SIGHUP to the daemon and wait until its status file shows the reload handled: the unit's "
+               "ExecReload= (synchronous, and no /bin/kill needed).",
+               "0 reloaded; 1 no such process, timeout, or the new config has errors (the old one stays)"),
+    "wait-online": ("wait until the config is converged",
+                    "Wait until the daemon's last reconcile converged: what ipvland-wait-online.service runs "
+                    "before network-online.target, so containers and applications find their ipvlans.",
+                    "0 converged, 1 timeout (the reason is printed)"),
+}
+
+
+def _sub(sub: argparse._SubParsersAction[_Parser], name: str) -> _Parser:
+    short, long, codes = COMMAND_HELP[name]
+    return sub.add_parser(name, help=short, description=long, epilog=f"exit codes: {codes}")
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="ipvland", description=__doc__.splitlines()[0],
+                     epilog="`ipvland COMMAND --help` says more about each command.\n"
+                            "exit codes: 0 success, 1 error, 2 a usage error (or, for plan, changes pending)")
     parser.add_argument("--version", action="version", version=f"ipvland {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("validate", help="check the config; exit 0 when valid, 1 with every error")
+    p = _sub(sub, "validate")
     _config_arg(p)
 
-    p = sub.add_parser("plan", help="show the changes apply would make; exit 0 none, 2 pending, 1 error")
+    p = _sub(sub, "plan")
     _config_arg(p)
     _json_arg(p)
 
-    p = sub.add_parser("apply", help="converge the kernel to the config; exit 0 converged, 1 otherwise")
+    p = _sub(sub, "apply")
     _config_arg(p)
     _json_arg(p)
     p.add_argument("--rollback-on-probe-failure", action="store_true",
-                   help="restore the previous state when a change makes a passing probe fail")
+                   help="restore the previous state when a change makes a passing probe fail (default: off)")
 
-    p = sub.add_parser("probe", help="run the config's probes now; exit 0 when all pass")
+    p = _sub(sub, "probe")
     _config_arg(p)
     _json_arg(p)
 
-    p = sub.add_parser("show", help="print the live state ipvland owns as a config")
+    p = _sub(sub, "show")
     _json_arg(p)
-    p.add_argument("--all", action="store_true", help="also the ipvlans ipvland does not own")
+    p.add_argument("--all", action="store_true",
+                   help="also the ipvlans ipvland does not own (default: only its own)")
 
-    p = sub.add_parser("run", help="the daemon: keep the kernel converged")
-    _config_arg(p)
-    p.add_argument("--interval", type=float, default=30.0, help="periodic full resync, seconds (default 30)")
-    p.add_argument("--state-dir", type=Path, default=Path("/run/ipvland"), help="status file directory")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p = _sub(sub, "run")
+    _config_arg(p, stdin=False)
+    p.add_argument("--interval", type=number(1, MAX_INTERVAL), default=30.0, metavar="S",
+                   help=f"seconds between full resyncs, 1 to {MAX_INTERVAL:g} (default: 30)")
+    _state_dir_arg(p)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="least severe messages logged (default: info)")
     p.add_argument("--rollback-on-probe-failure", action="store_true",
                    help="restore the previous state when a change makes a passing probe fail; the "
-                        "rolled-back config is not retried until it changes")
+                        "rolled-back config is not retried until it changes (default: off)")
 
-    p = sub.add_parser("peers", help="what a remote peer must configure to reach l3/l3s ipvlans")
+    p = _sub(sub, "peers")
     _config_arg(p)
     p.add_argument("--format", choices=["ip", "yaml"], default="ip",
-                   help="ip: `ip neigh replace` lines; yaml: a config for the peer's own ipvland")
-    p.add_argument("--peer-dev", default="eth0", help="the peer's NIC on the shared wire (default eth0)")
+                   help="ip: `ip neigh replace` lines; yaml: a config for the peer's own ipvland (default: ip)")
+    p.add_argument("--peer-dev", default="eth0", metavar="DEV",
+                   help="the peer's NIC on the shared wire (default: eth0)")
 
-    p = sub.add_parser("status", help="show the daemon's last status")
+    p = _sub(sub, "status")
     _json_arg(p)
-    p.add_argument("--state-dir", type=Path, default=Path("/run/ipvland"), help="status file directory")
+    _state_dir_arg(p)
+
+    _sub(sub, "schema")
 
     # For systemd units: see ipvland/control.py.
-    p = sub.add_parser("reload", help="make the daemon re-read its config (SIGHUP) and wait until it has; "
-                       "the unit's ExecReload=")
-    p.add_argument("--pid", type=int, required=True, help="the daemon's pid ($MAINPID in a unit)")
-    p.add_argument("--state-dir", type=Path, default=Path("/run/ipvland"),
-                   help="the daemon's status directory (default /run/ipvland)")
-    p.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait (default 60)")
-    p = sub.add_parser("wait-online", help="wait until the daemon's config is converged; exit 1 on timeout "
-                       "(ipvland-wait-online.service, before network-online.target)")
-    p.add_argument("--state-dir", type=Path, default=Path("/run/ipvland"),
-                   help="the daemon's status directory (default /run/ipvland)")
-    p.add_argument("--timeout", type=_seconds, default=120.0, help="seconds to wait (default 120)")
+    p = _sub(sub, "reload")
+    p.add_argument("--pid", type=number(1, 2**22, integer=True), required=True,
+                   help="the daemon's pid ($MAINPID in a unit)")
+    _state_dir_arg(p)
+    p.add_argument("--timeout", type=number(0.1, 86400), default=60.0, metavar="S",
+                   help="seconds to wait for the daemon to handle it (default: 60)")
+    p = _sub(sub, "wait-online")
+    _state_dir_arg(p)
+    p.add_argument("--timeout", type=number(0.1, 86400), default=120.0, metavar="S",
+                   help="seconds to wait (default: 120)")
     return parser
 
 
-def _seconds(text: str) -> float:
-    """A finite, positive number of seconds (nan, inf and negatives are usage errors)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400 seconds: {text!r}")
-    return value
+def _config_path(args: argparse.Namespace) -> Path:
+    from ipvland import spec
+
+    return args.config or spec.default_config_path()
+
+
+def _read_config(args: argparse.Namespace) -> Spec:
+    """The config named by -c (`-`: standard input); raises spec.SpecError."""
+    from ipvland import spec
+
+    if str(args.config) == "-":
+        return spec.load_stream(sys.stdin.buffer)
+    return spec.load(_config_path(args))
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ipvland import spec
-
-    path = args.config or spec.default_config_path()
-    try:
-        loaded = spec.load(path)
-    except spec.SpecError as e:
-        for error in e.errors:
-            print(error, file=sys.stderr)
-        print(f"{path}: {len(e.errors)} error(s)", file=sys.stderr)
+    loaded = _load(args, "")
+    if loaded is None:
         return EXIT_ERROR
     n_devices = len(loaded.devices)
-    print(f"{path}: valid: {len(loaded.parents)} parent(s), {n_devices} device(s), "
-          f"{len(loaded.sources)} file(s)")
+    print(f"{loaded.sources[0] if loaded.sources else _config_path(args)}: valid: {len(loaded.parents)} "
+          f"parent(s), {n_devices} device(s), {len(loaded.sources)} file(s)")
     return EXIT_OK
 
 
-def _load(args: argparse.Namespace) -> Spec | None:
-    """The spec, or None after printing every config error (nothing is touched then)."""
+def _load(args: argparse.Namespace, consequence: str = "; nothing changed") -> Spec | None:
+    """The spec, or None after printing the config's errors (nothing is touched then)."""
     from ipvland import spec
 
-    path = args.config or spec.default_config_path()
     try:
-        return spec.load(path)
+        return _read_config(args)
     except spec.SpecError as e:
         for error in e.errors:
             print(error, file=sys.stderr)
-        print(f"{path}: {len(e.errors)} error(s); nothing changed", file=sys.stderr)
+        where = "<stdin>" if str(args.config) == "-" else _config_path(args)
+        print(f"{where}: {e.total} error(s){consequence}", file=sys.stderr)
         return None
+
+
+def _kernel() -> Any:
+    """The kernel for plan, apply and show: where it drops ipvland's neighbor mark, with the record of
+    owned entries the daemon keeps in the default state directory instead (marks.py)."""
+    from ipvland import marks
+
+    return marks.open_kernel(DEFAULT_STATE_DIR)
 
 
 def _print_plan(p: Plan, out: TextIO = sys.stdout) -> None:
@@ -141,13 +241,12 @@ def _print_plan(p: Plan, out: TextIO = sys.stdout) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from ipvland.kernel import Kernel
     from ipvland.reconcile import plan_to_json, reconcile
 
     loaded = _load(args)
     if loaded is None:
         return EXIT_ERROR
-    with Kernel() as kernel:
+    with _kernel() as kernel:
         report = reconcile(loaded, kernel, dry_run=True)
     p = report.plan
     if args.json:
@@ -161,13 +260,12 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from ipvland.kernel import Kernel
     from ipvland.reconcile import reconcile
 
     loaded = _load(args)
     if loaded is None:
         return EXIT_ERROR
-    with Kernel() as kernel:
+    with _kernel() as kernel:
         report = reconcile(loaded, kernel, rollback_on_probe_failure=args.rollback_on_probe_failure)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -220,11 +318,10 @@ def _probe(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     import yaml
 
-    from ipvland.kernel import Kernel
     from ipvland.observe import observe
     from ipvland.show import to_document
 
-    with Kernel() as kernel:
+    with _kernel() as kernel:
         document = to_document(observe(kernel), include_foreign=args.all)
     if args.json:
         print(json.dumps(document, indent=2))
@@ -255,9 +352,21 @@ def _peers(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ipvland import daemon
+    from ipvland import daemon, lock
 
-    return daemon.run(args.config, args.interval, args.state_dir, args.log_level, args.rollback_on_probe_failure)
+    if str(args.config) == "-":
+        print("ipvland run: -c -: the daemon needs a file to watch", file=sys.stderr)
+        return EXIT_USAGE
+    if not _capable(CAP_NET_ADMIN):
+        return _needs_root(args.command)
+    try:
+        held = lock.acquire(args.state_dir)
+    except lock.AlreadyRunning as e:
+        print(f"ipvland run: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    with held:
+        return daemon.run(args.config, args.interval, args.state_dir, args.log_level,
+                          args.rollback_on_probe_failure)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -278,6 +387,49 @@ def _wait_online(args: argparse.Namespace) -> int:
     return control.wait_online(args.state_dir, args.timeout)
 
 
+def _schema(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    print(resources.files("ipvland").joinpath("schema.json").read_text(encoding="utf-8"), end="")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- privileges and failures
+
+
+def _capable(cap: int) -> bool:
+    """Whether this process has capability `cap` in its effective set (root normally has them all)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> cap & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
+
+
+def _needs_root(command: str, detail: object = None) -> int:
+    more = f": {detail}" if detail is not None else ""
+    print(f"ipvland {command}: needs root (CAP_NET_ADMIN){more}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _refused(e: BaseException) -> bool:
+    """A failure that means: not privileged enough (EPERM/EACCES from the kernel or a file)."""
+    return getattr(e, "errno", None) in (errno.EPERM, errno.EACCES)
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe: send what is still buffered nowhere, so exiting prints no second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": _validate,
     "plan": _plan,
@@ -287,9 +439,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "probe": _probe,
     "run": _run,
     "status": _status,
+    "schema": _schema,
     "reload": _reload,
     "wait-online": _wait_online,
 }
+NEEDS_ROOT = ("apply",)  # writes: refused up front rather than failing change by change
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -298,10 +452,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         print(f"ipvland {args.command}: not available in this build", file=sys.stderr)
         return EXIT_ERROR
+    # The commands print every outcome themselves; apply.py also logs them, for the daemon's journal:
+    # without a handler, Python's last-resort one would print each failure a second time.
+    logging.getLogger("ipvland.apply").addHandler(logging.NullHandler())
     try:
-        return handler(args)
+        if args.command in NEEDS_ROOT and not _capable(CAP_NET_ADMIN):
+            return _needs_root(args.command)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_PIPE
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # the last line of defence: one line, never a traceback
-        print(f"ipvland {args.command}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        if _refused(e) and not _capable(CAP_NET_ADMIN):
+            return _needs_root(args.command, e)
+        if type(e).__name__ == "KernelError":  # the kernel's refusal, already said for people
+            print(f"ipvland {args.command}: {e}", file=sys.stderr)
+        else:
+            print(f"ipvland {args.command}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_ERROR

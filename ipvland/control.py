@@ -90,10 +90,19 @@ def reload(pid: int, state_dir: Path, timeout: float, *, clock: Callable[[], flo
         print(f"ipvland reload: not allowed to signal process {pid} (run as root)", file=sys.stderr)
         return 1
     deadline = clock() + timeout
-    while _reload_mark(_read(state_dir)) == before:
+    while _reload_mark(after := _read(state_dir)) == before:
         if clock() >= deadline:
             print(f"ipvland reload: SIGHUP sent to {pid}; no reload seen in {state_dir} after {timeout:g}s",
                   file=sys.stderr)
             return 1
         sleep(POLL)
+    error = ((after or {}).get("config") or {}).get("error")
+    if error:  # like `nginx -s reload`: a config that does not load fails the reload; the old one stays
+        errors = error.get("errors") or []
+        for line in errors[:5]:
+            print(line, file=sys.stderr)
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        print(f"ipvland reload: the new config has {len(errors)} error(s){more}; "
+              "the last good config stays enforced", file=sys.stderr)
+        return 1
     return 0

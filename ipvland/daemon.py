@@ -498,6 +498,7 @@ class Daemon:
             "changes_total": self.changes_total,
             "drift": drift,
             "pending": self.pending,
+            "marks": sys.modules["ipvland.marks"].report() if "ipvland.marks" in sys.modules else None,
         }
 
     def write_status(self) -> None:
@@ -586,8 +587,11 @@ def run(config: Path | None, interval: float, state_dir: Path, log_level: str,
         return 1
     # `kill -USR2 <pid>` prints every thread's stack to the log: a cheap window into a stuck daemon.
     faulthandler.register(signal.SIGUSR2, all_threads=True)
+    from ipvland import marks  # a kernel that drops ipvland's marks: a record stands in (marks.py)
+
     daemon = Daemon(Path(config), state_dir=state_dir, interval=interval, watchdog_usec=_watchdog_usec(),
-                    rollback_on_probe_failure=rollback_on_probe_failure)
+                    rollback_on_probe_failure=rollback_on_probe_failure,
+                    kernel_factory=lambda: marks.open_kernel(state_dir))
     install_signals(daemon)
     log.info("starting: config %s, resync every %gs, status in %s", config, interval, state_dir)
     try:

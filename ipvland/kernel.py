@@ -206,6 +206,10 @@ class KernelError(Exception):
 
     def __str__(self) -> str:
         name = errnos.errorcode.get(self.errno, str(self.errno))
+        if self.errno == errnos.EOPNOTSUPP and "Unknown device type" in self.message:
+            # rtnetlink knows no link kind "ipvlan" (the only kind ipvland creates); the op would
+            # only name the temporary device
+            return f"this kernel lacks IPVLAN (modprobe ipvlan): {self.message} ({name})"
         return f"{self.op}: {self.message} ({name})"
 
 

@@ -9,7 +9,7 @@ How it works:
 2. compose the YAML into nodes with a restricted loader (no aliases, no tags, no sexagesimal
    numbers, no timestamps, bounded nesting) and build plain Python data from the nodes ourselves,
    remembering where every key and value came from and refusing duplicate keys;
-3. validate the structure against the JSON Schema (`SCHEMA`, also in schemas/ipvland.schema.json)
+3. validate the structure against the JSON Schema (`SCHEMA`, loaded from ipvland/schema.json)
    and translate its errors into short human messages;
 4. check the values (names, addresses, prefixes, MACs, ranges) and build per-file drafts;
 5. merge the drafts in file order and run the cross-object checks (duplicates, clashes, modes).
@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import math
 import os
 import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
@@ -52,11 +54,14 @@ from ipvland.model import (
     State,
 )
 
-__all__ = ["SCHEMA", "ConfigError", "SpecError", "default_config_path", "dropin_paths", "load"]
+__all__ = ["SCHEMA", "ConfigError", "SpecError", "default_config_path", "dropin_paths", "excerpt", "load",
+           "load_stream", "loads"]
 
 DEFAULT_CONFIG = "/etc/ipvland/config.yaml"
 MAX_FILE_SIZE = 4 * 1024 * 1024
 MAX_DEPTH = 64
+MAX_ERRORS_PER_FILE = 50
+EXCERPT = 32  # characters of a key or value that a message may quote
 IFNAMSIZ = 15  # bytes, without the terminating NUL
 NETNS_MAX = 255  # NAME_MAX: the name becomes /run/netns/NAME
 LOCAL_TABLE = 255
@@ -67,7 +72,7 @@ LOCAL_TABLE = 255
 
 @dataclass(frozen=True)
 class ConfigError:
-    """One problem in a config file. line/col are 1-based; 0:0 means the file as a whole."""
+    """One problem in a config file. line/col are 1-based; 0 means the file as a whole (no position)."""
 
     file: str
     line: int
@@ -76,22 +81,49 @@ class ConfigError:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.col}"
+        where = f"{self.file}:{self.line}:{self.col}" if self.line else self.file
         if self.path:
             return f"{where}: {self.path}: {self.message}"
         return f"{where}: {self.message}"
 
 
 class SpecError(Exception):
-    """The configuration is invalid; `errors` holds all problems, sorted by file, line, col."""
+    """The configuration is invalid; `errors` holds the problems, sorted by file, line, col.
+
+    At most MAX_ERRORS_PER_FILE per file, followed by one `FILE: … and N more error(s)` line;
+    `total` counts them all.
+    """
 
     def __init__(self, errors: tuple[ConfigError, ...] | list[ConfigError]) -> None:
-        self.errors: tuple[ConfigError, ...] = tuple(
-            sorted(set(errors), key=lambda e: (e.file, e.line, e.col, e.path, e.message)))
+        ordered = sorted(set(errors), key=lambda e: (e.file, e.line, e.col, e.path, e.message))
+        self.total = len(ordered)
+        self.errors: tuple[ConfigError, ...] = tuple(_bounded(ordered))
         super().__init__("\n".join(str(e) for e in self.errors))
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
+
+
+def _bounded(ordered: list[ConfigError]) -> Iterator[ConfigError]:
+    """The first MAX_ERRORS_PER_FILE errors of each file, then how many more there are."""
+    shown = 0
+    for i, e in enumerate(ordered):
+        shown = shown + 1 if i and ordered[i - 1].file == e.file else 1
+        if shown <= MAX_ERRORS_PER_FILE:
+            yield e
+        last_of_file = i + 1 == len(ordered) or ordered[i + 1].file != e.file
+        if last_of_file and shown > MAX_ERRORS_PER_FILE:
+            yield ConfigError(e.file, 0, 0, "", f"… and {shown - MAX_ERRORS_PER_FILE} more error(s) "
+                                                f"(only the first {MAX_ERRORS_PER_FILE} are shown)")
+
+
+def excerpt(value: object, limit: int = EXCERPT) -> str:
+    """A value from a config file as it may appear in a message: quoted, control characters
+    escaped, and cut to `limit` characters with an ellipsis. Errors never echo more of a file."""
+    if isinstance(value, str):
+        return repr(value[:limit] + "…") if len(value) > limit else repr(value)
+    text = repr(value)
+    return text[:limit] + "…" if len(text) > limit else text
 
 
 def default_config_path() -> Path:
@@ -120,245 +152,20 @@ def load(path: str | os.PathLike[str]) -> Spec:
         raise SpecError([ConfigError(main, 0, 0, "", "configuration is nested too deeply")]) from None
     except Exception as e:  # the daemon must never crash on a config
         raise SpecError([ConfigError(main, 0, 0, "", f"internal error while loading: "
-                                                     f"{type(e).__name__}: {e}")]) from None
+                                                     f"{type(e).__name__}: {excerpt(str(e), 200)}")]) from None
 
 
 # ---------------------------------------------------------------- JSON Schema
 
-_ROUTE_DESC = "A route: destination prefix, optional gateway, metric and table."
-_NEIGH_DESC = "A permanent neighbor (ARP/NDP) entry."
+def _load_schema() -> dict[str, Any]:
+    """The JSON Schema of a config file: ONE copy, ipvland/schema.json in the package (`ipvland schema`
+    prints it; editors find it where the README's install steps put it)."""
+    text = resources.files("ipvland").joinpath("schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
-SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "urn:ipvland:config:1",
-    "title": "ipvland configuration, version 1",
-    "description": (
-        "One ipvland config file: the main file (/etc/ipvland/config.yaml, which must also have "
-        "'parents') or a drop-in (config.d/*.yaml). Drop-ins are merged into the main file by "
-        "parent name, in lexical order."),
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["version"],
-    "properties": {
-        "version": {
-            "title": "Config format version",
-            "description": "Must be the integer 1.",
-            "type": "integer",
-            "const": 1,
-        },
-        "parents": {
-            "title": "Parent NICs",
-            "description": (
-                "Existing network interfaces, keyed by name. ipvland never creates or deletes "
-                "them; it manages the IPVLAN devices on them. {} means: manage nothing (and tear "
-                "down what ipvland owns)."),
-            "type": "object",
-            "propertyNames": {"$ref": "#/$defs/ifname"},
-            "additionalProperties": {"$ref": "#/$defs/parent"},
-        },
-        "probes": {
-            "title": "Connectivity probes",
-            "description": "ICMP checks run from a namespace to a target address.",
-            "type": "array",
-            "items": {"$ref": "#/$defs/probe"},
-        },
-    },
-    "$defs": {
-        "ifname": {
-            "title": "Interface name",
-            "description": "1 to 15 bytes; no '/', ':' or whitespace; not '.' or '..'.",
-            "type": "string",
-            "minLength": 1,
-            "maxLength": IFNAMSIZ,
-            "pattern": "^(?!\\.\\.?$)[^/:\\s]+$",
-        },
-        "netns": {
-            "title": "Network namespace",
-            "description": (
-                "A named network namespace (/run/netns/NAME), created if missing. Without it the "
-                "device stays in ipvland's own namespace, beside its parent."),
-            "type": "string",
-            "minLength": 1,
-            "maxLength": NETNS_MAX,
-            "pattern": "^(?!\\.\\.?$)[^/\\s]+$",
-        },
-        "ipAddress": {
-            "title": "IP address",
-            "description": "An IPv4 or IPv6 address without prefix length.",
-            "type": "string",
-        },
-        "interfaceAddress": {
-            "title": "Interface address",
-            "description": (
-                "An IPv4 or IPv6 address with an explicit prefix length, e.g. 192.0.2.10/24 or "
-                "2001:db8::10/64. IPv6 link-local addresses are managed by the kernel."),
-            "type": "string",
-            "pattern": "/[0-9]+$",
-        },
-        "mac": {
-            "title": "Link-layer address",
-            "description": (
-                "6 octets in hex separated by ':' or '-', e.g. \"e8:6a:6e:8a:a2:44\". Quote it: "
-                "YAML 1.1 may read some unquoted MACs as numbers. Unicast only."),
-            "type": "string",
-            "pattern": "^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$",
-        },
-        "route": {
-            "title": "Route",
-            "description": _ROUTE_DESC,
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["to"],
-            "properties": {
-                "to": {
-                    "title": "Destination",
-                    "description": (
-                        "A prefix (192.0.2.0/24), a bare address (a /32 or /128), or 'default' "
-                        "(0.0.0.0/0, or ::/0 when 'via' is IPv6)."),
-                    "type": "string",
-                },
-                "via": {
-                    "$ref": "#/$defs/ipAddress",
-                    "description": "Optional gateway, of the same family as 'to'.",
-                },
-                "metric": {
-                    "title": "Metric",
-                    "description": "Route priority, 0 to 4294967295 (lower wins).",
-                    "type": "integer",
-                    "minimum": 0,
-                    "maximum": 4294967295,
-                },
-                "table": {
-                    "title": "Routing table",
-                    "description": "1 to 4294967295, not 255 (local). 254 is the main table (default).",
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": 4294967295,
-                    "not": {"const": LOCAL_TABLE},
-                },
-            },
-        },
-        "neighbor": {
-            "title": "Neighbor",
-            "description": _NEIGH_DESC,
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["address", "lladdr"],
-            "properties": {
-                "address": {"$ref": "#/$defs/ipAddress"},
-                "lladdr": {"$ref": "#/$defs/mac"},
-            },
-        },
-        "routes": {
-            "title": "Routes",
-            "type": "array",
-            "items": {"$ref": "#/$defs/route"},
-        },
-        "neighbors": {
-            "title": "Neighbors",
-            "type": "array",
-            "items": {"$ref": "#/$defs/neighbor"},
-        },
-        "parent": {
-            "title": "Parent NIC",
-            "description": "An existing NIC and the IPVLAN devices to keep on it.",
-            "type": ["object", "null"],
-            "additionalProperties": False,
-            "properties": {
-                "mode": {
-                    "title": "IPVLAN mode",
-                    "description": (
-                        "l2, l3 or l3s. The kernel keeps one mode per parent, shared by all its "
-                        "ipvlans. Required once the parent has devices (in any file)."),
-                    "enum": ["l2", "l3", "l3s"],
-                },
-                "flags": {
-                    "title": "IPVLAN flags",
-                    "description": "bridge (default), private or vepa; one value per parent.",
-                    "enum": ["bridge", "private", "vepa"],
-                    "default": "bridge",
-                },
-                "routes": {
-                    "$ref": "#/$defs/routes",
-                    "description": "Peer routes through this NIC, in ipvland's own namespace.",
-                },
-                "neighbors": {
-                    "$ref": "#/$defs/neighbors",
-                    "description": "Permanent neighbor entries on this NIC.",
-                },
-                "devices": {
-                    "title": "IPVLAN devices",
-                    "description": "The IPVLAN devices on this parent, keyed by name.",
-                    "type": "object",
-                    "propertyNames": {"$ref": "#/$defs/ifname"},
-                    "additionalProperties": {"$ref": "#/$defs/device"},
-                },
-            },
-        },
-        "device": {
-            "title": "IPVLAN device",
-            "type": ["object", "null"],
-            "additionalProperties": False,
-            "properties": {
-                "netns": {"$ref": "#/$defs/netns"},
-                "addresses": {
-                    "title": "Addresses",
-                    "description": "Interface addresses with prefix length; each IP at most once per parent.",
-                    "type": "array",
-                    "items": {"$ref": "#/$defs/interfaceAddress"},
-                },
-                "mtu": {
-                    "title": "MTU",
-                    "description": "68 to 65535 (at least 1280 with IPv6 addresses).",
-                    "type": "integer",
-                    "minimum": 68,
-                    "maximum": 65535,
-                },
-                "state": {
-                    "title": "Admin state",
-                    "enum": ["up", "down"],
-                    "default": "up",
-                },
-                "routes": {
-                    "$ref": "#/$defs/routes",
-                    "description": "Routes through this device, in its namespace.",
-                },
-                "neighbors": {
-                    "$ref": "#/$defs/neighbors",
-                    "description": "Permanent neighbor entries on this device.",
-                },
-            },
-        },
-        "probe": {
-            "title": "Probe",
-            "description": "An ICMP connectivity check.",
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["target"],
-            "properties": {
-                "netns": {
-                    "$ref": "#/$defs/netns",
-                    "description": "Namespace to probe from; default: ipvland's own.",
-                },
-                "target": {"$ref": "#/$defs/ipAddress", "description": "The address to ping."},
-                "tries": {
-                    "title": "Tries",
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": 20,
-                    "default": 3,
-                },
-                "timeout": {
-                    "title": "Timeout (seconds)",
-                    "type": "number",
-                    "exclusiveMinimum": 0,
-                    "maximum": 30,
-                    "default": 1,
-                },
-            },
-        },
-    },
-}
+
+SCHEMA: dict[str, Any] = _load_schema()
 
 
 def _is_int(checker: Any, instance: Any) -> bool:
@@ -385,6 +192,8 @@ PathT = tuple[str | int, ...]
 Loc = tuple[str, int, int]  # file, line, col (1-based)
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.@+-]+")
+# what a mistyped key looks like; anything else (a line of /etc/shadow, a base64 key) is not echoed
+_KEY_LIKE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f:$/\\]{1,32}")
 
 
 def _render_path(path: PathT) -> str:
@@ -392,10 +201,10 @@ def _render_path(path: PathT) -> str:
     for p in path:
         if isinstance(p, int):
             out += f"[{p}]"
-        elif _PLAIN_KEY.fullmatch(p):
+        elif _PLAIN_KEY.fullmatch(p) and len(p) <= EXCERPT:
             out += f".{p}" if out else p
         else:
-            out += f"[{p!r}]"
+            out += f"[{excerpt(p)}]"
     return out
 
 
@@ -477,6 +286,10 @@ def _read(path: Path, file: str, errors: _Errors) -> str | None:
     except OSError as e:
         errors.file(file, f"cannot read: {e.strerror or e}")
         return None
+    return _decode(data, file, errors)
+
+
+def _decode(data: bytes, file: str, errors: _Errors) -> str | None:
     if len(data) > MAX_FILE_SIZE:
         errors.file(file, "file is too large (the limit is 4 MiB)")
         return None
@@ -646,7 +459,7 @@ def _parse(file: str, text: str, errors: _Errors, loader_class: Any = None) -> _
         errors.add((file, *pos), (), message)
         return None
     except yaml.YAMLError as e:
-        errors.add((file, 1, 1), (), f"YAML error: {e}")
+        errors.add((file, 1, 1), (), f"YAML error: {excerpt(str(e), 200)}")
         return None
     finally:
         if loader is not None:
@@ -654,9 +467,32 @@ def _parse(file: str, text: str, errors: _Errors, loader_class: Any = None) -> _
     if node is None:
         errors.add((file, 1, 1), (), "empty document: expected a mapping starting with 'version: 1'")
         return None
+    problem = _not_a_config(node)
+    if problem:  # say nothing of its content: it may be any file (/etc/shadow, a key) linked here
+        errors.add((file, *_mark(node.start_mark)), (), problem)
+        return None
     doc = _Doc(file, None)
     doc.data = _build(loader, doc, node, (), errors)
     return doc
+
+
+_TOP_KEYS = ("version", "parents", "probes")
+
+
+def _not_a_config(node: Node) -> str | None:
+    """Why the document cannot be an ipvland config at all, without quoting any of it; else None."""
+    if isinstance(node, MappingNode) and node.tag == _MAP:
+        keys = [k.value for k, _ in node.value if isinstance(k, ScalarNode) and isinstance(k.value, str)]
+        if not node.value or any(k in _TOP_KEYS or difflib.get_close_matches(k, _TOP_KEYS, n=1, cutoff=0.6)
+                                 for k in keys):
+            return None
+        return ("not an ipvland config: a mapping with none of the keys version, parents, probes "
+                "(its content is not shown)")
+    what = "a list" if isinstance(node, SequenceNode) else "a mapping" if isinstance(node, MappingNode) \
+        else "a single value"
+    if node.tag not in (_SEQ, _MAP, *_SCALAR_TAGS):
+        what += " with a YAML tag"
+    return f"the document must be a mapping starting with 'version: 1', not {what} (its content is not shown)"
 
 
 def _build(loader: Any, doc: _Doc, node: Node, path: PathT, errors: _Errors) -> Any:
@@ -671,7 +507,7 @@ def _build(loader: Any, doc: _Doc, node: Node, path: PathT, errors: _Errors) -> 
         try:
             return _scalar(loader, node)
         except Exception:
-            errors.add(doc.at(path), path, f"{node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}")
+            errors.add(doc.at(path), path, f"{excerpt(node.value)} is not a valid {node.tag.rsplit(':', 1)[-1]}")
             doc.bad.add(path)
             return None
     if isinstance(node, SequenceNode):
@@ -694,8 +530,9 @@ def _build(loader: Any, doc: _Doc, node: Node, path: PathT, errors: _Errors) -> 
             key = knode.value
             sub = (*path, key)
             if key in out:
-                errors.add((doc.file, *kpos), sub,
-                           f"duplicate key {key!r} (first at line {doc.kpos[sub][0]})")
+                shown = (sub, repr(key)) if _KEY_LIKE.fullmatch(key) else (path, "(not shown)")
+                errors.add((doc.file, *kpos), shown[0],
+                           f"duplicate key {shown[1]} (first at line {doc.kpos[sub][0]})")
                 continue
             doc.kpos[sub] = kpos
             out[key] = _build(loader, doc, vnode, sub, errors)
@@ -723,7 +560,7 @@ def _what(doc: _Doc, path: PathT, value: Any) -> str:
         return "nothing (null)"
     raw = doc.raw.get(path, str(value))
     kind = {_BOOL: "a boolean", _INT: "an integer", _FLOAT: "a number"}.get(tag or "", "")
-    return f"{raw!r}, which YAML reads as {kind}" if kind else repr(raw)
+    return f"{excerpt(raw)}, which YAML reads as {kind}" if kind else excerpt(raw)
 
 
 def _range(schema: dict[str, Any]) -> str:
@@ -752,7 +589,7 @@ def _schema_errors(doc: _Doc, errors: _Errors) -> None:
         out = found.setdefault(path, [])
         if "propertyNames" in err.schema_path:
             kpath = (*path, inst) if isinstance(inst, str) else path
-            out.append((doc.key_at(kpath), kpath, f"invalid name {inst!r}", True))
+            out.append((doc.key_at(kpath), kpath, f"invalid name {excerpt(inst)}", True))
         elif kind == "additionalProperties" and isinstance(inst, dict):
             valid = sorted(sub.get("properties", {}))
             for key in inst:
@@ -761,7 +598,11 @@ def _schema_errors(doc: _Doc, errors: _Errors) -> None:
                 close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
                 hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(valid)})"
                 kpath = (*path, key)
-                out.append((doc.key_at(kpath), kpath, f"unknown key {key!r}{hint}", False))
+                if _KEY_LIKE.fullmatch(key):
+                    out.append((doc.key_at(kpath), kpath, f"unknown key {key!r}{hint}", False))
+                else:  # not even shaped like a key: perhaps a line of a file that is no config at all
+                    out.append((doc.key_at(kpath), path, f"unknown key of {len(key)} characters, not shown "
+                                                         f"(not a key name){hint}", False))
         elif kind == "required" and isinstance(inst, dict):
             for key in err.validator_value:
                 if key not in inst:
@@ -796,12 +637,12 @@ def _schema_errors(doc: _Doc, errors: _Errors) -> None:
             out.append((doc.at(path), path, "table 255 is the kernel's local table; ipvland does not "
                                             "manage it", False))
         elif kind == "const" and path == ("version",):
-            out.append((doc.at(path), path, f"unsupported version {inst!r}; this ipvland reads version 1",
+            out.append((doc.at(path), path, f"unsupported version {excerpt(inst)}; this ipvland reads version 1",
                         False))
         elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-            out.append((doc.at(path), path, f"{_range(sub)}, not {inst!r}", False))
+            out.append((doc.at(path), path, f"{_range(sub)}, not {excerpt(inst)}", False))
         else:  # pattern, minLength, maxLength, not, const: the value checks say it better
-            out.append((doc.at(path), path, f"invalid value {inst!r}", True))
+            out.append((doc.at(path), path, f"invalid value {excerpt(inst)}", True))
     for path, items in found.items():
         if path in doc.bad:
             continue
@@ -818,18 +659,25 @@ def _bad_chars(name: str, extra: str) -> list[str]:
     return sorted({c for c in name if c in extra or c.isspace() or not c.isprintable()})
 
 
+_RESERVED_IFNAMES = ("all", "default")
+
+
 def _ifname_problem(name: str) -> str | None:
     if not name:
         return "an interface name must not be empty"
     if name in (".", ".."):
-        return f"{name!r} is not a valid interface name"
-    bad = _bad_chars(name, "/:")
+        return f"{excerpt(name)} is not a valid interface name"
+    if name in _RESERVED_IFNAMES:
+        return (f"{name!r} cannot be an interface name: the kernel refuses it, since "
+                f"/proc/sys/net/ipv4/conf/{name} (and ipv6) holds its settings for every device")
+    bad = _bad_chars(name, "/:%")
     if bad:
-        return f"interface name {name!r} contains {', '.join(repr(c) for c in bad)}; " \
-               "'/', ':', whitespace and control characters are not allowed"
+        return f"interface name {excerpt(name)} contains {', '.join(repr(c) for c in bad)}; " \
+               "'/', ':', '%' (the kernel would pick a name like eth%d), whitespace and control " \
+               "characters are not allowed"
     size = len(name.encode("utf-8"))
     if size > IFNAMSIZ:
-        return f"interface name {name!r} is {size} bytes long; the kernel allows at most {IFNAMSIZ}"
+        return f"interface name {excerpt(name)} is {size} bytes long; the kernel allows at most {IFNAMSIZ}"
     return None
 
 
@@ -837,10 +685,10 @@ def _netns_problem(name: str) -> str | None:
     if not name:
         return "a namespace name must not be empty"
     if name in (".", ".."):
-        return f"{name!r} is not a valid namespace name"
+        return f"{excerpt(name)} is not a valid namespace name"
     bad = _bad_chars(name, "/")
     if bad:
-        return f"namespace name {name!r} contains {', '.join(repr(c) for c in bad)}; " \
+        return f"namespace name {excerpt(name)} contains {', '.join(repr(c) for c in bad)}; " \
                "'/', whitespace and control characters are not allowed"
     size = len(name.encode("utf-8"))
     if size > NETNS_MAX:
@@ -988,25 +836,25 @@ def _interface(doc: _Doc, errors: _Errors, text: str, path: PathT) -> IPInterfac
     bare = _ip(text)
     if bare is not None:
         plen = 32 if bare.version == 4 else 128
-        errors.add(loc, path, f"{text!r} needs a prefix length, e.g. {bare}/{plen}")
+        errors.add(loc, path, f"{excerpt(text)} needs a prefix length, e.g. {bare}/{plen}")
         return None
     addr, sep, plen_text = text.partition("/")
     if not sep or not plen_text.isascii() or not plen_text.isdigit() or _ip(addr) is None:
-        errors.add(loc, path, f"{text!r} is not an interface address like 192.0.2.10/24 or 2001:db8::10/64")
+        errors.add(loc, path, f"{excerpt(text)} is not an interface address like 192.0.2.10/24 or 2001:db8::10/64")
         return None
     try:
         iface: IPInterface = ipaddress.ip_interface(f"{addr}/{int(plen_text)}")
     except ValueError:
-        errors.add(loc, path, f"{text!r}: prefix length /{plen_text} is too long for this address")
+        errors.add(loc, path, f"{excerpt(text)}: the prefix length is too long for this address")
         return None
     ip = iface.ip
     if ip.version == 6 and ip.is_link_local:
-        errors.add(loc, path, f"{text!r} is an IPv6 link-local address; the kernel manages those, "
+        errors.add(loc, path, f"{excerpt(text)} is an IPv6 link-local address; the kernel manages those, "
                               "leave them out")
         return None
     if ip.is_multicast or ip.is_unspecified:
         kind = "multicast" if ip.is_multicast else "unspecified"
-        errors.add(loc, path, f"{text!r} is a {kind} address and cannot be an interface address")
+        errors.add(loc, path, f"{excerpt(text)} is a {kind} address and cannot be an interface address")
         return None
     return iface
 
@@ -1028,7 +876,7 @@ def _route(doc: _Doc, errors: _Errors, r: dict[str, Any], path: PathT) -> Route 
             via = _ip(r["via"])
             if via is None or via.is_multicast or via.is_unspecified:
                 errors.add(doc.at((*path, "via")), (*path, "via"),
-                           f"{r['via']!r} is not a gateway address (a unicast IP address without prefix)")
+                           f"{excerpt(r['via'])} is not a gateway address (a unicast IP address without prefix)")
                 ok = False
                 via = None
         else:
@@ -1068,12 +916,12 @@ def _prefix(doc: _Doc, errors: _Errors, text: str, path: PathT) -> IPNetwork | N
     addr, sep, plen_text = text.partition("/")
     ip = _ip(addr)
     if not sep or ip is None or not plen_text.isascii() or not plen_text.isdigit():
-        errors.add(loc, path, f"{text!r} is not a prefix like 198.51.100.0/24, an address, or 'default'")
+        errors.add(loc, path, f"{excerpt(text)} is not a prefix like 198.51.100.0/24, an address, or 'default'")
         return None
     try:
         iface = ipaddress.ip_interface(f"{ip}/{int(plen_text)}")
     except ValueError:
-        errors.add(loc, path, f"{text!r}: prefix length /{plen_text} is too long for this address")
+        errors.add(loc, path, f"{excerpt(text)}: the prefix length is too long for this address")
         return None
     if iface.ip != iface.network.network_address:
         errors.add(loc, path, f"{text} has host bits set; did you mean {iface.network}?")
@@ -1091,7 +939,7 @@ def _neighbors(doc: _Doc, errors: _Errors, value: Any, path: PathT) -> list[_Nei
             address = _ip(n["address"])
             if address is None:
                 errors.add(doc.at((*npath, "address")), (*npath, "address"),
-                           f"{n['address']!r} is not an IP address (no prefix length here)")
+                           f"{excerpt(n['address'])} is not an IP address (no prefix length here)")
         lladdr = _mac(doc, errors, n.get("lladdr"), (*npath, "lladdr"))
         if address is not None and lladdr is not None:
             out.append(_NeighD(Neighbor(address, lladdr), doc.at(npath)))
@@ -1105,7 +953,7 @@ def _mac(doc: _Doc, errors: _Errors, value: Any, path: PathT) -> str | None:
     if doc.tags.get(path) != _STR:  # pragma: no cover - non-strings never get here
         return None
     if not _MAC.fullmatch(value):
-        errors.add(loc, path, f"{value!r} is not a MAC address like \"e8:6a:6e:8a:a2:44\"")
+        errors.add(loc, path, f"{excerpt(value)} is not a MAC address like \"e8:6a:6e:8a:a2:44\"")
         return None
     mac = value.lower().replace("-", ":")
     octets = [int(o, 16) for o in mac.split(":")]
@@ -1137,7 +985,7 @@ def _probe(doc: _Doc, errors: _Errors, p: dict[str, Any], path: PathT) -> Probe 
         target = _ip(p["target"])
         if target is None:
             errors.add(doc.at((*path, "target")), (*path, "target"),
-                       f"{p['target']!r} is not an IP address (no prefix length here)")
+                       f"{excerpt(p['target'])} is not an IP address (no prefix length here)")
     tries = p.get("tries", 3)
     if not (isinstance(tries, int) and not isinstance(tries, bool) and 1 <= tries <= 20):
         ok = False
@@ -1316,7 +1164,20 @@ def loads(text: str, source: str = "<string>") -> Spec:
         raise
     except Exception as e:
         raise SpecError([ConfigError(source, 0, 0, "", f"internal error while loading: "
-                                                       f"{type(e).__name__}: {e}")]) from None
+                                                       f"{type(e).__name__}: {excerpt(str(e), 200)}")]) from None
+
+
+def load_stream(stream: IO[bytes], source: str = "<stdin>") -> Spec:
+    """One main document read from a stream (`validate -c -`), with the same limits as a file; no drop-ins."""
+    errors = _Errors()
+    try:
+        data = stream.read(MAX_FILE_SIZE + 1)
+    except OSError as e:
+        raise SpecError([ConfigError(source, 0, 0, "", f"cannot read: {e.strerror or e}")]) from None
+    text = _decode(data, source, errors)
+    if text is None:
+        raise SpecError(errors.result())
+    return loads(text, source)
 
 
 def _finish(drafts: list[_FileD], errors: _Errors) -> Spec:

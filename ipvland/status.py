@@ -16,6 +16,12 @@ The status file is `<state dir>/status.json` (default /run/ipvland). Its schema,
     changes_total   how many changes were applied since start
     drift           {events, last}: relevant netlink events seen (somebody changed something)
     pending         objects waiting for something outside ipvland (a missing parent), as lines
+    marks           null | {checked: {mark: true|false|null}, missing: [mark], record: bool}: the
+                    ownership marks this kernel drops, and whether owned.json stands in (marks.py)
+
+Who may read it: the state directory is mode 0750 and the status file 0640 (error messages quote
+short excerpts of config files), owned by root and, when the group `ipvland` exists, by that group:
+root and the group's members can run `ipvland status`, nobody else.
 
 `ipvland status` exits 0 when the daemon's last reconcile converged with no config error, 1 otherwise
 (missing or unreadable status file included), so that scripts can use it as a health check.
@@ -24,6 +30,7 @@ The status file is `<state dir>/status.json` (default /run/ipvland). Its schema,
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
 import socket
@@ -35,6 +42,9 @@ from typing import Any
 
 STATUS_FILE = "status.json"
 SCHEMA = 1
+GROUP = "ipvland"  # may read the state directory and the status file, when it exists
+DIR_MODE = 0o750
+FILE_MODE = 0o640
 
 Status = dict[str, Any]
 
@@ -57,21 +67,54 @@ def path_in(state_dir: Path) -> Path:
     return state_dir / STATUS_FILE
 
 
+def group_id() -> int | None:
+    """The gid of GROUP, or None when there is no such group."""
+    try:
+        return grp.getgrnam(GROUP).gr_gid
+    except KeyError:
+        return None
+
+
+def restrict(fd: int, mode: int) -> None:
+    """Give an open file or directory `mode` and, when it exists, the group GROUP.
+
+    Changing the group needs CAP_CHOWN (or a daemon already running with that group, as under
+    systemd's Group=): where it is refused the file keeps its group, still closed to others.
+    """
+    os.fchmod(fd, mode)
+    gid = group_id()
+    if gid is not None and os.fstat(fd).st_gid != gid:
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, -1, gid)
+
+
+def prepare_dir(state_dir: Path) -> None:
+    """Create the state directory if needed and make it DIR_MODE, group GROUP (never world-readable)."""
+    state_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        restrict(fd, DIR_MODE)
+    finally:
+        os.close(fd)
+
+
 def write(state_dir: Path, status: Status) -> Path:
     """Write atomically: a temp file in the same directory, fsync, rename, fsync the directory.
 
     A reader sees the old file or the new one, never a half-written one, even across a crash.
+    The file is FILE_MODE, group GROUP, from the moment it has content.
     """
-    state_dir.mkdir(parents=True, exist_ok=True)
+    if not state_dir.is_dir():
+        prepare_dir(state_dir)
     target = path_in(state_dir)
     data = json.dumps(status, indent=2, sort_keys=True).encode() + b"\n"
     fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=state_dir)
     try:
         with os.fdopen(fd, "wb") as f:
+            restrict(f.fileno(), FILE_MODE)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -159,7 +202,9 @@ def render(status: Status, as_json: bool) -> str:
         lines.append(f"  {source}")
     error = config.get("error")
     if error:
-        lines.append(f"config error since {error.get('since')} (the last good config is still enforced):")
+        enforced = ("the last good config is still enforced" if config.get("loaded")
+                    else "no valid config yet: nothing is enforced")
+        lines.append(f"config error since {error.get('since')} ({enforced}):")
         lines.extend(f"  {e}" for e in error.get("errors") or ())
     last = status.get("last_reconcile")
     if last is None:
@@ -187,6 +232,11 @@ def render(status: Status, as_json: bool) -> str:
     if pending:
         lines.append("pending:")
         lines.extend(f"  {p}" for p in pending)
+    marks = status.get("marks") or {}
+    if marks.get("missing"):
+        stand_in = "ipvland records its neighbor entries in the state directory (owned.json)" if marks.get("record") \
+            else "ipvland cannot stand in for them"
+        lines.append(f"kernel marks missing: {', '.join(marks['missing'])}; {stand_in}")
     drift = status.get("drift") or {}
     lines.append(f"reconciles: {status.get('reconciles', 0)}, changes applied: {status.get('changes_total', 0)}, "
                  f"drift events: {drift.get('events', 0)} (last {drift.get('last') or 'never'})")
@@ -198,6 +248,10 @@ def main(state_dir: Path, as_json: bool) -> int:
         status = read(state_dir)
     except FileNotFoundError:
         print(f"ipvland status: {path_in(state_dir)}: no status file (is the daemon running?)", file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(f"ipvland status: {path_in(state_dir)}: permission denied: only root and the members of group "
+              f"{GROUP} may read the daemon's status", file=sys.stderr)
         return 1
     except (OSError, ValueError) as e:
         print(f"ipvland status: {e}", file=sys.stderr)

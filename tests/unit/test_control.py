@@ -122,3 +122,18 @@ def test_pyroute2_tc_warning_is_not_logged_under_procsubset_pid() -> None:
     assert done.returncode == 0, done.stderr
     assert "ours still shows" in done.stderr
     assert "psched" not in done.stderr and "tc subsystem" not in done.stderr, done.stderr
+
+
+def test_reload_fails_when_the_new_config_has_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path, _status("ok", reloads=1))
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        broken = _status("ok", reloads=2)
+        broken["config"] = {"generation": 1, "error": {"since": "t", "errors": ["/etc/ipvland/x.yaml:2:1: bad"]}}
+        _write(tmp_path, broken)
+
+    assert control.reload(1, tmp_path, 5.0, clock=clock, sleep=sleep, kill=lambda p, s: None) == 1
+    err = capsys.readouterr().err
+    assert "/etc/ipvland/x.yaml:2:1: bad" in err and "last good config stays enforced" in err

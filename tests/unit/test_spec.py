@@ -18,7 +18,8 @@ from ipvland.spec import SCHEMA, ConfigError, SpecError, default_config_path, dr
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "etc" / "ipvland" / "config.yaml"
-SCHEMA_FILE = ROOT / "schemas" / "ipvland.schema.json"
+SCHEMA_FILE = ROOT / "ipvland" / "schema.json"  # the one copy, shipped in the package
+INSTALLED_SCHEMA = "/usr/share/ipvland/ipvland.schema.json"
 
 
 # ---------------------------------------------------------------- helpers
@@ -93,17 +94,24 @@ def test_example_config_validates_against_the_schema_file_directly() -> None:
         jsonschema.Draft202012Validator(schema).validate({"version": 1, "parents": {"eth0": {"mod": "l2"}}})
 
 
-def test_schema_file_is_the_schema_the_loader_uses() -> None:
+def test_schema_file_is_the_schema_the_loader_uses_and_the_only_copy() -> None:
     assert json.loads(SCHEMA_FILE.read_text()) == SCHEMA
+    copies = [p for p in ROOT.rglob("*.json") if p.is_file() and ".venv" not in p.parts and ".git" not in p.parts
+              and '"$defs"' in p.read_text(errors="replace") and "ipvland" in p.read_text(errors="replace")]
+    assert copies == [SCHEMA_FILE]
 
 
-def test_example_mentions_the_schema_for_editors() -> None:
-    assert "yaml-language-server: $schema=../../schemas/ipvland.schema.json" in EXAMPLE.read_text()
+def test_example_points_editors_at_the_schema_the_readme_installs() -> None:
+    assert EXAMPLE.read_text().splitlines()[0] == f"# yaml-language-server: $schema={INSTALLED_SCHEMA}"
+    readme = (ROOT / "README.md").read_text()
+    assert f"ipvland schema > {INSTALLED_SCHEMA}" in readme
+    assert "install -d /usr/share/ipvland" in readme
 
 
 def test_config_error_str() -> None:
     assert str(ConfigError("a.yaml", 3, 7, "parents.eth0", "bad")) == "a.yaml:3:7: parents.eth0: bad"
-    assert str(ConfigError("a.yaml", 0, 0, "", "cannot read: x")) == "a.yaml:0:0: cannot read: x"
+    assert str(ConfigError("a.yaml", 0, 0, "", "cannot read: x")) == "a.yaml: cannot read: x"  # no fake 0:0
+    assert str(ConfigError("a.yaml", 0, 0, "parents", "x")) == "a.yaml: parents: x"
 
 
 def test_spec_error_sorts_by_file_line_col() -> None:
@@ -143,7 +151,7 @@ def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
 
 def test_missing_main_file(tmp_path: Path) -> None:
     (e,) = errors_of(tmp_path / "config.yaml")
-    assert str(e) == f"{tmp_path / 'config.yaml'}:0:0: cannot read: No such file or directory"
+    assert str(e) == f"{tmp_path / 'config.yaml'}: cannot read: No such file or directory"
 
 
 def test_directory_instead_of_file(tmp_path: Path) -> None:
@@ -160,7 +168,7 @@ def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(spec_mod, "_open", deny)
     (e,) = errors_of(p)
-    assert str(e) == f"{p}:0:0: cannot read: Permission denied"
+    assert str(e) == f"{p}: cannot read: Permission denied"
 
 
 def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:

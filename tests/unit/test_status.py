@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -34,7 +37,8 @@ def test_write_then_read_roundtrip_leaves_no_temp_file(tmp_path: Path) -> None:
     assert path == tmp_path / "state" / "status.json"
     assert status.read(tmp_path / "state") == s
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["status.json"]
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.stat().st_mode & 0o777 == 0o640  # error messages quote config excerpts: not world-readable
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o750
 
 
 def test_a_reader_never_sees_a_partial_file(tmp_path: Path) -> None:
@@ -82,7 +86,7 @@ def test_summary_is_one_line_and_names_the_config_error() -> None:
 
 
 def test_render_text_and_json() -> None:
-    s = sample(config={"path": "/c.yaml", "generation": 1, "sources": ["/c.yaml"], "loaded": None,
+    s = sample(config={"path": "/c.yaml", "generation": 1, "sources": ["/c.yaml"], "loaded": "t0",
                        "error": {"since": "t", "errors": ["/c.yaml:3:5: parents: expected a mapping"]}},
                pending=["link db0: parent eth9 is missing"])
     s["last_reconcile"]["errors"] = [{"object": "+ address 10.0.0.2/24 dev web0", "error": "EADDRINUSE"}]  # type: ignore[index]
@@ -144,3 +148,60 @@ def test_sd_notify_without_systemd_is_a_quiet_no(tmp_path: Path, monkeypatch: py
     assert status.sd_notify("READY=1") is False
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens"))
     assert status.sd_notify("READY=1") is False
+
+
+def test_with_no_valid_config_status_says_nothing_is_enforced_and_not_the_opposite() -> None:
+    s = sample(config={"path": "/c.yaml", "generation": 0, "sources": [], "loaded": None,
+                       "error": {"since": "t", "errors": ["/c.yaml: cannot read: No such file or directory"]}},
+               last_reconcile={"result": "no-config", "duration": 0, "started": "t", "trigger": ["start"]})
+    text = status.render(s, as_json=False)
+    assert "nothing is enforced" in text and "nothing enforced" in text
+    assert "still enforced" not in text
+
+
+# ---------------------------------------------------------------- who may read it
+
+ROOT = Path(__file__).resolve().parents[2]
+AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, setpriv)")
+
+
+def status_as(user: str, group: str, state: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups", "--inh-caps=-all",
+                           sys.executable, "-m", "ipvland", "status", "--state-dir", str(state)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+@AS_ROOT
+def test_state_dir_and_status_belong_to_the_group_when_it_exists(public_dir: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(status, "GROUP", "daemon")  # stands in for `ipvland` (gid 1 on Debian)
+    state = public_dir / "state"
+    path = status.write(state, sample())
+    gid = grp.getgrnam("daemon").gr_gid
+    assert (state.stat().st_gid, state.stat().st_mode & 0o777) == (gid, 0o750)
+    assert (path.stat().st_gid, path.stat().st_mode & 0o777) == (gid, 0o640)
+    member = status_as("nobody", "daemon", state)  # a member of the group, not root
+    assert member.returncode == 0, member.stderr
+    assert f"ipvland: running, pid {os.getpid()}" in member.stdout
+    other = status_as("nobody", "nogroup", state)  # anybody else
+    assert other.returncode == 1 and other.stdout == ""
+    assert other.stderr == (f"ipvland status: {path}: permission denied: only root and the members of group "
+                            "ipvland may read the daemon's status\n")
+
+
+@AS_ROOT
+def test_without_the_group_the_status_is_root_only(public_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(status, "GROUP", "ipvland-no-such-group")
+    state = public_dir / "state"
+    path = status.write(state, sample())
+    assert (path.stat().st_gid, path.stat().st_mode & 0o777) == (os.getgid(), 0o640)
+    assert status_as("nobody", "nogroup", state).returncode == 1
+    assert status.main(state, as_json=False) == 0  # root still reads it
+
+
+def test_an_existing_world_readable_state_dir_is_closed(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    status.prepare_dir(state)
+    assert state.stat().st_mode & 0o777 == 0o750

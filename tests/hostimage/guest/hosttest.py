@@ -211,6 +211,7 @@ def bad_config_keeps_the_network() -> str:
     (DROPINS / "zz-bad.yaml").unlink()
     again = reload()
     need(again.returncode == 0, f"reload after the fix: {again.stderr.strip()}")
+    need(done.returncode != 0, "systemctl reload of a broken config succeeded")
     need(errors and all(e.get("PRIORITY") == "3" for e in errors), f"config errors not at priority 3: {errors[-1:]}")
     need((ifindex("web", "web0"), ifindex("db", "db0")) == before, "a device was re-created or removed")
     return (f"reload of a broken file: exit {done.returncode}; {len(errors)} error line(s) at priority 3; "
