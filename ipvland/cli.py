@@ -48,10 +48,11 @@ def _state_dir_arg(p: argparse.ArgumentParser) -> None:
 
 
 def number(low: float, high: float, *, integer: bool = False) -> Callable[[str], float]:
-    """An argparse type for a numeric option: finite, low <= value <= high, else a usage error (exit 2)."""
+    """An argparse type for a numeric option: finite, low <= value <= high, else a usage error (exit 2).
+    With integer=True the value is an int (a pid, a count), never a float."""
     def parse(text: str) -> float:
         try:
-            value = float(int(text)) if integer else float(text)
+            value: float = int(text) if integer else float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if integer else ' number'}") from None
         if not math.isfinite(value) or not low <= value <= high:

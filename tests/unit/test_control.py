@@ -137,3 +137,28 @@ def test_reload_fails_when_the_new_config_has_errors(tmp_path: Path, capsys: pyt
     assert control.reload(1, tmp_path, 5.0, clock=clock, sleep=sleep, kill=lambda p, s: None) == 1
     err = capsys.readouterr().err
     assert "/etc/ipvland/x.yaml:2:1: bad" in err and "last good config stays enforced" in err
+
+
+def test_reload_command_signals_a_real_process_and_waits(tmp_path: Path) -> None:
+    """`ipvland reload --pid PID` end to end, against a real process that handles SIGHUP as the daemon does
+    (bumps `reloads` in its status file). Regression: --pid was parsed as a float and os.kill refused it,
+    so `systemctl reload ipvland` failed (seen in the systemd host image)."""
+    _write(tmp_path, _status("ok", reloads=0))
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import json, signal, time
+path = {str(tmp_path / "status.json")!r}
+def hup(*_):
+    s = json.load(open(path)); s["reloads"] += 1; json.dump(s, open(path, "w"))
+signal.signal(signal.SIGHUP, hup)
+print("ready", flush=True)
+time.sleep(30)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        from ipvland import cli
+
+        assert cli.main(["reload", "--pid", str(child.pid), "--state-dir", str(tmp_path), "--timeout", "10"]) == 0
+        assert json.loads((tmp_path / "status.json").read_text())["reloads"] == 1
+    finally:
+        child.kill()
+        child.wait()
