@@ -249,6 +249,11 @@ def _networkd_round(action: str, settle: float = 12.0) -> tuple[str, float | Non
             back_at = time.monotonic() - t0
         time.sleep(0.05)
     writes = len(change_lines()) - changes_before
+    if removed:  # what networkd said it did, for whoever reads the console
+        since = sh("journalctl -u systemd-networkd -n 60 -o cat --no-pager").stdout.splitlines()
+        for line in since:
+            if any(w in line for w in ("oreign", "emov", "eth1", "Dropping", "down")):
+                out(f"HOSTLOG networkd: {line[:200]}")
     return "+".join(sorted(removed)) or "nothing", back_at, writes
 
 
