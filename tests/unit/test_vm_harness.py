@@ -125,3 +125,10 @@ def test_forced_kvm_does_not_fall_back(tree: Path) -> None:
     assert done.returncode == 3
     assert boots(tree) == ["kvm"]
     assert "no fallback" in done.stderr and "guest-ran" not in done.stdout
+
+
+def test_campaign_knobs_reach_the_guest(tree: Path) -> None:
+    done = run_vm(tree, "ok", 'echo "seed=$IPVLAND_CAMPAIGN_SEED enable=$IPVLAND_CAMPAIGN_ENABLE"',
+                  IPVLAND_CAMPAIGN_SEED="42", IPVLAND_CAMPAIGN_ENABLE="a b;c")
+    assert done.returncode == 0, done.stderr
+    assert "seed=42 enable=a b;c" in done.stdout
