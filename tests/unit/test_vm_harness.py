@@ -38,7 +38,7 @@ if [[ $accel == kvm ]]; then
         hang) echo $$ >"$FAKE_LOG.hung"; exec sleep 600 ;;
     esac
 fi
-exec bash -c "$cmd"
+exec env -i PATH="$PATH" bash -c "$cmd"  # a guest starts with a clean environment
 """
 
 
