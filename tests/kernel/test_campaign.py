@@ -1,0 +1,314 @@
+"""A randomized convergence campaign on the real kernel (issue 11): random specs, edits, drift by
+hand and foreign objects, round after round, with invariants checked after every round.
+
+Each round of `test_campaign_apply`: drift by hand on what the last spec owns (delete or rename
+devices, flush or add addresses, MTU, mode, up/down, delete or add routes and neighbors, delete and
+re-create a namespace, change a parent's MTU), add or remove other tools' objects (an ipvlan on
+another parent, a veth, routes of other protocols, permanent neighbors), then a random edit of the
+spec (parents 1-4 with modes and flags, namespaces 0-3, devices with IPv4/IPv6 addresses, MTU,
+up/down, routes with tables and metrics, neighbors). Then, as `ipvland apply` does (a fresh Kernel
+per call), and:
+- apply converges in at most 2 calls;
+- then plan is empty, with no conflict and nothing pending;
+- a further apply sends no netlink write (Kernel.writes);
+- nothing foreign (a link, address, route of another protocol, permanent neighbor without
+  ipvland's protocol, in any namespace) was modified or deleted (iproute2 before and after);
+- no address that the spec keeps on a device that stays was deleted while ipvland worked
+  (rtnetlink listeners in every namespace, opened before the first call);
+- what ipvland owns, read with iproute2, is exactly the spec.
+`test_campaign_daemon` runs `ipvland run --interval 2` as a process for a few rounds (spec edits
+written by rename, drift by hand, foreign objects): each round it converges within CONVERGE_BOUND,
+then applies no change and sends no write for three resync intervals.
+
+Budget, seed, replay (environment; tests/vm passes IPVLAND_CAMPAIGN_* into the VM):
+  IPVLAND_CAMPAIGN_SEED=N        replay a seed (default: a random one, printed at the start)
+  IPVLAND_CAMPAIGN_ROUNDS=N      run exactly N apply rounds instead of the time budget
+  IPVLAND_CAMPAIGN_BUDGET=S      seconds of apply rounds (default 120)
+  IPVLAND_CAMPAIGN_DAEMON_ROUNDS=N  daemon rounds (default 3)
+  IPVLAND_CAMPAIGN_ENABLE=a,b    switch on known-open bug classes (tests/campaign.py `Switches`):
+      v6_metric0  dup_routes  primary_drop  tmp_leftovers  parent_rename  netns_recreate_daemon  (or all)
+e.g. IPVLAND_CAMPAIGN_SEED=123 IPVLAND_CAMPAIGN_ROUNDS=7 tests/run tests/kernel/test_campaign.py
+Every choice comes from the seed and the spec, never from the kernel, so a seed replays its rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ipvland import spec as spec_mod
+from ipvland.kernel import Kernel
+from ipvland.model import Spec
+from ipvland.reconcile import Report, reconcile
+from tests.campaign import (
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_IPV6_ROUTE,
+    RTMGRP_LINK,
+    RTMGRP_NEIGH,
+    Doc,
+    Foreign,
+    Gen,
+    Switches,
+    Watch,
+    addresses_by_device,
+    clean_lab,
+    diff_snapshots,
+    drift,
+    expected_owned,
+    foreign_snapshot,
+    live_owned,
+    make_lab,
+    named_namespaces,
+    owned_diff,
+    vanished,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+BUDGET = float(os.environ.get("IPVLAND_CAMPAIGN_BUDGET", "120"))
+ROUNDS = int(os.environ["IPVLAND_CAMPAIGN_ROUNDS"]) if os.environ.get("IPVLAND_CAMPAIGN_ROUNDS") else None
+DAEMON_ROUNDS = int(os.environ.get("IPVLAND_CAMPAIGN_DAEMON_ROUNDS", "3"))
+SEED = int(os.environ.get("IPVLAND_CAMPAIGN_SEED") or random.SystemRandom().randrange(1 << 32))
+SWITCHES = Switches.from_env()
+INTERVAL = 2.0  # the daemon's resync, seconds
+CONVERGE_BOUND = 60.0  # seconds for the daemon to converge after an edit and drift, under emulation
+STARTUP = 240.0  # importing pyroute2 & co. from 9p under emulation
+
+
+@pytest.fixture
+def lab() -> Iterator[None]:
+    make_lab()
+    yield
+    clean_lab()
+
+
+def say(capsys: pytest.CaptureFixture[str], line: str) -> None:
+    with capsys.disabled():
+        print(f"\ncampaign: {line}", flush=True)
+
+
+def dump(doc: Doc) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=200)
+
+
+def load(doc: Doc, where: Path) -> Spec:
+    where.write_text(dump(doc))
+    return spec_mod.load(where)  # a SpecError here is a generator bug: the campaign makes valid specs
+
+
+def report_lines(report: Report) -> list[str]:
+    lines = [f"  plan: {c.describe()}" for c in report.plan.changes]
+    lines += [f"  conflict: {c.describe()}" for c in (*report.plan.conflicts, *report.plan.pending)]
+    lines += [f"  FAILED: {o.change.describe()}: {o.error}" for o in report.outcomes if not o.ok]
+    if report.remaining is not None:
+        lines += [f"  still: {c.describe()}" for c in report.remaining.changes]
+        lines += [f"  still: {c.describe()}" for c in (*report.remaining.conflicts, *report.remaining.pending)]
+    return lines
+
+
+class Round:
+    """One round's story, told in full when an invariant breaks (with the replay command)."""
+
+    def __init__(self, test: str, number: int, old: Doc, new: Doc) -> None:
+        self.test, self.number, self.old, self.new = test, number, old, new
+        self.lines: list[str] = []
+
+    def fail(self, what: str, details: list[str]) -> None:
+        replay = (f"IPVLAND_CAMPAIGN_SEED={SEED} IPVLAND_CAMPAIGN_ROUNDS={self.number + 1}"
+                  + (f" IPVLAND_CAMPAIGN_ENABLE={','.join(SWITCHES.on())}" if SWITCHES.on() else "")
+                  + f" tests/run tests/kernel/test_campaign.py::{self.test}")
+        text = "\n".join([
+            f"{self.test}: seed {SEED}, round {self.number}: {what}",
+            *details, "--- this round:", *self.lines,
+            "--- spec before:", dump(self.old), "--- spec after:", dump(self.new), f"replay: {replay}"])
+        pytest.fail(text, pytrace=False)
+
+
+def test_campaign_apply(lab: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rounds_txt = f"{ROUNDS} rounds" if ROUNDS is not None else f"a budget of {BUDGET:.0f}s"
+    say(capsys, f"apply: seed {SEED} ({rounds_txt}; switches on: {SWITCHES.on() or 'none'}); "
+                f"replay with IPVLAND_CAMPAIGN_SEED={SEED}")
+    rng = random.Random(f"{SEED}/apply")
+    gen = Gen(rng, SWITCHES)
+    foreign = Foreign(rng)
+    doc: Doc = {"version": 1, "parents": {}}
+    calls: Counter[int] = Counter()
+    drifts: Counter[str] = Counter()
+    t0 = time.monotonic()
+    number = 0
+    while (time.monotonic() - t0 < BUDGET) if ROUNDS is None else (number < ROUNDS):
+        new = gen.edit(doc) if number else gen.spec()
+        r = Round("test_campaign_apply", number, doc, new)
+        r.lines += drift(rng, doc, SWITCHES) if number else []
+        r.lines += foreign.shuffle(sorted({d.get("netns") for d in _devices(doc) if d.get("netns")}))
+        drifts.update(line.split(" ", 1)[0] for line in r.lines)
+        spec = load(new, tmp_path / "config.yaml")
+        where = [None, *named_namespaces()]
+        addresses_before = addresses_by_device(where)
+        foreign_before = foreign_snapshot()
+        reports: list[Report] = []
+        with Watch(where, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR) as watch:
+            for _ in range(2):
+                with Kernel() as kernel:
+                    reports.append(reconcile(spec, kernel))
+                r.lines += [f"apply call {len(reports)}:", *report_lines(reports[-1])]
+                if reports[-1].ok:
+                    break
+            events = watch.events()
+        calls[len(reports) if reports[-1].ok else 3] += 1
+        if not reports[-1].ok:
+            r.fail("apply did not converge in 2 calls", [])
+        with Kernel() as kernel:
+            dry = reconcile(spec, kernel, dry_run=True)
+            if not dry.plan.empty or dry.plan.conflicts or dry.plan.pending:
+                r.fail("plan is not empty after apply converged", report_lines(dry))
+            again = reconcile(spec, kernel)
+            if kernel.writes:
+                r.fail(f"a further apply wrote {kernel.writes} time(s)", report_lines(again))
+        lost = vanished(events, addresses_before, new)
+        if lost:
+            r.fail("addresses the spec keeps vanished during the round", lost)
+        changed = diff_snapshots(foreign_before, foreign_snapshot())
+        if changed:
+            r.fail("foreign objects were modified or deleted", changed)
+        want = expected_owned(new)
+        wrong = owned_diff(want, live_owned(named_namespaces(), want))
+        if wrong:
+            r.fail("what ipvland owns (iproute2) differs from the spec", wrong)
+        doc = new
+        number += 1
+    elapsed = time.monotonic() - t0
+    assert number >= 3, f"only {number} round(s) in the budget: the campaign proved little"
+    say(capsys, f"apply: seed {SEED}: {number} rounds in {elapsed:.0f}s; converged after 1 call: {calls[1]}, "
+                f"after 2: {calls[2]}; drift and foreign actions: {dict(sorted(drifts.items()))}; "
+                f"generated: {dict(sorted(gen.tried.items()))}")
+
+
+def _devices(doc: Doc) -> list[Doc]:
+    return [d for p in (doc.get("parents") or {}).values() for d in ((p or {}).get("devices") or {}).values()]
+
+
+# ------------------------------------------------------------------ the daemon
+
+
+class Daemon:
+    def __init__(self, config: Path, state: Path, log: Path) -> None:
+        self.config, self.state, self.log = config, state, log
+        with open(log, "ab") as out:
+            self.p = subprocess.Popen(
+                [sys.executable, "-m", "ipvland", "run", "-c", str(config), "--state-dir", str(state),
+                 "--interval", str(INTERVAL), "--log-level", "debug"],
+                stdout=out, stderr=out, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.state / "status.json").read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return {}
+
+    def tail(self) -> list[str]:
+        return self.log.read_text(errors="replace").splitlines()[-40:] if self.log.exists() else []
+
+    def stop(self) -> int:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        return self.p.wait(60)
+
+
+def write_config(path: Path, doc: Doc) -> Spec:
+    """Temp file + rename, as the README says to write a config the daemon watches."""
+    tmp = path.with_name(".config.yaml.tmp")
+    tmp.write_text(dump(doc))
+    spec = spec_mod.load(tmp)
+    os.rename(tmp, path)
+    return spec
+
+
+def test_campaign_daemon(lab: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    say(capsys, f"daemon: seed {SEED} ({DAEMON_ROUNDS} rounds, --interval {INTERVAL:g}); "
+                f"replay with IPVLAND_CAMPAIGN_SEED={SEED}")
+    rng = random.Random(f"{SEED}/daemon")
+    gen = Gen(rng, SWITCHES)
+    foreign = Foreign(rng)
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    config = conf / "config.yaml"
+    doc = gen.spec()
+    write_config(config, doc)
+    daemon = Daemon(config, tmp_path / "state", tmp_path / "daemon.log")
+    times: list[float] = []
+    try:
+        r = Round("test_campaign_daemon", 0, {"version": 1, "parents": {}}, doc)
+        _wait_converged(daemon, r, doc, STARTUP, 1)
+        for number in range(1, DAEMON_ROUNDS + 1):
+            new = gen.edit(doc)
+            r = Round("test_campaign_daemon", number, doc, new)
+            generation = int(daemon.status().get("config", {}).get("generation", 0))
+            write_config(config, new)
+            t0 = time.monotonic()
+            r.lines += drift(rng, doc, SWITCHES, daemon=True)
+            r.lines += foreign.shuffle(sorted({d.get("netns") for d in _devices(doc) if d.get("netns")}))
+            foreign_before = foreign_snapshot()
+            _wait_converged(daemon, r, new, CONVERGE_BOUND, generation + (new != doc))
+            times.append(time.monotonic() - t0)
+            changed = diff_snapshots(foreign_before, foreign_snapshot())
+            if changed:
+                r.fail("the daemon modified or deleted foreign objects", changed)
+            _quiet(daemon, r)
+            doc = new
+    finally:
+        rc = daemon.stop()
+    assert rc == 0, daemon.tail()
+    say(capsys, f"daemon: seed {SEED}: {DAEMON_ROUNDS} rounds, converged in "
+                f"{', '.join(f'{t:.1f}' for t in times)} s, then quiet for {3 * INTERVAL:g} s each")
+
+
+def _wait_converged(daemon: Daemon, r: Round, doc: Doc, bound: float, generation: int) -> None:
+    want = expected_owned(doc)
+    t0 = time.monotonic()
+    while True:
+        status = daemon.status()
+        last = status.get("last_reconcile") or {}
+        wrong = owned_diff(want, live_owned(named_namespaces(), want))
+        if (int(status.get("config", {}).get("generation", 0)) >= generation and last.get("result") == "ok"
+                and not wrong):
+            return
+        if daemon.p.poll() is not None:
+            r.fail(f"the daemon exited ({daemon.p.returncode})", daemon.tail())
+        if time.monotonic() - t0 > bound:
+            r.fail(f"the daemon did not converge in {bound:.0f}s", [
+                *wrong, f"last reconcile: {json.dumps(last)[:2000]}", *daemon.tail()])
+        time.sleep(0.2)
+
+
+def _quiet(daemon: Daemon, r: Round) -> None:
+    """Converged: for three resync intervals, no change applied and no write seen by the kernel."""
+    groups = (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
+              | RTMGRP_NEIGH)
+    with Watch([None, *named_namespaces()], groups) as watch:
+        before = daemon.status()
+        time.sleep(3 * INTERVAL + 0.5)
+        after = daemon.status()
+        events = watch.events()
+    writes = [e for e in events if e.kind in ("deladdr", "dellink", "route", "neigh")]
+    if after.get("changes_total") != before.get("changes_total") or writes:
+        r.fail("the daemon kept writing after it converged", [
+            f"changes_total {before.get('changes_total')} -> {after.get('changes_total')}",
+            *(f"event {e}" for e in writes), f"last reconcile: {json.dumps(after.get('last_reconcile'))[:2000]}",
+            *daemon.tail()])
+    if int(after.get("reconciles", 0)) < int(before.get("reconciles", 0)) + 2:
+        r.fail("fewer than 2 resyncs in 3 intervals: the quiet check saw no reconcile",
+               [f"reconciles {before.get('reconciles')} -> {after.get('reconciles')}"])
