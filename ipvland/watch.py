@@ -12,6 +12,17 @@ or was replaced (a new inode). The daemon calls `rearm()` before every reload, i
 then reads the files: a change made before the new watch exists is read by that load, a change made
 after it is an event. Nothing is lost, which is all a level-triggered reconcile needs.
 
+A config is read only once it is complete. A file written in place (a shell redirect, scp, an
+editor without save-by-rename) is only an event when it is closed (IN_CLOSE_WRITE); its IN_MODIFYs
+only mark it as being written, and while any file is being written `writing()` names it, so that no
+reload (the periodic resync's, SIGHUP's) reads it half-written: the daemon defers the reload until
+the close, then waits for a quiet period. A writer that keeps a file open without writing for more
+than WRITE_STALL_MAX seconds is given up on: the file is read as it is then (and the log says so).
+A rename into place (IN_MOVED_TO), a deletion and a directory change are events at once.
+
+A config.d that is a symlink to another directory is watched at its target (inotify does not follow
+a symlink to a directory's contents); re-pointing the symlink is an event in the main directory.
+
 Events only say "look again"; the daemon debounces them and re-reads everything.
 """
 
@@ -21,6 +32,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,7 +52,10 @@ log = logging.getLogger("ipvland.watch")
 
 DROPIN_DIR = "config.d"
 
+WRITE_STALL_MAX = 120.0  # seconds without a write after which an open file is read as it is
+
 # Reads (opened, closed_no_write) are ignored: the daemon's own load would otherwise wake it up again.
+# A file's MODIFIED only marks it as being written; its CLOSED (after a write) is the event.
 _CHANGES = frozenset({EVENT_TYPE_CREATED, EVENT_TYPE_DELETED, EVENT_TYPE_MODIFIED, EVENT_TYPE_MOVED,
                       EVENT_TYPE_CLOSED, EVENT_TYPE_ATTRIB})
 
@@ -52,21 +67,30 @@ def dropin_dir(config: Path) -> Path:
 class ConfigWatcher(FileSystemEventHandler):
     """Calls `on_change(description)` (from watchdog's thread) when the config may have changed."""
 
-    def __init__(self, config: Path, on_change: Callable[[str], None]) -> None:
+    def __init__(self, config: Path, on_change: Callable[[str], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.config = Path(os.path.abspath(config))
         self.main_dir = self.config.parent
         self.dropin_dir = dropin_dir(self.config)
+        self.dropin_real = self.dropin_dir  # where config.d's files really are (its symlink's target)
         self.on_change = on_change
+        self._clock = clock
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._lock = threading.Lock()
         self._watches: dict[Path, tuple[tuple[int, int], object]] = {}  # dir -> ((dev, ino), watch)
+        self._writing: dict[str, float] = {}  # file -> when it was last modified, until it is closed
 
     # -------------------------------------------------------------- the watches
 
     def _wanted(self) -> list[Path]:
-        """The directories to watch: both targets and their parents (to see the targets come back)."""
+        """The directories to watch: both targets and their parents (to see the targets come back);
+        for a config.d that is a symlink, its target (and the target's parent)."""
+        real = Path(os.path.realpath(self.dropin_dir))
+        self.dropin_real = real
         dirs = [self.main_dir, self.dropin_dir, self.main_dir.parent]
+        if real != self.dropin_dir:
+            dirs = [self.main_dir, real, self.main_dir.parent, real.parent]
         return list(dict.fromkeys(dirs))
 
     def start(self) -> None:
@@ -94,7 +118,13 @@ class ConfigWatcher(FileSystemEventHandler):
             return False
         changed = False
         with self._lock:
-            for d in self._wanted():
+            wanted = self._wanted()
+            for d in [d for d in self._watches if d not in wanted]:
+                with contextlib.suppress(KeyError, OSError):
+                    observer.unschedule(self._watches.pop(d)[1])
+                changed = True
+                log.debug("stopped watching %s", d)
+            for d in wanted:
                 try:
                     st = os.stat(d)
                     ident: tuple[int, int] | None = (st.st_dev, st.st_ino) if os.path.isdir(d) else None
@@ -124,13 +154,28 @@ class ConfigWatcher(FileSystemEventHandler):
 
     def relevant(self, path: str) -> bool:
         p = Path(path)
-        if p in (self.main_dir, self.dropin_dir):
+        if p in (self.main_dir, self.dropin_dir, self.dropin_real):
             return True
-        if p.parent == self.dropin_dir:
+        if p.parent in (self.dropin_dir, self.dropin_real):
             return True
         if p.parent == self.main_dir:
             return p.name in (self.config.name, DROPIN_DIR) or p.name.startswith("..")
         return False
+
+    def writing(self) -> tuple[str, float] | None:
+        """A config file being written (modified, not closed yet) and until when reads wait for it
+        (monotonic); None when every file is complete."""
+        with self._lock:
+            if not self._writing:
+                return None
+            path, last = max(self._writing.items(), key=lambda kv: kv[1])
+            until = last + WRITE_STALL_MAX
+            if self._clock() >= until:
+                log.warning("config: %s has been open for writing without a write for %.0fs: reading it as it is",
+                            path, WRITE_STALL_MAX)
+                self._writing.clear()
+                return None
+            return path, until
 
     def dispatch(self, event: FileSystemEvent) -> None:
         if event.event_type not in _CHANGES:
@@ -142,6 +187,17 @@ class ConfigWatcher(FileSystemEventHandler):
         if not hits:
             return
         # A directory modified event for main_dir itself comes with every child change, relevant or not.
-        if event.is_directory and event.event_type == EVENT_TYPE_MODIFIED and hits == [str(self.main_dir)]:
+        if event.is_directory and event.event_type == EVENT_TYPE_MODIFIED:
             return
+        if not event.is_directory:
+            with self._lock:
+                if event.event_type == EVENT_TYPE_MODIFIED:
+                    self._writing[hits[0]] = self._clock()  # being written: not an event until closed
+                    return
+                if event.event_type == EVENT_TYPE_ATTRIB and hits[0] in self._writing:
+                    return
+                for p in paths:  # closed, moved away, deleted: no longer being written
+                    self._writing.pop(p, None)
+                if event.event_type == EVENT_TYPE_CREATED and not os.path.islink(hits[-1]):
+                    return  # a new file is an event once closed (or renamed into place)
         self.on_change(f"{event.event_type} {hits[-1]}")
