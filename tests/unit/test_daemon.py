@@ -215,7 +215,7 @@ def test_bad_config_keeps_the_last_good_one(config: Path, make: Any, tmp_path: P
     d, rec, notes, _r = make(config)
     rec.wait_calls(1)
     config.write_text("bad: [\n")
-    d.request("config file", reload=True)
+    d.on_file_event("modified")
     rec.wait_calls(2)
     notes.wait_for("STATUS=", 2)  # the status is written after the reconcile
     assert rec.calls[1][0].sources[1] == "good-1"  # still enforcing generation 1
@@ -223,12 +223,12 @@ def test_bad_config_keeps_the_last_good_one(config: Path, make: Any, tmp_path: P
     assert s["config"]["generation"] == 1
     assert s["config"]["error"]["errors"] == [f"{config}:2:3: parents: broken on purpose"]
     assert f"{config}:2:3: parents: broken on purpose" in caplog.text
-    assert "keeping config generation 1" in caplog.text
-    d.request("resync", reload=True)  # the same error again is not logged again
+    assert "enforcing generation 1: the config on disk has errors" in caplog.text
+    d.on_file_event("modified")  # the same error again is not logged again
     rec.wait_calls(3)
     assert caplog.text.count("broken on purpose") == 1
     config.write_text("good-2\n")
-    d.request("config file", reload=True)
+    d.on_file_event("modified")
     rec.wait_calls(4)
     notes.wait_for("STATUS=", 4)
     assert rec.calls[3][0].sources[1] == "good-2"
@@ -240,11 +240,11 @@ def test_missing_or_empty_file_is_a_config_error_too(config: Path, make: Any, tm
     d, rec, notes, _r = make(config)
     rec.wait_calls(1)
     config.unlink()
-    d.request("config file", reload=True)
+    d.on_file_event("modified")
     notes.wait_for("STATUS=", 2)
     assert status.read(tmp_path / "state")["config"]["error"]["errors"][0].startswith(str(config))
     config.write_text("")
-    d.request("config file", reload=True)
+    d.on_file_event("modified")
     rec.wait_calls(3)
     assert rec.calls[2][0].sources[1] == "good-1"
 
@@ -447,7 +447,7 @@ def test_rolled_back_config_is_not_retried_and_the_previous_state_is_enforced(
 
     d, rec, _notes, _r = make(config, rec=Recorder(result=breaks_probe))
     rec.wait_calls(1)
-    d.request("resync")
+    d.on_file_event("modified")
     rec.wait_calls(2)
     assert rec.calls[1][0] is previous, "after a rollback the restored state is what is enforced"
     s = status.read(tmp_path / "state")

@@ -65,11 +65,12 @@ def test_monitor_coalesces_and_stops(netns: str | None) -> None:
     got: list[tuple[str | None, int]] = []
     seen = threading.Event()
 
-    def on_event(ns: str | None, n: int) -> None:
+    def on_event(ns: str | None, n: int, names: frozenset[str]) -> None:
         got.append((ns, n))
         seen.set()
 
-    mon = events.NetlinkMonitor(on_event, open_socket=lambda ns: b)
+    mon = events.NetlinkMonitor(on_event, open_socket=lambda ns: (None, b), identity_of=lambda ns: None,
+                                watch_netns_dir=False)
     mon.update({netns})
     mon.start()
     try:
