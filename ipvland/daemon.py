@@ -269,21 +269,10 @@ class Daemon:
             self._notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
             log.info("reloading (SIGHUP)")
         reload = job.reload
-        writing = self.watcher.writing() if reload and self.watcher is not None else None
-        if writing is not None:
-            path, until = writing
-            log.info("config: %s is being written: reading it once it is closed", path)
-            with self._cond:
-                self.scheduler.defer_reload(until, hup=job.hup)
+        if reload and not self._reload(job.hup):
             if not job.triggers - {Trigger.CONFIG, Trigger.HUP}:
-                return  # nothing but the reload was asked
+                return  # nothing but the reload was asked: it comes once the files are complete
             reload = False
-        if reload:
-            if self.watcher is not None:
-                self.watcher.rearm()
-            self.load()
-            if job.hup:
-                self.reloads += 1
         last_converged = self.last is not None and self.last.get("result") == "ok"
         scope = choose_scope(job, last_converged=last_converged, parent_namespaces=self._parent_namespaces)
         t0 = self._clock()
@@ -311,18 +300,51 @@ class Daemon:
 
     # ------------------------------------------------------------------ config
 
-    def load(self) -> bool:
-        """Re-read the config. True when a new good config replaced the old one."""
+    def _reload(self, hup: bool) -> bool:
+        """Re-read the config unless a file of it is being written; False when the read is deferred
+        (until the file is closed: its close is an event). A read that a write overlapped is thrown
+        away and done again after the quiet period."""
+        watcher = self.watcher
+        if watcher is None:
+            self.load()
+            return True
+        watcher.rearm()
+        writing = watcher.writing()
+        if writing is not None:
+            path, until = writing
+            log.info("config: %s is being written: reading it once it is closed", path)
+            with self._cond:
+                self.scheduler.defer_reload(until, hup=hup)
+            return False
+        before = watcher.marker()
+        loaded = self._read()
+        if watcher.marker() != before:
+            log.info("config: a file was written while it was read: reading it again")
+            with self._cond:
+                self.scheduler.defer_reload(self._clock() + self.scheduler.quiet, hup=hup)
+            return False
+        self._take(loaded)
+        return True
+
+    def _read(self) -> Spec | list[str]:
+        """The config as it is on disk: a Spec, or its errors."""
         from ipvland import spec as spec_mod
 
         load_fn = self._load_fn or spec_mod.load
         try:
-            loaded = load_fn(self.config)
+            return load_fn(self.config)
         except spec_mod.SpecError as e:
-            self._config_error([str(err) for err in e.errors] or [str(e)])
-            return False
+            return [str(err) for err in e.errors] or [str(e)]
         except OSError as e:
-            self._config_error([f"{e.filename or self.config}: {e.strerror or e}"])
+            return [f"{e.filename or self.config}: {e.strerror or e}"]
+
+    def load(self) -> bool:
+        """Re-read the config. True when a new good config replaced the old one."""
+        return self._take(self._read())
+
+    def _take(self, loaded: Spec | list[str]) -> bool:
+        if isinstance(loaded, list):
+            self._config_error(loaded)
             return False
         if self.choice.errors is not None:
             log.info("config: valid again")

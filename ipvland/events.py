@@ -36,7 +36,6 @@ monitor thread, while the Kernel's carry requests and their answers.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -47,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+from ipvland import inotify
 from ipvland.model import RT_PROTO
 from ipvland.netns import NETNS_DIR, setns
 
@@ -195,10 +195,8 @@ def open_event_socket(netns: Ns) -> tuple[Identity, socket.socket]:
 
 # ---------------------------------------------------------------- /run/netns, watched
 
-_IN_CREATE, _IN_DELETE, _IN_MOVED_FROM, _IN_MOVED_TO = 0x100, 0x200, 0x40, 0x80
-_IN_DELETE_SELF, _IN_MOVE_SELF = 0x400, 0x800
-_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
-_NETNS_MASK = _IN_CREATE | _IN_DELETE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_DELETE_SELF | _IN_MOVE_SELF
+_NETNS_MASK = (inotify.IN_CREATE | inotify.IN_DELETE | inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO
+               | inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF)
 
 
 class _NetnsDirWatch:
@@ -206,40 +204,27 @@ class _NetnsDirWatch:
     identities are still checked at every `update()`."""
 
     def __init__(self) -> None:
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        self._inotify = inotify.Inotify()
+        self.fd = self._inotify.fd
         self.watching = False
 
     def arm(self) -> bool:
         """Watch /run/netns if it exists (it may appear later); True when the watch is new."""
         if self.fd < 0 or self.watching:
             return False
-        wd = self._libc.inotify_add_watch(self.fd, NETNS_DIR.encode(), _NETNS_MASK)
-        self.watching = wd >= 0
+        self.watching = self._inotify.add(NETNS_DIR, _NETNS_MASK) >= 0
         return self.watching
 
     def drain(self) -> bool:
         """Read the queued events; True when any came (the directory itself going away re-arms)."""
-        got = False
-        while True:
-            try:
-                data = os.read(self.fd, 65536)
-            except (BlockingIOError, OSError):
-                return got
-            if not data:
-                return got
-            got = True
-            offset = 0
-            while offset + 16 <= len(data):
-                _wd, mask, _cookie, length = struct.unpack_from("=iIII", data, offset)
-                if mask & (_IN_DELETE_SELF | _IN_MOVE_SELF | 0x8000):  # 0x8000: IN_IGNORED
-                    self.watching = False
-                offset += 16 + length
+        events = self._inotify.read()
+        if any(mask & (inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF | inotify.IN_IGNORED) for _, mask, _ in events):
+            self.watching = False
+        return bool(events)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self._inotify.close()
+        self.fd = -1
 
 
 # ---------------------------------------------------------------- the monitor

@@ -13,12 +13,16 @@ then reads the files: a change made before the new watch exists is read by that 
 after it is an event. Nothing is lost, which is all a level-triggered reconcile needs.
 
 A config is read only once it is complete. A file written in place (a shell redirect, scp, an
-editor without save-by-rename) is only an event when it is closed (IN_CLOSE_WRITE); its IN_MODIFYs
-only mark it as being written, and while any file is being written `writing()` names it, so that no
-reload (the periodic resync's, SIGHUP's) reads it half-written: the daemon defers the reload until
-the close, then waits for a quiet period. A writer that keeps a file open without writing for more
-than WRITE_STALL_MAX seconds is given up on: the file is read as it is then (and the log says so).
-A rename into place (IN_MOVED_TO), a deletion and a directory change are events at once.
+editor without save-by-rename) is only an event when it is closed (IN_CLOSE_WRITE). Its IN_MODIFYs
+(the truncation of open(O_TRUNC) is one) mark it as being written until it is closed, renamed away
+or deleted. They are read on a second inotify fd of our own, synchronously, by `writing()` and
+`marker()`: the kernel queues an event inside the writer's syscall, so what happened before the
+call is known to it, with none of watchdog's delivery delay. The daemon calls `writing()` before
+every reload (a resync's, SIGHUP's) and defers it while a file is being written, and compares
+`marker()` before and after reading, throwing away a read that a write overlapped. A writer that
+keeps a file open without writing for more than WRITE_STALL_MAX seconds is given up on: the file
+is read as it is then (and the log says so). A rename into place (IN_MOVED_TO), a deletion and a
+directory change are events at once.
 
 A config.d that is a symlink to another directory is watched at its target (inotify does not follow
 a symlink to a directory's contents); re-pointing the symlink is an event in the main directory.
@@ -48,11 +52,14 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from ipvland import inotify
+
 log = logging.getLogger("ipvland.watch")
 
 DROPIN_DIR = "config.d"
 
 WRITE_STALL_MAX = 120.0  # seconds without a write after which an open file is read as it is
+_WRITE_MASK = inotify.IN_MODIFY | inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_FROM | inotify.IN_DELETE
 
 # Reads (opened, closed_no_write) are ignored: the daemon's own load would otherwise wake it up again.
 # A file's MODIFIED only marks it as being written; its CLOSED (after a write) is the event.
@@ -78,8 +85,11 @@ class ConfigWatcher(FileSystemEventHandler):
         self._clock = clock
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._lock = threading.Lock()
-        self._watches: dict[Path, tuple[tuple[int, int], object]] = {}  # dir -> ((dev, ino), watch)
-        self._writing: dict[str, float] = {}  # file -> when it was last modified, until it is closed
+        self._watches: dict[Path, tuple[tuple[int, int], object, int]] = {}  # dir -> ((dev, ino), watch, wd)
+        self._writes = inotify.Inotify()  # IN_MODIFY & co., read synchronously (see the module doc)
+        self._wds: dict[int, Path] = {}
+        self._writing: dict[str, float] = {}  # file -> when it was last seen modified, until it is closed
+        self._modifications = 0
 
     # -------------------------------------------------------------- the watches
 
@@ -106,6 +116,7 @@ class ConfigWatcher(FileSystemEventHandler):
             observer.stop()
             observer.join(timeout=5)
         self._watches.clear()
+        self._writes.close()
 
     def watched(self) -> list[Path]:
         with self._lock:
@@ -120,10 +131,8 @@ class ConfigWatcher(FileSystemEventHandler):
         with self._lock:
             wanted = self._wanted()
             for d in [d for d in self._watches if d not in wanted]:
-                with contextlib.suppress(KeyError, OSError):
-                    observer.unschedule(self._watches.pop(d)[1])
+                self._unwatch(observer, d)
                 changed = True
-                log.debug("stopped watching %s", d)
             for d in wanted:
                 try:
                     st = os.stat(d)
@@ -134,21 +143,30 @@ class ConfigWatcher(FileSystemEventHandler):
                 if old is not None and old[0] == ident:
                     continue
                 if old is not None:
-                    with contextlib.suppress(KeyError, OSError):
-                        observer.unschedule(old[1])
-                    del self._watches[d]
+                    self._unwatch(observer, d)
                     changed = True
-                    log.debug("stopped watching %s", d)
                 if ident is not None:
                     try:
                         watch = observer.schedule(self, str(d), recursive=False)
                     except OSError as e:  # vanished again, or no permission: next rearm retries
                         log.warning("cannot watch %s: %s", d, e)
                         continue
-                    self._watches[d] = (ident, watch)
+                    wd = self._writes.add(str(d), _WRITE_MASK)
+                    self._wds[wd] = d
+                    self._watches[d] = (ident, watch, wd)
                     changed = True
                     log.debug("watching %s", d)
         return changed
+
+    def _unwatch(self, observer: Observer, d: Path) -> None:  # type: ignore[valid-type]
+        _, watch, wd = self._watches.pop(d)
+        with contextlib.suppress(KeyError, OSError):
+            observer.unschedule(watch)  # type: ignore[attr-defined]
+        self._writes.remove(wd)
+        self._wds.pop(wd, None)
+        for path in [p for p in self._writing if Path(p).parent == d]:
+            del self._writing[path]  # its close can no longer be seen
+        log.debug("stopped watching %s", d)
 
     # -------------------------------------------------------------- the events
 
@@ -162,10 +180,36 @@ class ConfigWatcher(FileSystemEventHandler):
             return p.name in (self.config.name, DROPIN_DIR) or p.name.startswith("..")
         return False
 
+    def _read_writes(self) -> None:
+        """Take in the queued IN_MODIFY & co. (lock held)."""
+        now = self._clock()
+        for wd, mask, name in self._writes.read():
+            if mask & inotify.IN_Q_OVERFLOW:
+                self._modifications += 1  # unknown: whatever was read meanwhile is suspect
+                continue
+            d = self._wds.get(wd)
+            if d is None or not name:
+                continue
+            path = str(d / name)
+            if not self.relevant(path):
+                continue
+            if mask & inotify.IN_MODIFY:
+                self._writing[path] = now
+                self._modifications += 1
+            elif mask & (inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_FROM | inotify.IN_DELETE):
+                self._writing.pop(path, None)
+
+    def marker(self) -> int:
+        """How many modifications were seen so far: equal before and after a read, no write overlapped it."""
+        with self._lock:
+            self._read_writes()
+            return self._modifications
+
     def writing(self) -> tuple[str, float] | None:
         """A config file being written (modified, not closed yet) and until when reads wait for it
         (monotonic); None when every file is complete."""
         with self._lock:
+            self._read_writes()
             if not self._writing:
                 return None
             path, last = max(self._writing.items(), key=lambda kv: kv[1])
@@ -190,14 +234,8 @@ class ConfigWatcher(FileSystemEventHandler):
         if event.is_directory and event.event_type == EVENT_TYPE_MODIFIED:
             return
         if not event.is_directory:
-            with self._lock:
-                if event.event_type == EVENT_TYPE_MODIFIED:
-                    self._writing[hits[0]] = self._clock()  # being written: not an event until closed
-                    return
-                if event.event_type == EVENT_TYPE_ATTRIB and hits[0] in self._writing:
-                    return
-                for p in paths:  # closed, moved away, deleted: no longer being written
-                    self._writing.pop(p, None)
-                if event.event_type == EVENT_TYPE_CREATED and not os.path.islink(hits[-1]):
-                    return  # a new file is an event once closed (or renamed into place)
+            if event.event_type == EVENT_TYPE_MODIFIED:
+                return  # being written (see writing()): an event once closed
+            if event.event_type == EVENT_TYPE_CREATED and not os.path.islink(hits[-1]):
+                return  # a new file is an event once closed (or renamed into place)
         self.on_change(f"{event.event_type} {hits[-1]}")
