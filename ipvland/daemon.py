@@ -273,6 +273,8 @@ class Daemon:
             if not job.triggers - {Trigger.CONFIG, Trigger.HUP}:
                 return  # nothing but the reload was asked: it comes once the files are complete
             reload = False
+        if reload and job.hup:
+            self.reloads += 1
         last_converged = self.last is not None and self.last.get("result") == "ok"
         scope = choose_scope(job, last_converged=last_converged, parent_namespaces=self._parent_namespaces)
         t0 = self._clock()

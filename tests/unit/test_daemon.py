@@ -142,7 +142,9 @@ def make(tmp_path: Path) -> Iterator[Callable[..., tuple[Daemon, Recorder, Notes
         kw.setdefault("debounce", 0.05)
         kw.setdefault("max_delay", 0.3)
         kw.setdefault("kernel_factory", object)
-        d = Daemon(config, state_dir=tmp_path / "state", load_fn=fake_load, reconcile_fn=rec,
+        kw.setdefault("load_fn", fake_load)
+        kw.setdefault("reconcile_fn", rec)
+        d = Daemon(config, state_dir=tmp_path / "state",
                    namespaces_fn=lambda s, k: frozenset({None}), watch_netlink=False,
                    notify=notes, **kw)
         r = Running(d)
@@ -507,3 +509,168 @@ def test_resync_is_not_starved_by_reconciles_slower_than_the_drift(config: Path,
         d.on_netlink_event("web", 1)
         time.sleep(0.03)
     assert None in rec.scopes[1:], rec.scopes
+
+
+# ---------------------------------------------------------------------- issue 11: the daemon never loops
+
+
+def not_converging(spec: Spec, kernel: Any) -> Report:
+    """A reconcile whose verify always finds the same change again (the kernel rewrites it)."""
+    add = AddressAdd(None, "app0", ipaddress.ip_interface("10.0.0.2/24"))
+    return Report(Plan((add,)), (Outcome(add),), Plan((add,)), time.time(), 0.0)
+
+
+def test_events_after_a_reconcile_that_did_not_converge_wait_for_the_backoff(config: Path, make: Any) -> None:
+    d, rec, _notes, _r = make(config, Recorder(result=not_converging))
+    rec.wait_calls(1)
+    end = time.monotonic() + 2.5
+    while time.monotonic() < end:  # its own echoes, every 20 ms
+        d.on_netlink_event(None, 1)
+        time.sleep(0.02)
+    # held: 1 s, then 2 s; at event speed it would have been ~8
+    assert rec.count <= 3, rec.count
+    s = status.read(d.state_dir)
+    assert s["backoff"] is not None and s["backoff"]["why"] == "the last reconcile did not converge"
+
+
+def test_an_object_rewritten_again_and_again_is_reported_by_name_and_backed_off(
+        config: Path, make: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ipvland")
+    add = AddressAdd(None, "app0", ipaddress.ip_interface("192.0.2.11/24"))
+
+    def repairs(spec: Spec, kernel: Any) -> Report:  # converges every time: another agent undoes it
+        return Report(Plan((add,)), (Outcome(add),), Plan(), time.time(), 0.0)
+
+    d, rec, _notes, _r = make(config, Recorder(result=repairs))
+    rec.wait_calls(1)
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:  # the agent deletes it every 50 ms
+        d.on_netlink_event(None, 1)
+        time.sleep(0.05)
+    # 3 at event speed until it flaps, then held 1 s, 2 s: ~5 instead of ~10
+    assert rec.count <= 6, rec.count
+    s = status.read(d.state_dir)
+    assert [f["object"] for f in s["flapping"]] == ["address 192.0.2.11/24 dev app0"]
+    assert s["flapping"][0]["rewrites"] >= 3
+    assert "flapping: address 192.0.2.11/24 dev app0 rewritten 3 times" in caplog.text
+
+
+def test_a_rolled_back_generation_is_not_applied_again_and_repairs_never_roll_back(
+        config: Path, make: Any, tmp_path: Path) -> None:
+    from ipvland.reconcile import Rollback
+
+    previous = Spec(version=1, sources=("<state before apply>",))
+    broken = ProbeResult(Probe(ipaddress.ip_address("192.0.2.1"), "web"), False, 3, error="no reply")
+    calls: list[tuple[str, bool]] = []
+
+    def breaks_probe(spec: Spec, kernel: Any, rollback_on_probe_failure: bool = False, **kw: Any) -> Report:
+        calls.append((spec.sources[-1], rollback_on_probe_failure))
+        if spec is previous or "good-1" in spec.sources[-1]:
+            return empty_report(spec, kernel)
+        restore = empty_report(previous, kernel)
+        return Report(Plan(), (), Plan(), time.time(), 0.0, (broken,), Rollback((broken,), restore, previous=previous))
+
+    d, _rec, notes, _r = make(config, rollback_on_probe_failure=True, reconcile_fn=breaks_probe)
+    notes.wait_for("STATUS=", 1)
+    assert calls == [("good-1", True)]  # generation 1's first reconcile: rollback armed
+    d.on_netlink_event("web", 1)
+    notes.wait_for("STATUS=", 2)
+    assert calls[-1] == ("good-1", False)  # a repair: no baseline probes, no rollback
+    config.write_text("broken-2\n")
+    d.on_file_event("modified")
+    notes.wait_for("STATUS=", 3)
+    assert calls[-1] == ("broken-2", True)
+    for n in range(3):  # resyncs and file events read the same files again
+        d.on_file_event("modified")
+        notes.wait_for("STATUS=", 4 + n)
+    assert [c for c in calls[3:]] == [("<state before apply>", False)] * 3
+    s = status.read(tmp_path / "state")
+    assert s["config"]["generation"] == 2 and s["config"]["enforced"]["rolled_back"] is True
+    assert s["rolled_back"]["generation"] == 2 and s["rolled_back"]["retried"] is False
+    config.write_text("broken-2\n# edited\n")  # the files changed: a new generation, tried again
+    d.on_file_event("modified")
+    notes.wait_for("STATUS=", 7)
+    assert calls[-1] == ("broken-2\n# edited", True)
+    assert status.read(tmp_path / "state")["config"]["generation"] == 3
+
+
+def test_events_of_ipvlands_own_writes_are_not_drift(config: Path, make: Any) -> None:
+    holder: list[Daemon] = []
+
+    def writes(spec: Spec, kernel: Any) -> Report:
+        if holder:
+            holder[0].on_netlink_event("web", 4)  # the echo of our writes, read during the reconcile
+        return empty_report(spec, kernel)
+
+    d, _rec, notes, _r = make(config, Recorder(result=writes))
+    holder.append(d)
+    notes.wait_for("STATUS=", 1)
+    d.on_netlink_event("web", 2)  # somebody else
+    notes.wait_for("STATUS=", 3)
+    s = status.read(d.state_dir)
+    assert s["drift"]["events"] == 2 and s["drift"]["own"] >= 4
+
+
+def test_sighup_reloads_are_counted(config: Path, make: Any) -> None:
+    d, _rec, notes, _r = make(config)
+    notes.wait_for("READY=1")
+    assert status.read(d.state_dir)["reloads"] == 0
+    d.request_reload()
+    notes.wait_for("READY=1", n=2)
+    assert status.read(d.state_dir)["reloads"] == 1
+
+
+def test_a_parent_event_widens_the_repair_to_its_devices_everywhere(config: Path, make: Any) -> None:
+    from ipvland.model import Parent
+
+    spec = Spec(version=1, parents=(Parent("eth0", Mode.L2, Flag.BRIDGE, devices=(
+        Device("web0", "eth0", netns="web"), Device("db0", "eth0", netns="db"))),), sources=("x",))
+    d, rec, _notes, _r = make(config, load_fn=lambda path: spec)
+    rec.wait_calls(1)
+    d.on_netlink_event(None, 1, frozenset({"eth0"}))
+    rec.wait_calls(2)
+    assert rec.scopes[1] == frozenset({None, "web", "db"})
+    d.on_netlink_event(None, 1, frozenset({"app0"}))  # not a parent
+    rec.wait_calls(3)
+    assert rec.scopes[2] == frozenset({None})
+
+
+def test_a_config_written_in_place_with_a_stall_is_never_read_half_written(config: Path, make: Any) -> None:
+    loaded: list[str] = []
+
+    def load(path: Path) -> Spec:
+        spec = fake_load(path)
+        loaded.append(spec.sources[1])
+        return spec
+
+    # resyncs every 0.3 s, the real watcher: every chance to read the half
+    d, rec, _notes, _r = make(config, watch_files=True, interval=0.3, load_fn=load)
+    rec.wait_calls(2)
+    with open(config, "w") as f:
+        f.write("good-2\n")  # a complete line: valid on its own for this loader
+        f.flush()
+        time.sleep(3)
+        f.write("tail\n")
+    deadline = time.monotonic() + 3
+    while "good-2\ntail" not in loaded and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "good-2" not in loaded, loaded
+    assert "good-2\ntail" in loaded
+    assert d.spec is not None and d.spec.sources[1] == "good-2\ntail"
+
+
+def test_probes_beyond_the_watchdog_are_clamped_with_a_message(config: Path, make: Any,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ipvland")
+    probes = (Probe(ipaddress.ip_address("192.0.2.1"), "web", tries=20, timeout=30.0),)
+    seen: list[Spec] = []
+
+    def record(spec: Spec, kernel: Any) -> Report:
+        seen.append(spec)
+        return empty_report(spec, kernel)
+
+    _d, rec, _notes, _r = make(config, Recorder(result=record), watchdog_usec=30_000_000,
+                               load_fn=lambda path: Spec(version=1, probes=probes, sources=("x",)))
+    rec.wait_calls(1)
+    assert seen[0].probes[0].tries * seen[0].probes[0].timeout <= 30.0
+    assert "more than the systemd watchdog's 30s; clamped" in caplog.text
