@@ -187,6 +187,12 @@ def render(status: Status, as_json: bool) -> str:
     if pending:
         lines.append("pending:")
         lines.extend(f"  {p}" for p in pending)
+    for flap in status.get("flapping") or ():
+        lines.append(f"flapping: {flap.get('object')}: rewritten {flap.get('rewrites')} times "
+                     f"since {flap.get('since')}")
+    backoff = status.get("backoff")
+    if backoff:
+        lines.append(f"backing off until {backoff.get('until')}: {backoff.get('why')}")
     drift = status.get("drift") or {}
     lines.append(f"reconciles: {status.get('reconciles', 0)}, changes applied: {status.get('changes_total', 0)}, "
                  f"drift events: {drift.get('events', 0)} (last {drift.get('last') or 'never'})")
