@@ -423,13 +423,13 @@ class Daemon:
         log.debug("reconcile (%s)%s%s", ", ".join(reasons),
                   "" if scope is None else " in " + ", ".join(sorted(ns or "host" for ns in scope)),
                   " with rollback on probe failure" if rollback else "")
-        with self._cond:
-            self._writing = True
         try:
             kernel = self._kernel()
             # Before too: a socket of ours in a namespace deleted by hand would keep it (and its
             # devices, and their addresses) alive, in the way of re-creating it.
             self._update_monitor()
+            with self._cond:
+                self._writing = True  # from here on, the events are the echoes of our writes
             report = self._call_reconcile(spec, kernel, scope, rollback)
         except Exception as e:
             duration = self._clock() - t0
