@@ -674,3 +674,48 @@ def test_probes_beyond_the_watchdog_are_clamped_with_a_message(config: Path, mak
     rec.wait_calls(1)
     assert seen[0].probes[0].tries * seen[0].probes[0].timeout <= 30.0
     assert "more than the systemd watchdog's 30s; clamped" in caplog.text
+
+
+def test_watchdog_pings_stop_while_the_loop_is_stuck(config: Path, make: Any) -> None:
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def stuck(spec: Spec, kernel: Any) -> Report:
+        entered.set()
+        assert gate.wait(5)
+        return empty_report(spec, kernel)
+
+    _d, _rec, notes, _r = make(config, Recorder(result=stuck), watchdog_usec=200_000)
+    assert entered.wait(5)
+    time.sleep(0.3)  # past the stall limit (0.2 s): no progress since the reconcile started
+    n = notes.flat().count("WATCHDOG=1")
+    time.sleep(0.5)
+    assert notes.flat().count("WATCHDOG=1") == n, "a stuck loop must be left to systemd"
+    gate.set()
+    notes.wait_for("WATCHDOG=1", n + 1)
+
+
+def test_watchdog_is_fed_by_a_long_reconcile_that_makes_progress(config: Path, make: Any,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipvland.reconcile as reconcile_mod
+
+    class SlowKernel:
+        def links(self, netns: str | None) -> list[object]:
+            time.sleep(0.05)  # one netlink dump
+            return []
+
+    done = threading.Event()
+    pings_during: list[int] = []
+
+    def long_reconcile(spec: Spec, kernel: Any, **kw: Any) -> Report:
+        n0 = notes.flat().count("WATCHDOG=1")
+        for _ in range(20):  # 1 s, five times the watchdog timeout
+            kernel.links(None)
+        pings_during.append(notes.flat().count("WATCHDOG=1") - n0)
+        done.set()
+        return empty_report(spec, kernel)
+
+    monkeypatch.setattr(reconcile_mod, "reconcile", long_reconcile)
+    _d, _rec, notes, _r = make(config, reconcile_fn=None, kernel_factory=SlowKernel, watchdog_usec=200_000)
+    assert done.wait(5)
+    assert pings_during[0] >= 5, pings_during  # every 0.1 s while each call reports progress
