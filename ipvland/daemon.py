@@ -470,8 +470,8 @@ class Daemon:
             broken = tuple(p.describe() for p in rollback.broken)
             self.choice.reconciled(RolledBack(self.generation, self.choice.digest or "", time.time(), broken,
                                               rollback.ok, rollback.error), rollback.previous)
-            log.error("config generation %d broke %s: rolled back%s; enforcing %s", self.generation,
-                      "; ".join(broken), "" if rollback.ok else " (restore incomplete)", self.choice.reason)
+            log.error("config generation %d broke %s: rolled back%s; it is not applied again until its files "
+                      "change", self.generation, "; ".join(broken), "" if rollback.ok else " (restore incomplete)")
         keys = [object_key(o.change) for o in report.outcomes if o.ok]
         now = self._clock()
         started, again = self.flaps.record(keys, now)

@@ -126,8 +126,8 @@ def test_a_namespace_deleted_and_recreated_is_repaired_at_once(lab: Daemon) -> N
     start_converged(lab)
     old = link("web0", "web")
     assert old is not None
-    ip("netns", "del", "web")
-    ip("netns", "add", "web")
+    # in one shell: a container restart, the new namespace there before ipvland could make it
+    subprocess.run(["sh", "-c", "ip netns del web && ip netns add web"], check=True)
     # No resync can help (600 s), and nothing happens in ipvland's own namespace: only the
     # monitor's watch on /run/netns sees it. The address proves the old namespace is gone too (an
     # ipvlan of it still alive would hold the address on lab0's port: EADDRINUSE).
@@ -149,12 +149,12 @@ def test_a_parent_mtu_change_repairs_the_devices_in_every_namespace(lab: Daemon)
 
 
 def test_a_config_written_in_place_in_two_chunks_is_never_applied_half_written(lab: Daemon) -> None:
-    full = textwrap.dedent(BASE) + "          db0: {addresses: [192.0.2.12/24]}\n"
+    full = textwrap.dedent(BASE) + "      db0: {addresses: [192.0.2.12/24]}\n"
     write(lab.config, full)
     lab.start("--interval", "1")  # resyncs during the stall, each one a chance to read the half
     wait_until("first convergence", lambda: lab.converged() and addrs("db0") == {"192.0.2.12/24"}, STARTUP)
     index = link("db0")["ifindex"]
-    cut = full.index("          db0:")  # at a line boundary: the first part is a valid config without db0
+    cut = full.index("      db0:")  # at a line boundary: the first part is a valid config without db0
     seen: list[object] = []
     with open(lab.config, "w") as f:  # in place, like a shell redirect or scp
         f.write(full[:cut])
