@@ -279,7 +279,10 @@ class Daemon:
         scope = choose_scope(job, last_converged=last_converged, parent_namespaces=self._parent_namespaces)
         t0 = self._clock()
         self.reconcile_now(job.reasons, scope)
-        settled = self.last is None or self.last.get("result") not in ("errors", "failed")
+        # Not converged after writing (or raising): its own echoes could loop, so back off. A
+        # conflict or a pending object with no write attempted cannot: events of others still run.
+        last = self.last or {}
+        settled = last.get("result") not in ("errors", "failed") or not last.get("attempted", True)
         flapping = bool(self.last and self.last.get("rewrote_flapping"))
         with self._cond:
             self.scheduler.finished(t0, self._clock(), full=scope is None, settled=settled, flapping=flapping)
@@ -448,6 +451,8 @@ class Daemon:
         # null: everything was read; else the namespaces read, null in the list for ipvland's own
         self.last["scope"] = None if scope is None else sorted(scope, key=lambda n: (n is not None, n or ""))
         self.last["rollback"] = rollback
+        self.last["attempted"] = (any(not o.skipped for o in report.outcomes)
+                                  or getattr(report, "rollback", None) is not None)
         self._after(report)
         self._update_monitor()
 

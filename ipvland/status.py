@@ -13,7 +13,8 @@ The status file is `<state dir>/status.json` (default /run/ipvland). Its schema,
                     probes (run after an apply that changed something), scope: null (every
                     namespace was read) | [namespace, ...] (a drift repair; null = ipvland's own)}
                     result: ok | errors | pending | failed | no-config; rollback: whether it could
-                    roll back (a new generation's first); rewrote_flapping: [object, ...]}
+                    roll back (a new generation's first); attempted: whether it wrote (or
+                    tried to); rewrote_flapping: [object, ...]}
     rolled_back     null | {generation, at, broken, restored, error, files_sha256, retried}
     reconciles      how many reconciles ran since start
     reloads         how many SIGHUPs were handled (the config read again, READY=1 sent)

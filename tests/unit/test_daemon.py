@@ -719,3 +719,17 @@ def test_watchdog_is_fed_by_a_long_reconcile_that_makes_progress(config: Path, m
     _d, _rec, notes, _r = make(config, reconcile_fn=None, kernel_factory=SlowKernel, watchdog_usec=200_000)
     assert done.wait(5)
     assert pings_during[0] >= 5, pings_during  # every 0.1 s while each call reports progress
+
+
+def test_a_conflict_without_a_write_is_not_held(config: Path, make: Any) -> None:
+    # Nothing was written, so there is no echo to loop on: drift elsewhere is repaired at event speed.
+    def conflicted(spec: Spec, kernel: Any) -> Report:
+        p = Plan(conflicts=(Conflict("link web0 netns web", "a veth that ipvland does not own"),))
+        return Report(p, (), p, time.time(), 0.0)
+
+    d, rec, notes, _r = make(config, Recorder(result=conflicted))
+    notes.wait_for("STATUS=", 1)
+    for n in range(2, 5):
+        d.on_netlink_event("db", 1)
+        rec.wait_calls(n, timeout=0.8)  # well under the 1 s hold
+    assert status.read(d.state_dir)["backoff"] is None
