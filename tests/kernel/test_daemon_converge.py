@@ -1,9 +1,10 @@
 """The daemon converges, then stays quiet, on what real hosts do (issue 11), as a real process on the VM's kernel.
 
-Every test here is a regression test that failed before its fix: a fight with another agent, a config
-the kernel rewrites, a rolled-back config at every resync, a namespace re-created under the same
-name, a parent's MTU change, a config written in place in two chunks, ipvland's own echoes counted as
-drift. The resync interval is 600 s unless a test says otherwise, so no repair here comes from it.
+Each test here but the parent's MTU one is a regression test that failed before its fix (run on
+the code before it: 119 reconciles in 30 s of a fight, 69 in 20 s of metric 0, generation 6 after
+a rollback and five resyncs, the re-created namespace not repaired in 30 s, db0 deleted and
+re-created by a half-written file, own echoes counted as drift, no reload counter). The resync
+interval is 600 s unless a test says otherwise, so no repair here comes from it.
 """
 
 from __future__ import annotations
@@ -137,15 +138,20 @@ def test_a_namespace_deleted_and_recreated_is_repaired_at_once(lab: Daemon) -> N
 
 
 def test_a_parent_mtu_change_repairs_the_devices_in_every_namespace(lab: Daemon) -> None:
+    """Not a regression test: this held before (from the event in web); it pins the design down."""
     start_converged(lab, textwrap.dedent(BASE).replace("web0: {netns: web,", "web0: {netns: web, mtu: 1400,"))
     assert link("web0", "web")["mtu"] == 1400
     ip("link", "set", "lab0", "mtu", "1450")  # the kernel copies it to every ipvlan on lab0
     took = wait_until("web0's mtu back", lambda: (link("web0", "web") or {}).get("mtu") == 1400, 30)
     print(f"parent mtu changed: web0 repaired in {took:.2f}s")
+    # By design, not by luck: a scoped repair that read web. (The kernel also sends an RTM_NEWLINK
+    # in web, seen on 6.1; the host's event about lab0 reaches web on its own too, see
+    # tests/unit/test_daemon.py::test_a_parent_event_widens_the_repair_to_its_devices_everywhere.)
     lines = lab.logs().splitlines()
     fixed = max(i for i, line in enumerate(lines) if "~ link web0 netns web mtu 1450 -> 1400" in line)
     started = next(line for line in reversed(lines[:fixed]) if "DEBUG reconcile (" in line)
-    assert "netlink host" in started and " in " in started and "web" in started.rsplit(" in ", 1)[1], started
+    print(started)
+    assert "resync" not in started and " in " in started and "web" in started.rsplit(" in ", 1)[1], started
 
 
 def test_a_config_written_in_place_in_two_chunks_is_never_applied_half_written(lab: Daemon) -> None:
