@@ -24,8 +24,9 @@ is closed at once (it would keep the old namespace alive, with its devices and t
 the parent), a socket is opened in the new one, and the change counts as an event of that namespace.
 
 Link messages also carry the link's name (`on_event(netns, count, names)`): an event in ipvland's
-own namespace about a parent (its MTU changed, which the kernel copies to every ipvlan on it without
-an event in their namespaces; it appeared) makes the daemon look at that parent's devices everywhere.
+own namespace about a parent (its MTU changed, which the kernel copies to every ipvlan on it; it
+appeared) makes the daemon look at that parent's devices everywhere, whatever events the kernel
+sends in their namespaces.
 
 Sockets are opened by entering the namespace on the calling thread (netns.entered: setns, create,
 go back; the kernel binds a socket to the namespace it was created in), the same technique as

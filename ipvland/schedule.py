@@ -211,7 +211,8 @@ def choose_scope(job: Job, *, last_converged: bool,
     Only a job of netlink events alone, after a reconcile that converged with the same config, is
     scoped: whatever changed elsewhere since would have sent an event of its own. An event in
     ipvland's own namespace that names a parent (its MTU changed, it appeared) also reaches that
-    parent's devices in every namespace: the kernel rewrites their MTU without an event in theirs.
+    parent's devices in every namespace: a repair does not depend on which namespace the kernel
+    reports the consequences in (it copies a parent's MTU to every ipvlan on it).
     """
     if job.full or not last_converged:
         return None
