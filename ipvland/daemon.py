@@ -1,35 +1,35 @@
 """`ipvland run`: keep the kernel converged to the config, under systemd.
 
 One thread (the caller's) runs every reconcile, so reconciles never overlap. Everything else only
-*requests* one: the config watcher (watchdog thread), the netlink monitor (its thread), signals, the
-periodic resync and retries. A request sets a flag under a condition variable; the loop sleeps on it
-with a timeout equal to the next deadline (resync, watchdog ping, debounce, retry), so an idle daemon
-does not poll. Requests are debounced: a reconcile starts DEBOUNCE seconds after the last request of a
-burst, or MAX_DELAY after the first one if requests keep coming (a flood yields at most one reconcile
-per MAX_DELAY, and drift is still repaired within a second).
+*requests* one: the config watcher (watchdog thread), the netlink monitor (its thread), signals. The
+decisions are small units with no I/O, each tested as a state machine:
 
-A reconcile triggered by netlink events alone reads and repairs only the namespaces the events came
-from (reconcile's `scope`), when the previous reconcile ended "ok": everything else was converged
-then, and any change to it since would have sent an event of its own. Every other trigger (start,
-config, SIGHUP, retry, the periodic resync, which runs `interval` after the last *full* reconcile
-whatever the drift) reads everything.
+- schedule.Scheduler: which trigger leads to which reconcile, when (debounce, quiet period, resync
+  timer) and the backoff after a reconcile that did not converge or rewrote a flapping object;
+- schedule.choose_scope: which namespaces a reconcile reads;
+- enforce.ConfigChoice: which config is enforced and why (last good, rolled back, none), and whether
+  a reconcile may roll back (only a new generation's first);
+- flaps.FlapDetector: objects ipvland rewrites again and again;
+- heartbeat.Feeder: WATCHDOG=1 only while the loop makes progress.
 
-The config is re-read on file events, SIGHUP and every periodic resync. A config that does not load
-(syntax, schema, semantics, empty, half-written, missing) never replaces the last good one: its errors
-are logged (FILE:LINE:COL) and shown in the status, and the last good config stays enforced. With no
-good config at all nothing is touched; the daemon stays up and picks the config up once it is valid.
+This class only wires them: it sleeps on a condition variable until the scheduler's next deadline (an
+idle daemon does not poll), loads the config, runs the reconcile, and writes the status.
 
-Signals: SIGHUP reloads (RELOADING=1 ... READY=1). SIGTERM and SIGINT let the running reconcile finish,
-then exit 0; stopping never deletes anything.
+A config that does not load (syntax, schema, semantics, empty, missing) never replaces the last good
+one: its errors are logged (FILE:LINE:COL) and shown in the status, and the last good config stays
+enforced. With no good config at all nothing is touched; the daemon stays up and picks the config up
+once it is valid. A config file being written is not read until it is closed (watch.py).
+
+Signals: SIGHUP reloads (RELOADING=1 ... READY=1; `reloads` in the status counts them). SIGTERM and
+SIGINT let the running reconcile finish, then exit 0; stopping never deletes anything.
 
 systemd (sd_notify): READY=1 after the first reconcile attempt (even when the config is bad: the daemon
-is up and reporting), STATUS=<summary> after each, WATCHDOG=1 at half $WATCHDOG_USEC, STOPPING=1.
+is up and reporting), STATUS=<summary> after each, WATCHDOG=1 (heartbeat.py), STOPPING=1.
 """
 
 from __future__ import annotations
 
 import faulthandler
-import functools
 import logging
 import os
 import signal
@@ -37,55 +37,64 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, cast
 
 from ipvland import status as status_mod
+from ipvland.enforce import ConfigChoice, RolledBack, digest
+from ipvland.flaps import FlapDetector, object_key
+from ipvland.heartbeat import Feeder, FeederThread, clamp_probes
 from ipvland.model import Spec
+from ipvland.schedule import (
+    BACKOFF_MAX,
+    CONFIG_MAX_DELAY,
+    DEBOUNCE,
+    MAX_DELAY,
+    QUIET,
+    Job,
+    Scheduler,
+    Trigger,
+    choose_scope,
+)
 
 log = logging.getLogger("ipvland")
 
-DEBOUNCE = 0.15
-MAX_DELAY = 0.6
-RETRY_MIN = 1.0
-
-
-class ConfigErrorLike(Protocol):
-    def __str__(self) -> str: ...
-
+__all__ = ["DEBOUNCE", "MAX_DELAY", "Daemon", "JournalFormatter", "install_signals", "run", "setup_logging"]
 
 LoadFn = Callable[[Path], Spec]
-ReconcileFn = Callable[..., Any]  # (spec, kernel[, scope=namespaces]) -> reconcile.Report
+ReconcileFn = Callable[..., Any]  # (spec, kernel[, scope=namespaces][, rollback_on_probe_failure=True]) -> Report
 NamespacesFn = Callable[[Spec, Any], frozenset[str | None]]
 
 
-class _Everywhere:
-    pass
+class _Ticking:
+    """A Kernel whose every call is progress for the watchdog (a dump, a write)."""
 
+    def __init__(self, kernel: Any, tick: Callable[[], None]) -> None:
+        self._kernel = kernel
+        self._tick = tick
 
-EVERYWHERE = _Everywhere()  # a request not tied to one namespace's events
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._kernel, name)
+        if not callable(value):
+            return value
 
-
-@dataclass
-class _Requests:
-    reasons: list[str] = field(default_factory=list)
-    reload: bool = False
-    hup: bool = False
-    immediate: bool = False
-    first: float | None = None  # monotonic time of the first and last request of the burst
-    last: float | None = None
-    namespaces: set[str | None] = field(default_factory=set)  # where the netlink events came from
-    full: bool = False  # something other than netlink events asked: look at everything
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._tick()
+            try:
+                return value(*args, **kwargs)
+            finally:
+                self._tick()
+        return call
 
 
 class Daemon:
-    """The trigger/debounce/last-good-config/status logic, with its collaborators injectable.
+    """The wiring of the units above, with its collaborators injectable.
 
     load_fn(path) -> Spec raises spec.SpecError (with .errors) or OSError for a bad config.
-    reconcile_fn(spec, kernel[, scope=...]) -> Report. kernel_factory() -> a Kernel (created lazily, re-created
-    after a reconcile raised). namespaces_fn(spec, kernel) -> the namespaces whose events matter.
+    reconcile_fn(spec, kernel[, scope=...][, rollback_on_probe_failure=True]) -> Report.
+    kernel_factory() -> a Kernel (created lazily, re-created after a reconcile raised).
+    namespaces_fn(spec, kernel) -> the namespaces whose events matter.
     """
 
     def __init__(
@@ -102,43 +111,48 @@ class Daemon:
         watch_netlink: bool = True,
         debounce: float = DEBOUNCE,
         max_delay: float = MAX_DELAY,
+        quiet: float = QUIET,
+        config_max_delay: float = CONFIG_MAX_DELAY,
+        backoff_max: float = BACKOFF_MAX,
         notify: Callable[..., bool] = status_mod.sd_notify,
         watchdog_usec: int | None = None,
         rollback_on_probe_failure: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.state_dir = state_dir
         self.interval = interval
-        self.debounce = debounce
-        self.max_delay = max_delay
         self._load_fn = load_fn
         self._reconcile_fn = reconcile_fn
         self._kernel_factory = kernel_factory
         self._namespaces_fn = namespaces_fn
         self._notify = notify
+        self._clock = clock
         self.watch_files = watch_files
         self.watch_netlink = watch_netlink
-        self.watchdog_interval = watchdog_usec / 2e6 if watchdog_usec else None
         self.rollback_on_probe_failure = rollback_on_probe_failure
-        self.rolled_back: dict[str, Any] | None = None  # the last config generation that was rolled back
 
-        self._cond = threading.Condition()
-        self._req = _Requests()
+        self._cond = threading.Condition()  # guards the scheduler, the event counters and _stop
         self._stop = False
-        self._retry_at: float | None = None
-        self._full_at = time.monotonic()  # when the last full reconcile started (the resync timer)
-        self._backoff = RETRY_MIN
+        self.scheduler = Scheduler(interval, clock(), debounce=debounce, max_delay=max_delay, quiet=quiet,
+                                   config_max_delay=config_max_delay, backoff_max=backoff_max)
+        self.choice = ConfigChoice()
+        self.flaps = FlapDetector()
+        self.watchdog_timeout = watchdog_usec / 1e6 if watchdog_usec else None
+        self.feeder: FeederThread | None = None
+        if self.watchdog_timeout:
+            self.feeder = FeederThread(Feeder(self.watchdog_timeout, clock()), notify, clock)
+        self._clamp_said: str | None = None
 
-        self.spec: Spec | None = None  # the last good config
-        self.generation = 0
-        self.loaded_at: float | None = None
-        self.config_errors: list[str] | None = None
-        self.config_error_since: float | None = None
         self.kernel: Any = None
         self.reconciles = 0
+        self.reloads = 0  # SIGHUPs handled (config read again, READY=1 sent)
         self.changes_total = 0
-        self.drift_events = 0
+        self.drift_events = 0  # relevant netlink events ipvland did not cause
+        self.own_events = 0  # the echoes of ipvland's own writes
         self.drift_last: float | None = None
+        self._writing = False  # a reconcile runs: its events are ipvland's own
+        self._flapped_generation = 0
         self.last: dict[str, Any] | None = None
         self.pending: list[str] = []
         self._last_conflicts: tuple[str, ...] = ()
@@ -147,29 +161,28 @@ class Daemon:
         self.watcher: Any = None
         self.monitor: Any = None
 
+    # ------------------------------------------------------------------ compatibility views
+
+    @property
+    def spec(self) -> Spec | None:
+        """The config enforced now."""
+        return self.choice.enforced
+
+    @property
+    def generation(self) -> int:
+        return self.choice.generation
+
     # ------------------------------------------------------------------ requests (any thread)
 
-    def request(self, reason: str, *, reload: bool = False, immediate: bool = False, hup: bool = False,
-                netns: str | _Everywhere | None = EVERYWHERE) -> None:
-        now = time.monotonic()
+    def request(self, reason: str, trigger: Trigger = Trigger.NETLINK, *, netns: str | None = None,
+                parents: frozenset[str] = frozenset()) -> None:
         with self._cond:
-            r = self._req
-            if isinstance(netns, _Everywhere):
-                r.full = True
-            else:
-                r.namespaces.add(netns)
-            if len(r.reasons) < 20 and reason not in r.reasons:
-                r.reasons.append(reason)
-            r.reload |= reload
-            r.immediate |= immediate
-            r.hup |= hup
-            r.first = now if r.first is None else r.first
-            r.last = now
+            self.scheduler.request(trigger, self._clock(), reason=reason, netns=netns, parents=parents)
             self._cond.notify()
 
     def request_reload(self) -> None:
         """SIGHUP."""
-        self.request("SIGHUP", reload=True, immediate=True, hup=True)
+        self.request("SIGHUP", Trigger.HUP)
 
     def request_stop(self) -> None:
         with self._cond:
@@ -178,64 +191,45 @@ class Daemon:
 
     def on_file_event(self, what: str) -> None:
         log.debug("config: %s", what)
-        self.request("config file", reload=True)
+        self.request("config file", Trigger.CONFIG)
 
-    def on_netlink_event(self, netns: str | None, count: int) -> None:
+    def on_netlink_event(self, netns: str | None, count: int, links: frozenset[str] = frozenset()) -> None:
         with self._cond:
-            self.drift_events += count
-            self.drift_last = time.time()
-        self.request(f"netlink {netns or 'host'}", netns=netns)
+            if self._writing:
+                self.own_events += count
+            else:
+                self.drift_events += count
+                self.drift_last = time.time()
+        self.request(f"netlink {netns or 'host'}", netns=netns, parents=links)
 
     # ------------------------------------------------------------------ the loop (one thread)
 
-    def _next_job(self) -> _Requests | None:
-        """Block until a reconcile is due; None when asked to stop. Sends watchdog pings meanwhile."""
-        now = time.monotonic()
-        next_resync = self._full_at + self.interval
-        next_ping = now if self.watchdog_interval else None
+    def _alive(self) -> None:
+        if self.feeder is not None:
+            self.feeder.alive()
+
+    def _next_job(self) -> Job | None:
+        """Block until a reconcile is due; None when asked to stop."""
         with self._cond:
             while True:
                 if self._stop:
                     return None
-                now = time.monotonic()
-                if next_ping is not None and now >= next_ping:
-                    self._notify("WATCHDOG=1")
-                    next_ping = now + (self.watchdog_interval or 0)
-                if now >= next_resync:
-                    # Before a due burst: under constant drift one always is, and the full resync
-                    # must still come (it takes the burst's requests with it).
-                    return self._req_take("resync")
-                r = self._req
-                deadlines = [next_resync]
-                if next_ping is not None:
-                    deadlines.append(next_ping)
-                if r.first is not None and r.last is not None:
-                    due = now if r.immediate else min(r.last + self.debounce, r.first + self.max_delay)
-                    if now >= due:
-                        return self._req_take()
-                    deadlines.append(due)
-                if self._retry_at is not None:
-                    if now >= self._retry_at:
-                        self._retry_at = None
-                        return self._req_take("retry")
-                    deadlines.append(self._retry_at)
-                self._cond.wait(max(0.0, min(deadlines) - now))
-
-    def _req_take(self, reason: str | None = None) -> _Requests:
-        """Take the pending requests (with the lock held); a timer's reason re-reads the config too."""
-        job, self._req = self._req, _Requests()
-        if reason is not None:
-            job.reasons.append(reason)
-            job.reload = True
-            job.full = True
-        return job
+                self._alive()
+                now = self._clock()
+                job = self.scheduler.take(now)
+                if job is not None:
+                    return job
+                deadline = self.scheduler.next_deadline()
+                if self.feeder is not None:  # wake to show the feeder that the loop is not stuck
+                    deadline = min(deadline, now + self.feeder.feeder.interval)
+                self._cond.wait(max(0.0, deadline - now))
 
     def serve(self) -> int:
         """Run until request_stop(). The first reconcile runs at once."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._start_sources()
         try:
-            self._cycle(_Requests(reasons=["start"], reload=True, full=True))
+            self.request("start", Trigger.START)
             while True:
                 job = self._next_job()
                 if job is None:
@@ -248,6 +242,8 @@ class Daemon:
         return 0
 
     def _start_sources(self) -> None:
+        if self.feeder is not None:
+            self.feeder.start()
         if self.watch_files:
             from ipvland.watch import ConfigWatcher
 
@@ -261,70 +257,117 @@ class Daemon:
             self.monitor.start()
 
     def _stop_sources(self) -> None:
-        for source in (self.watcher, self.monitor):
+        for source in (self.watcher, self.monitor, self.feeder):
             if source is not None:
                 try:
                     source.stop()
                 except Exception as e:
                     log.debug("stopping %s: %s", type(source).__name__, e)
 
-    def _cycle(self, job: _Requests) -> None:
+    def _cycle(self, job: Job) -> None:
         if job.hup:
             self._notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
             log.info("reloading (SIGHUP)")
-        if job.reload:
-            if self.watcher is not None:
-                self.watcher.rearm()
-            self.load()
-        # Netlink events alone (any other request, a reload among them, makes the job full), after
-        # a reconcile that converged: everything out of the events' namespaces is as it left it.
-        scoped = not job.full and self.last is not None and self.last.get("result") == "ok"
-        self.reconcile_now(job.reasons, frozenset(job.namespaces) if scoped else None)
+        reload = job.reload
+        if reload and not self._reload(job.hup):
+            if not job.triggers - {Trigger.CONFIG, Trigger.HUP}:
+                return  # nothing but the reload was asked: it comes once the files are complete
+            reload = False
+        if reload and job.hup:
+            self.reloads += 1
+        last_converged = self.last is not None and self.last.get("result") == "ok"
+        scope = choose_scope(job, last_converged=last_converged, parent_namespaces=self._parent_namespaces)
+        t0 = self._clock()
+        self.reconcile_now(job.reasons, scope)
+        # Not converged after writing (or raising): its own echoes could loop, so back off. A
+        # conflict or a pending object with no write attempted cannot: events of others still run.
+        last = self.last or {}
+        settled = last.get("result") not in ("errors", "failed") or not last.get("attempted", True)
+        flapping = bool(self.last and self.last.get("rewrote_flapping"))
+        with self._cond:
+            self.scheduler.finished(t0, self._clock(), full=scope is None, settled=settled, flapping=flapping)
+            hold = self.scheduler.hold_until
+        if hold is not None:
+            log.info("next reconcile in %.0fs at the earliest (%s)", hold - self._clock(), self.scheduler.hold_why)
         self.write_status()
         summary = status_mod.summary(self.status())
-        if not self.ready or job.hup:
+        if not self.ready or (job.hup and reload):
             self._notify("READY=1", f"STATUS={summary}")
             self.ready = True
         else:
             self._notify(f"STATUS={summary}")
 
+    def _parent_namespaces(self, parent: str) -> set[str | None]:
+        spec = self.spec
+        if spec is None:
+            return set()
+        return {d.netns for p in spec.parents if p.name == parent for d in p.devices} | {None}
+
     # ------------------------------------------------------------------ config
 
-    def load(self) -> bool:
-        """Re-read the config. True when a new good config replaced the old one."""
+    def _reload(self, hup: bool) -> bool:
+        """Re-read the config unless a file of it is being written; False when the read is deferred
+        (until the file is closed: its close is an event). A read that a write overlapped is thrown
+        away and done again after the quiet period."""
+        watcher = self.watcher
+        if watcher is None:
+            self.load()
+            return True
+        watcher.rearm()
+        writing = watcher.writing()
+        if writing is not None:
+            path, until = writing
+            log.info("config: %s is being written: reading it once it is closed", path)
+            with self._cond:
+                self.scheduler.defer_reload(until, hup=hup)
+            return False
+        before = watcher.marker()
+        loaded = self._read()
+        if watcher.marker() != before:
+            log.info("config: a file was written while it was read: reading it again")
+            with self._cond:
+                self.scheduler.defer_reload(self._clock() + self.scheduler.quiet, hup=hup)
+            return False
+        self._take(loaded)
+        return True
+
+    def _read(self) -> Spec | list[str]:
+        """The config as it is on disk: a Spec, or its errors."""
         from ipvland import spec as spec_mod
 
         load_fn = self._load_fn or spec_mod.load
         try:
-            loaded = load_fn(self.config)
+            return load_fn(self.config)
         except spec_mod.SpecError as e:
-            self._config_error([str(err) for err in e.errors] or [str(e)])
-            return False
+            return [str(err) for err in e.errors] or [str(e)]
         except OSError as e:
-            self._config_error([f"{e.filename or self.config}: {e.strerror or e}"])
+            return [f"{e.filename or self.config}: {e.strerror or e}"]
+
+    def load(self) -> bool:
+        """Re-read the config. True when a new good config replaced the old one."""
+        return self._take(self._read())
+
+    def _take(self, loaded: Spec | list[str]) -> bool:
+        if isinstance(loaded, list):
+            self._config_error(loaded)
             return False
-        if self.config_errors is not None:
+        if self.choice.errors is not None:
             log.info("config: valid again")
-        self.config_errors = None
-        self.config_error_since = None
-        if loaded == self.spec:
+        what = self.choice.loaded(loaded, digest(loaded.sources), time.time())
+        if what == "refused":
             return False
-        self.spec = loaded
-        self.generation += 1
-        self.loaded_at = time.time()
+        if what == "same":
+            return False
+        self.flaps.reset()
         log.info("config generation %d loaded: %d parent(s), %d device(s) from %s", self.generation,
                  len(loaded.parents), len(loaded.devices), ", ".join(loaded.sources) or str(self.config))
         return True
 
     def _config_error(self, errors: list[str]) -> None:
-        if errors != self.config_errors:  # log each error once, not at every resync
+        if self.choice.failed(errors, time.time()):  # log each error once, not at every resync
             for err in errors:
                 log.error("config: %s", err)
-            keeping = (f"keeping config generation {self.generation}" if self.spec is not None
-                       else "no valid config yet: nothing is enforced")
-            log.error("config: %d error(s); %s", len(errors), keeping)
-            self.config_error_since = time.time()
-        self.config_errors = errors
+            log.error("config: %d error(s); enforcing %s", len(errors), self.choice.reason)
 
     # ------------------------------------------------------------------ reconcile
 
@@ -347,32 +390,52 @@ class Daemon:
             except Exception as e:
                 log.debug("closing the kernel sockets: %s", e)
 
+    def _enforced(self) -> Spec | None:
+        """The enforced spec, with its probes clamped to the watchdog (said once per change)."""
+        spec = self.spec
+        if spec is None or self.watchdog_timeout is None:
+            return spec
+        clamped, message = clamp_probes(spec, self.watchdog_timeout)
+        if message is not None and message != self._clamp_said:
+            log.warning("%s", message)
+        self._clamp_said = message
+        return clamped
+
+    def _call_reconcile(self, spec: Spec, kernel: Any, scope: frozenset[str | None] | None, rollback: bool) -> Any:
+        opts: dict[str, Any] = {}
+        if scope is not None:
+            opts["scope"] = scope
+        if rollback:
+            opts["rollback_on_probe_failure"] = True
+        if self._reconcile_fn is not None:
+            return self._reconcile_fn(spec, kernel, **opts)
+        from ipvland.reconcile import reconcile
+
+        return reconcile(spec, cast(Any, _Ticking(kernel, self._alive)), progress=self._alive, **opts)
+
     def reconcile_now(self, reasons: list[str], scope: frozenset[str | None] | None = None) -> None:
         """One reconcile; scope: only these namespaces (see reconcile.reconcile), None: everything."""
         started = time.time()
-        t0 = time.monotonic()
-        if scope is None:
-            self._full_at = t0
-        if self.spec is None:
+        t0 = self._clock()
+        spec = self._enforced()
+        if spec is None:
             self.last = {"started": status_mod.iso(started), "duration": 0.0, "result": "no-config",
                          "trigger": reasons, "changes": [], "errors": [], "conflicts": [], "pending": []}
             return
-        log.debug("reconcile (%s)%s", ", ".join(reasons),
-                  "" if scope is None else " in " + ", ".join(sorted(ns or "host" for ns in scope)))
-        if self._reconcile_fn is not None:
-            reconcile_fn = self._reconcile_fn
-        else:
-            from ipvland.reconcile import reconcile
-
-            reconcile_fn = functools.partial(reconcile, rollback_on_probe_failure=self.rollback_on_probe_failure)
+        rollback = self.rollback_on_probe_failure and self.choice.rollback_allowed
+        log.debug("reconcile (%s)%s%s", ", ".join(reasons),
+                  "" if scope is None else " in " + ", ".join(sorted(ns or "host" for ns in scope)),
+                  " with rollback on probe failure" if rollback else "")
         try:
             kernel = self._kernel()
             # Before too: a socket of ours in a namespace deleted by hand would keep it (and its
             # devices, and their addresses) alive, in the way of re-creating it.
             self._update_monitor()
-            report = reconcile_fn(self.spec, kernel) if scope is None else reconcile_fn(self.spec, kernel, scope=scope)
+            with self._cond:
+                self._writing = True  # from here on, the events are the echoes of our writes
+            report = self._call_reconcile(spec, kernel, scope, rollback)
         except Exception as e:
-            duration = time.monotonic() - t0
+            duration = self._clock() - t0
             log.error("reconcile failed: %s: %s", type(e).__name__, e)
             log.debug("reconcile failure", exc_info=True)
             self._drop_kernel()
@@ -380,39 +443,50 @@ class Daemon:
             self.last = {"started": status_mod.iso(started), "duration": round(duration, 4), "result": "failed",
                          "trigger": reasons, "changes": [], "conflicts": [], "pending": self.pending,
                          "errors": [{"object": "reconcile", "error": f"{type(e).__name__}: {e}"}]}
-            self._schedule_retry()
             return
+        finally:
+            self._echoes_read()
         self.reconciles += 1
-        self.last = self._digest(report, started, time.monotonic() - t0, reasons)
+        self.last = self._digest(report, started, self._clock() - t0, reasons)
         # null: everything was read; else the namespaces read, null in the list for ipvland's own
         self.last["scope"] = None if scope is None else sorted(scope, key=lambda n: (n is not None, n or ""))
-        self._after_rollback(report)
-        if self.last["result"] in ("errors", "failed"):
-            self._schedule_retry()
-        else:
-            self._backoff = RETRY_MIN
-            with self._cond:
-                self._retry_at = None
+        self.last["rollback"] = rollback
+        self.last["attempted"] = (any(not o.skipped for o in report.outcomes)
+                                  or getattr(report, "rollback", None) is not None)
+        self._after(report)
         self._update_monitor()
 
-    def _after_rollback(self, report: Any) -> None:
-        """A rolled-back config is not retried: the restored state is enforced until the config changes."""
+    def _echoes_read(self) -> None:
+        """The kernel queued the events of our writes before acknowledging them: read them now, as ours."""
+        if self.monitor is not None:
+            try:
+                self.monitor.flush()
+            except Exception as e:
+                log.debug("reading our own events: %s", e)
+        with self._cond:
+            self._writing = False
+
+    def _after(self, report: Any) -> None:
+        """What the reconcile means for the config choice (a rollback) and for flapping objects."""
         rollback = getattr(report, "rollback", None)
         if rollback is None:
-            return
-        broken = [p.describe() for p in rollback.broken]
-        self.rolled_back = {"generation": self.generation, "at": status_mod.now_iso(), "broken": broken,
-                            "restored": rollback.ok, "error": rollback.error}
-        log.error("config generation %d broke %s: rolled back%s", self.generation, "; ".join(broken),
-                  "" if rollback.ok else " (restore incomplete)")
-        if rollback.previous is not None:
-            self.spec = rollback.previous
-
-    def _schedule_retry(self) -> None:
-        with self._cond:
-            self._retry_at = time.monotonic() + self._backoff
-        log.info("retrying in %.0fs", self._backoff)
-        self._backoff = min(self._backoff * 2, max(self.interval, RETRY_MIN))
+            self.choice.reconciled(None, None)
+        else:
+            broken = tuple(p.describe() for p in rollback.broken)
+            self.choice.reconciled(RolledBack(self.generation, self.choice.digest or "", time.time(), broken,
+                                              rollback.ok, rollback.error), rollback.previous)
+            log.error("config generation %d broke %s: rolled back%s; it is not applied again until its files "
+                      "change", self.generation, "; ".join(broken), "" if rollback.ok else " (restore incomplete)")
+        keys = [object_key(o.change) for o in report.outcomes if o.ok]
+        now = self._clock()
+        started, again = self.flaps.record(keys, now)
+        for key, rewrites, since, _last in self.flaps.flapping(now):
+            if key in started:
+                log.warning("flapping: %s rewritten %d times in %.0fs (something else changes it back?): "
+                            "backing off", key, rewrites, now - since if since else 0)
+            elif key in again:
+                log.warning("flapping: %s rewritten again (%d times since it started flapping)", key, rewrites)
+        self.last = {**(self.last or {}), "rewrote_flapping": sorted(set(started) | set(again))}
 
     def _update_monitor(self) -> None:
         if self.monitor is None or self.spec is None:
@@ -427,6 +501,7 @@ class Daemon:
             log.warning("cannot compute the namespaces to monitor: %s", e)
             return
         self.monitor.update(wanted)
+
 
     def _digest(self, report: Any, started: float, duration: float, reasons: list[str]) -> dict[str, Any]:
         """The status' view of a Report. apply already logged one line per change and per failure;
@@ -475,28 +550,47 @@ class Daemon:
         return {"started": status_mod.iso(started), "duration": round(duration, 4), "result": result,
                 "trigger": reasons, "changes": changes, "errors": errors, "conflicts": list(conflicts),
                 "pending": pending, "probes": probes}
-
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
+        choice = self.choice
         error = None
-        if self.config_errors is not None:
-            error = {"since": status_mod.iso(self.config_error_since), "errors": self.config_errors}
+        if choice.errors is not None:
+            error = {"since": status_mod.iso(choice.error_since), "errors": choice.errors}
+        now = self._clock()
         with self._cond:
-            drift = {"events": self.drift_events, "last": status_mod.iso(self.drift_last)}
+            drift = {"events": self.drift_events, "last": status_mod.iso(self.drift_last), "own": self.own_events}
+            hold = self.scheduler.hold_until
+            backoff = None if hold is None else {
+                "until": status_mod.iso(time.time() + max(0.0, hold - now)), "why": self.scheduler.hold_why}
+        rolled = choice.rolled_back
+        spec = self.spec
         return {
             "schema": status_mod.SCHEMA,
             "pid": os.getpid(),
             "started": status_mod.iso(self.started),
             "updated": status_mod.now_iso(),
-            "config": {"path": str(self.config), "generation": self.generation,
-                       "sources": list(self.spec.sources) if self.spec is not None else [],
-                       "loaded": status_mod.iso(self.loaded_at), "error": error},
+            "config": {"path": str(self.config), "generation": choice.generation,
+                       "sources": list(choice.good.sources) if choice.good is not None else [],
+                       "loaded": status_mod.iso(choice.loaded_at), "error": error,
+                       "enforced": {"generation": choice.generation if choice.good is not None
+                                    and not choice.is_rolled_back else None,
+                                    "rolled_back": choice.is_rolled_back,
+                                    "devices": len(spec.devices) if spec is not None else 0,
+                                    "reason": choice.reason}},
             "last_reconcile": self.last,
-            "rolled_back": self.rolled_back,
+            "rolled_back": None if rolled is None else {
+                "generation": rolled.generation, "at": status_mod.iso(rolled.at), "broken": list(rolled.broken),
+                "restored": rolled.restored, "error": rolled.error, "files_sha256": rolled.digest,
+                "retried": not choice.is_rolled_back},
             "reconciles": self.reconciles,
+            "reloads": self.reloads,
             "changes_total": self.changes_total,
             "drift": drift,
+            "flapping": [{"object": key, "rewrites": n, "since": status_mod.iso(time.time() - (now - since)),
+                          "last": status_mod.iso(time.time() - (now - last))}
+                         for key, n, since, last in self.flaps.flapping(now)],
+            "backoff": backoff,
             "pending": self.pending,
             "marks": sys.modules["ipvland.marks"].report() if "ipvland.marks" in sys.modules else None,
         }
@@ -506,7 +600,6 @@ class Daemon:
             status_mod.write(self.state_dir, self.status())
         except OSError as e:
             log.error("cannot write the status file in %s: %s", self.state_dir, e)
-
 
 # ---------------------------------------------------------------------- logging and entry point
 

@@ -17,6 +17,17 @@ daemon debounces), and it paces itself (PACE seconds between batches), letting t
 drop. A dropped batch (ENOBUFS: the socket's buffer overran) counts as an event: something happened
 that we did not see, so the reconcile looks at everything again, which is exactly right.
 
+Namespaces are known by identity, not by name: each socket remembers the device and inode of the
+namespace it was opened in, and /run/netns is watched (inotify). When a name vanishes or comes to
+mean another namespace (`ip netns del web; ip netns add web`, a container restart), the old socket
+is closed at once (it would keep the old namespace alive, with its devices and their addresses on
+the parent), a socket is opened in the new one, and the change counts as an event of that namespace.
+
+Link messages also carry the link's name (`on_event(netns, count, names)`): an event in ipvland's
+own namespace about a parent (its MTU changed, which the kernel copies to every ipvlan on it; it
+appeared) makes the daemon look at that parent's devices everywhere, whatever events the kernel
+sends in their namespaces.
+
 Sockets are opened by entering the namespace on the calling thread (netns.entered: setns, create,
 go back; the kernel binds a socket to the namespace it was created in), the same technique as
 Kernel._channel. These are separate sockets: they join multicast groups and are read by the
@@ -33,10 +44,12 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 
+from ipvland import inotify
 from ipvland.model import RT_PROTO
-from ipvland.netns import entered
+from ipvland.netns import NETNS_DIR, setns
 
 log = logging.getLogger("ipvland.events")
 
@@ -57,15 +70,21 @@ RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 NLMSG_OVERRUN = 4
 NUD_PERMANENT = 0x80
 NDA_PROTOCOL = 12
+IFLA_IFNAME = 3
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _NDMSG = struct.Struct("=BxxxiHBB")  # family, pad, ifindex, state, flags, type
+_IFINFOMSG_SIZE = 16  # family, pad, type, index, flags, change
 _RTATTR = struct.Struct("=HH")
 PACE = 0.05  # seconds between two batches of one flood
 RCVBUF = 1 << 20
 
 Ns = str | None
+Identity = tuple[int, int] | None  # (st_dev, st_ino) of the namespace; None for ipvland's own
 _WAKE = object()  # the selector key of the wake-up pipe (None is ipvland's own namespace)
+_NETNS_DIR_KEY = object()  # the selector key of the inotify fd on /run/netns
+REOPEN = 0.1  # seconds between tries to open a socket in a namespace whose name was just created
+REOPEN_FOR = 5.0  # ... for this long (`ip netns add` creates the name, then mounts the namespace on it)
 
 
 # ---------------------------------------------------------------- message filtering (pure)
@@ -101,8 +120,17 @@ def relevant(kind: int, buf: bytes | bytearray | memoryview, offset: int, end: i
     return kind == NLMSG_OVERRUN
 
 
-def count_relevant(buf: bytes | bytearray | memoryview, size: int | None = None) -> int:
-    """How many messages in one datagram can concern ipvland."""
+def link_name(buf: bytes | bytearray | memoryview, offset: int, end: int) -> str | None:
+    """IFLA_IFNAME of a link message (payload buf[offset:end])."""
+    for attr, value, length in _attrs(buf, offset + _IFINFOMSG_SIZE, end):
+        if attr == IFLA_IFNAME:
+            return bytes(buf[value:value + length]).split(b"\0", 1)[0].decode(errors="replace")
+    return None
+
+
+def scan(buf: bytes | bytearray | memoryview, size: int | None = None, names: set[str] | None = None) -> int:
+    """How many messages in one datagram can concern ipvland; the names of links in link messages
+    are added to `names`."""
     end = len(buf) if size is None else size
     offset = count = 0
     while offset + _NLMSGHDR.size <= end:
@@ -111,14 +139,32 @@ def count_relevant(buf: bytes | bytearray | memoryview, size: int | None = None)
             break
         if relevant(kind, buf, offset + _NLMSGHDR.size, offset + length):
             count += 1
+            if names is not None and kind in (RTM_NEWLINK, RTM_DELLINK):
+                name = link_name(buf, offset + _NLMSGHDR.size, offset + length)
+                if name:
+                    names.add(name)
         offset += (length + 3) & ~3
     return count
 
 
+def count_relevant(buf: bytes | bytearray | memoryview, size: int | None = None) -> int:
+    """How many messages in one datagram can concern ipvland."""
+    return scan(buf, size)
+
+
 # ---------------------------------------------------------------- sockets in namespaces
 
-def open_event_socket(netns: Ns) -> socket.socket:
-    """A non-blocking NETLINK_ROUTE socket in `netns`, subscribed to GROUPS."""
+def identity(netns: Ns) -> Identity:
+    """The namespace a name means now: (device, inode) of /run/netns/NAME. Raises OSError."""
+    if netns is None:
+        return None
+    st = os.stat(os.path.join(NETNS_DIR, netns))
+    return (st.st_dev, st.st_ino)
+
+
+def open_event_socket(netns: Ns) -> tuple[Identity, socket.socket]:
+    """A non-blocking NETLINK_ROUTE socket in `netns`, subscribed to GROUPS, and the identity of the
+    namespace it was opened in (read from the very fd entered, so the two always agree)."""
     def make() -> socket.socket:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
         try:
@@ -130,30 +176,88 @@ def open_event_socket(netns: Ns) -> socket.socket:
             raise
         return sock
 
-    with entered(netns):
-        return make()
+    if netns is None:
+        return None, make()
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(target)
+            setns(target)  # EINVAL while `ip netns add` has created the name but not mounted it yet
+        finally:
+            os.close(target)
+        try:
+            return (st.st_dev, st.st_ino), make()
+        finally:
+            setns(home)
+    finally:
+        os.close(home)
+
+
+# ---------------------------------------------------------------- /run/netns, watched
+
+_NETNS_MASK = (inotify.IN_CREATE | inotify.IN_DELETE | inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO
+               | inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF)
+
+
+class _NetnsDirWatch:
+    """inotify on /run/netns: a name created, deleted or renamed there. Best effort: without it the
+    identities are still checked at every `update()`."""
+
+    def __init__(self) -> None:
+        self._inotify = inotify.Inotify()
+        self.fd = self._inotify.fd
+        self.watching = False
+
+    def arm(self) -> bool:
+        """Watch /run/netns if it exists (it may appear later); True when the watch is new."""
+        if self.fd < 0 or self.watching:
+            return False
+        self.watching = self._inotify.add(NETNS_DIR, _NETNS_MASK) >= 0
+        return self.watching
+
+    def drain(self) -> bool:
+        """Read the queued events; True when any came (the directory itself going away re-arms)."""
+        events = self._inotify.read()
+        if any(mask & (inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF | inotify.IN_IGNORED) for _, mask, _ in events):
+            self.watching = False
+        return bool(events)
+
+    def close(self) -> None:
+        self._inotify.close()
+        self.fd = -1
 
 
 # ---------------------------------------------------------------- the monitor
 
 
 class NetlinkMonitor:
-    """Watches a set of namespaces; calls `on_event(netns, count)` from its thread.
+    """Watches a set of namespaces; calls `on_event(netns, count, link_names)` from its thread.
 
-    `update(namespaces)` may be called from any thread (the daemon calls it after each reconcile):
-    sockets for new namespaces are opened, those of namespaces no longer wanted are closed. A
-    namespace that cannot be opened (not created yet) is retried at the next update.
+    `update(namespaces)` may be called from any thread (the daemon calls it around each reconcile):
+    sockets for new namespaces are opened, those of namespaces no longer wanted are closed, and those
+    whose name now means another namespace (or none) are replaced (or closed), which counts as an
+    event of that namespace. A namespace that cannot be opened (not created yet) is retried at the
+    next update, and for REOPEN_FOR seconds after /run/netns changed.
     """
 
-    def __init__(self, on_event: Callable[[Ns, int], None],
-                 open_socket: Callable[[Ns], socket.socket] = open_event_socket) -> None:
+    def __init__(self, on_event: Callable[[Ns, int, frozenset[str]], None],
+                 open_socket: Callable[[Ns], tuple[Identity, socket.socket]] = open_event_socket,
+                 identity_of: Callable[[Ns], Identity] = identity, watch_netns_dir: bool = True) -> None:
         self.on_event = on_event
         self._open = open_socket
-        self._lock = threading.Lock()
-        self._sockets: dict[Ns, socket.socket] = {}
+        self._identity = identity_of
+        self._lock = threading.Lock()  # the socket table
+        self._read_lock = threading.Lock()  # one reader of the sockets at a time (thread or flush)
+        self._sockets: dict[Ns, tuple[Identity, socket.socket]] = {}
+        self._wanted: set[Ns] = set()
+        self._retry_until = 0.0  # monotonic: keep trying to open wanted namespaces until then
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._netns_dir = _NetnsDirWatch() if watch_netns_dir else None
+        if self._netns_dir is not None and self._netns_dir.fd >= 0:
+            self._selector.register(self._netns_dir.fd, selectors.EVENT_READ, _NETNS_DIR_KEY)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._buf = bytearray(1 << 16)
@@ -163,28 +267,80 @@ class NetlinkMonitor:
         with self._lock:
             return frozenset(self._sockets)
 
-    def update(self, namespaces: Iterable[Ns]) -> None:
-        wanted = set(namespaces)
+    def identities(self) -> dict[Ns, Identity]:
         with self._lock:
-            for ns in list(self._sockets):
-                if ns not in wanted:
-                    sock = self._sockets.pop(ns)
-                    with contextlib.suppress(KeyError, ValueError):
-                        self._selector.unregister(sock)
-                    sock.close()
-                    log.debug("stopped monitoring netns %s", ns or "(own)")
-            for ns in wanted:
-                if ns in self._sockets:
-                    continue
-                try:
-                    sock = self._open(ns)
-                except OSError as e:
-                    log.debug("cannot monitor netns %s yet: %s", ns, e)
-                    continue
-                self._sockets[ns] = sock
-                self._selector.register(sock, selectors.EVENT_READ, ns)
-                log.debug("monitoring netns %s", ns or "(own)")
+            return {ns: ident for ns, (ident, _) in self._sockets.items()}
+
+    def update(self, namespaces: Iterable[Ns]) -> None:
+        with self._lock:
+            self._wanted = set(namespaces)
+            changed = self._sync()
         self._wake()
+        self._report(changed)
+
+    def _sync(self) -> list[Ns]:
+        """Match the sockets to the wanted namespaces as they are now (lock held). Returns the
+        namespaces whose identity changed (their name was deleted, or re-created)."""
+        if self._netns_dir is not None:
+            self._netns_dir.arm()
+        changed: list[Ns] = []
+        for ns in list(self._sockets):
+            if ns not in self._wanted:
+                self._close(ns)
+                log.debug("stopped monitoring netns %s", ns or "(own)")
+                continue
+            try:
+                now = self._identity(ns)
+            except OSError:
+                now = (-1, -1)  # the name is gone
+            if now != self._sockets[ns][0]:
+                self._close(ns)  # at once: it keeps the old namespace, its devices and addresses alive
+                changed.append(ns)
+                log.info("netns %s was deleted or re-created: its old event socket is closed", ns)
+        for ns in sorted(self._wanted - set(self._sockets), key=lambda n: (n is not None, n or "")):
+            try:
+                ident, sock = self._open(ns)
+            except OSError as e:
+                log.debug("cannot monitor netns %s yet: %s", ns, e)
+                continue
+            self._sockets[ns] = (ident, sock)
+            self._selector.register(sock, selectors.EVENT_READ, ns)
+            log.debug("monitoring netns %s", ns or "(own)")
+            if ns not in changed and time.monotonic() < self._retry_until:
+                changed.append(ns)  # it appeared after /run/netns changed: look at it
+        return changed
+
+    def _close(self, ns: Ns) -> None:
+        _, sock = self._sockets.pop(ns)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sock)
+        with self._read_lock:
+            sock.close()
+
+    def _report(self, changed: list[Ns]) -> None:
+        for ns in changed:
+            try:
+                self.on_event(ns, 1, frozenset())
+            except Exception:  # the callback must not kill the monitor
+                log.exception("netlink event callback failed")
+
+    def flush(self) -> None:
+        """Read what is queued now, on the caller's thread: the daemon calls it right after its own
+        writes, whose events the kernel queued before acknowledging them."""
+        with self._lock:
+            sockets = [(ns, sock) for ns, (_, sock) in self._sockets.items()]
+        found: list[tuple[Ns, int, frozenset[str]]] = []
+        with self._read_lock:
+            for ns, sock in sockets:
+                names: set[str] = set()
+                try:
+                    n = self._drain(sock, names)
+                except OSError:
+                    continue
+                if n:
+                    found.append((ns, n, frozenset(names)))
+        for ns, n, names_ in found:
+            self.on_event(ns, n, names_)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ipvland-netlink", daemon=True)
@@ -196,10 +352,12 @@ class NetlinkMonitor:
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
-            for sock in self._sockets.values():
+            for _, sock in self._sockets.values():
                 sock.close()
             self._sockets.clear()
         self._selector.close()
+        if self._netns_dir is not None:
+            self._netns_dir.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -207,7 +365,7 @@ class NetlinkMonitor:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"x")
 
-    def _drain(self, sock: socket.socket) -> int:
+    def _drain(self, sock: socket.socket, names: set[str]) -> int:
         """Read every queued datagram; the number of relevant messages (ENOBUFS counts as one)."""
         count = 0
         for _ in range(256):  # bounded: the pacing sleep comes between two rounds
@@ -222,14 +380,37 @@ class NetlinkMonitor:
                 raise
             if n == 0:
                 break
-            count += count_relevant(self._buf, n)
+            count += scan(self._buf, n, names)
         return count
+
+    def _netns_dir_changed(self) -> None:
+        """/run/netns changed: check every wanted namespace's identity now, and retry opening the
+        missing ones for a while (the name exists before the namespace is mounted on it)."""
+        if self._netns_dir is not None:
+            self._netns_dir.drain()
+        with self._lock:
+            self._retry_until = time.monotonic() + REOPEN_FOR
+            changed = self._sync()
+        self._report(changed)
+
+    def _timeout(self) -> float | None:
+        with self._lock:
+            missing = bool(self._wanted - set(self._sockets))
+            unarmed = self._netns_dir is not None and not self._netns_dir.watching and self._wanted - {None}
+        if (missing and time.monotonic() < self._retry_until) or unarmed:
+            return REOPEN if missing else 1.0
+        return None
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                ready = self._selector.select(timeout=None)
+                ready = self._selector.select(timeout=self._timeout())
             except (OSError, ValueError):  # a socket closed under us by update(): select again
+                continue
+            if not ready:  # a retry is due
+                with self._lock:
+                    changed = self._sync()
+                self._report(changed)
                 continue
             busy = False
             for key, _mask in ready:
@@ -237,9 +418,14 @@ class NetlinkMonitor:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 4096)
                     continue
+                if key.data is _NETNS_DIR_KEY:
+                    self._netns_dir_changed()
+                    continue
                 ns = key.data
+                names: set[str] = set()
                 try:
-                    n = self._drain(key.fileobj)  # type: ignore[arg-type]
+                    with self._read_lock:
+                        n = self._drain(key.fileobj, names)  # type: ignore[arg-type]
                 except OSError as e:
                     if self._stop.is_set():
                         return
@@ -248,7 +434,7 @@ class NetlinkMonitor:
                 busy = True
                 if n:
                     try:
-                        self.on_event(ns, n)
+                        self.on_event(ns, n, frozenset(names))
                     except Exception:  # the callback must not kill the monitor
                         log.exception("netlink event callback failed")
             if busy:

@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import ipaddress
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -13,10 +14,10 @@ import yaml
 
 from ipvland import spec as spec_mod
 from ipvland.apply import Outcome, apply
-from ipvland.model import Change, Conflict, Observed, Plan, Spec
+from ipvland.model import Change, Conflict, Observed, Plan, Probe, Spec
 from ipvland.observe import observe
 from ipvland.plan import plan
-from ipvland.probe import ProbeResult, run_probes
+from ipvland.probe import ProbeResult, run_probe
 from ipvland.show import to_document
 
 if TYPE_CHECKING:
@@ -117,8 +118,19 @@ def watched_namespaces(spec: Spec, kernel: Kernel) -> frozenset[str | None]:
     return frozenset({None, *(spec.namespaces & kernel.list_namespaces())})
 
 
+def _probes(probes: tuple[Probe, ...], progress: Callable[[], None] | None) -> tuple[ProbeResult, ...]:
+    """run_probes, reporting progress between probes (the daemon's watchdog feeder)."""
+    results = []
+    for p in probes:
+        if progress is not None:
+            progress()
+        results.append(run_probe(p))
+    return tuple(results)
+
+
 def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
-              rollback_on_probe_failure: bool = False, scope: frozenset[str | None] | None = None) -> Report:
+              rollback_on_probe_failure: bool = False, scope: frozenset[str | None] | None = None,
+              progress: Callable[[], None] | None = None) -> Report:
     """Observe, plan, apply, verify (and probe, and roll back when asked).
 
     scope: the namespaces where something happened (the daemon's drift events). Only these are read,
@@ -141,10 +153,10 @@ def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
         return Report(planned, (), None, started, time.monotonic() - t0)
     if planned.empty:
         return Report(planned, (), planned, started, time.monotonic() - t0)
-    baseline = run_probes(spec.probes) if watch else ()
+    baseline = _probes(spec.probes, progress) if watch else ()
     outcomes = apply(kernel, planned)
     remaining = plan(spec, observe(kernel, spec, scope))  # verify: what still differs after applying
-    probes = run_probes(spec.probes)
+    probes = _probes(spec.probes, progress)
     rollback = None
     if watch:
         broken = tuple(after for was, after in zip(baseline, probes, strict=True) if was.ok and not after.ok)

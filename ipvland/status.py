@@ -7,14 +7,22 @@ The status file is `<state dir>/status.json` (default /run/ipvland). Its schema,
     pid             the daemon's pid
     started         when the daemon started (ISO 8601, UTC)
     updated         when this file was written
-    config          {path, generation, sources, loaded, error: null | {since, errors: [str]}}
+    config          {path, generation, sources, loaded, error: null | {since, errors: [str]},
+                    enforced: {generation (null: none, or rolled back), rolled_back, devices, reason}}
     last_reconcile  null | {started, duration, result, trigger, changes, errors, conflicts, pending,
                     probes (run after an apply that changed something), scope: null (every
                     namespace was read) | [namespace, ...] (a drift repair; null = ipvland's own)}
-                    result: ok | errors | pending | failed | no-config
+                    result: ok | errors | pending | failed | no-config; rollback: whether it could
+                    roll back (a new generation's first); attempted: whether it wrote (or
+                    tried to); rewrote_flapping: [object, ...]}
+    rolled_back     null | {generation, at, broken, restored, error, files_sha256, retried}
     reconciles      how many reconciles ran since start
+    reloads         how many SIGHUPs were handled (the config read again, READY=1 sent)
     changes_total   how many changes were applied since start
-    drift           {events, last}: relevant netlink events seen (somebody changed something)
+    drift           {events, last, own}: relevant netlink events ipvland did not cause (somebody
+                    changed something); own: the echoes of its own writes
+    flapping        [{object, rewrites, since, last}]: objects ipvland rewrites again and again
+    backoff         null | {until, why}: no self-made trigger runs before `until`
     pending         objects waiting for something outside ipvland (a missing parent), as lines
     marks           null | {checked: {mark: true|false|null}, missing: [mark], record: bool}: the
                     ownership marks this kernel drops, and whether owned.json stands in (marks.py)
@@ -237,6 +245,12 @@ def render(status: Status, as_json: bool) -> str:
         stand_in = "ipvland records its neighbor entries in the state directory (owned.json)" if marks.get("record") \
             else "ipvland cannot stand in for them"
         lines.append(f"kernel marks missing: {', '.join(marks['missing'])}; {stand_in}")
+    for flap in status.get("flapping") or ():
+        lines.append(f"flapping: {flap.get('object')}: rewritten {flap.get('rewrites')} times "
+                     f"since {flap.get('since')}")
+    backoff = status.get("backoff")
+    if backoff:
+        lines.append(f"backing off until {backoff.get('until')}: {backoff.get('why')}")
     drift = status.get("drift") or {}
     lines.append(f"reconciles: {status.get('reconciles', 0)}, changes applied: {status.get('changes_total', 0)}, "
                  f"drift events: {drift.get('events', 0)} (last {drift.get('last') or 'never'})")

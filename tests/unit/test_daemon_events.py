@@ -65,11 +65,12 @@ def test_monitor_coalesces_and_stops(netns: str | None) -> None:
     got: list[tuple[str | None, int]] = []
     seen = threading.Event()
 
-    def on_event(ns: str | None, n: int) -> None:
+    def on_event(ns: str | None, n: int, names: frozenset[str]) -> None:
         got.append((ns, n))
         seen.set()
 
-    mon = events.NetlinkMonitor(on_event, open_socket=lambda ns: b)
+    mon = events.NetlinkMonitor(on_event, open_socket=lambda ns: (None, b), identity_of=lambda ns: None,
+                                watch_netns_dir=False)
     mon.update({netns})
     mon.start()
     try:
@@ -88,3 +89,61 @@ def test_monitor_coalesces_and_stops(netns: str | None) -> None:
     finally:
         mon.stop()
         a.close()
+
+
+def ifinfomsg(name: str) -> bytes:
+    body = struct.pack("=BxHiII", 0, 1, 7, 0, 0)
+    raw = name.encode() + b"\0"
+    attr = struct.pack("=HH", 4 + len(raw), events.IFLA_IFNAME) + raw
+    return body + attr + b"\0" * ((4 - len(attr) % 4) % 4)
+
+
+def test_link_messages_carry_the_links_name() -> None:
+    names: set[str] = set()
+    batch = nlmsg(events.RTM_NEWLINK, ifinfomsg("eth0")) + nlmsg(events.RTM_NEWADDR, b"\0" * 8) \
+        + nlmsg(events.RTM_DELLINK, ifinfomsg("web0"))
+    assert events.scan(batch, None, names) == 3
+    assert names == {"eth0", "web0"}
+
+
+def test_a_namespace_whose_name_now_means_another_is_reopened_and_reported() -> None:
+    idents = {"web": (1, 100)}
+    opened: list[tuple[str | None, tuple[int, int] | None]] = []
+    pairs: list[socket.socket] = []
+
+    def open_socket(ns: str | None) -> tuple[tuple[int, int] | None, socket.socket]:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        pairs.extend((a, b))
+        ident = idents.get(ns) if ns else None
+        if ns and ident is None:
+            raise OSError(2, "gone")
+        opened.append((ns, ident))
+        return ident, b
+
+    def identity_of(ns: str | None) -> tuple[int, int] | None:
+        if ns is None:
+            return None
+        if ns not in idents:
+            raise OSError(2, "gone")
+        return idents[ns]
+
+    got: list[tuple[str | None, int]] = []
+    mon = events.NetlinkMonitor(lambda ns, n, names: got.append((ns, n)), open_socket=open_socket,
+                                identity_of=identity_of, watch_netns_dir=False)
+    try:
+        mon.update({None, "web"})
+        first = mon.identities()["web"]
+        old = [s for s in pairs][1::2][-1]
+        mon.update({None, "web"})
+        assert got == [] and len(opened) == 2  # same namespace: nothing reopened
+        del idents["web"]  # ip netns del web
+        mon.update({None, "web"})
+        assert old.fileno() == -1  # closed at once: it would keep the old namespace alive
+        assert "web" not in mon.namespaces and got == [("web", 1)]
+        idents["web"] = (1, 200)  # ip netns add web
+        mon.update({None, "web"})
+        assert mon.identities()["web"] == (1, 200) != first
+    finally:
+        mon.stop()
+        for s in pairs:
+            s.close()

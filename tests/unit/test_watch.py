@@ -182,3 +182,70 @@ def test_rearm_without_changes_is_a_no_op(setup: tuple[Path, Recorder, ConfigWat
     before = watcher.watched()
     assert watcher.rearm() is False
     assert watcher.watched() == before
+
+
+def test_a_stalled_in_place_write_is_an_event_only_once_closed(setup: tuple[Path, Recorder, ConfigWatcher]) -> None:
+    config, rec, watcher = setup
+    rec.clear()
+    assert watcher.writing() is None
+    marker = watcher.marker()
+    with open(config, "w") as f:  # truncates: that is a modification already
+        f.write("version: 1\n")
+        f.flush()
+        time.sleep(1.5)  # longer than watchdog's delivery delay
+        busy = watcher.writing()
+        assert busy is not None and busy[0] == str(config)
+        assert watcher.marker() > marker  # a read done meanwhile is known to be overlapped
+        assert not any("config.yaml" in e for e in rec.events), rec.events
+        f.write("parents: {}\n")
+    rec.wait_for("closed")
+    assert watcher.writing() is None
+
+
+def test_a_writer_that_stalls_forever_is_given_up_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipvland.watch as watch
+
+    config = tmp_path / "config.yaml"
+    config.write_text("version: 1\n")
+    now = [0.0]
+    watcher = ConfigWatcher(config, Recorder(), clock=lambda: now[0])
+    watcher.start()
+    try:
+        f = open(config, "a")  # noqa: SIM115 - kept open on purpose
+        f.write("x: 1\n")
+        f.flush()
+        assert watcher.writing() is not None
+        now[0] = watch.WRITE_STALL_MAX + 1
+        assert watcher.writing() is None
+        f.close()
+    finally:
+        watcher.stop()
+
+
+def test_a_dropin_dir_that_is_a_symlink_is_watched_at_its_target(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    target = tmp_path / "srv" / "conf"
+    target.mkdir(parents=True)
+    os.symlink(target, etc / "config.d")
+    (etc / "config.yaml").write_text("version: 1\n")
+    rec = Recorder()
+    watcher = ConfigWatcher(etc / "config.yaml", rec)
+    watcher.start()
+    try:
+        assert target in watcher.watched()
+        (target / "20-db.yaml").write_text("version: 1\n")  # written in the target, not through the link
+        rec.wait_for("20-db.yaml")
+        # re-pointed: an event in the main directory, and the new target is watched after rearm
+        other = tmp_path / "srv" / "conf2"
+        other.mkdir()
+        os.symlink(other, etc / ".config.d.new")
+        os.rename(etc / ".config.d.new", etc / "config.d")
+        rec.wait_for("config.d")
+        watcher.rearm()
+        assert other in watcher.watched() and target not in watcher.watched()
+        rec.clear()
+        (other / "30-x.yaml").write_text("version: 1\n")
+        rec.wait_for("30-x.yaml")
+    finally:
+        watcher.stop()
