@@ -34,6 +34,7 @@ from ipvland.model import (
     Spec,
     State,
 )
+from ipvland.normalize import PROMOTE_SECONDARIES
 from ipvland.plan import plan, temp_name
 
 IF = ipaddress.ip_interface
@@ -47,9 +48,11 @@ def parent_link(name: str = "eth0", index: int = 2) -> ObservedLink:
 
 
 def ipvlan(name: str, index: int, netns: str | None = None, *, parent: str | None = "eth0", mode: Mode = Mode.L3S,
-           flags: Flag = Flag.BRIDGE, owned: bool = True, mtu: int = 1500, up: bool = True) -> ObservedLink:
+           flags: Flag = Flag.BRIDGE, owned: bool = True, mtu: int = 1500, up: bool = True,
+           sysctls: tuple[tuple[str, int], ...] = ((PROMOTE_SECONDARIES, 1),)) -> ObservedLink:
+    """An ipvlan as the kernel reports it; ipvland's own have promote_secondaries set (by the create)."""
     return ObservedLink(netns, index, name, "ipvlan", mtu, up, MAC, OWNER_ALIAS if owned else None,
-                        parent, mode, flags)
+                        parent, mode, flags, sysctls)
 
 
 def spec_of(*devices: Device, mode: Mode = Mode.L3S, flags: Flag = Flag.BRIDGE,
@@ -157,10 +160,10 @@ def test_addresses_are_fully_managed_except_ipv6_link_local() -> None:
     observed = replace(observed, addresses=(*observed.addresses, ObservedAddress("web", 7, IF("10.9.9.9/8"))))
     wanted = replace(WEB, addresses=(IF("192.0.2.10/24"), IF("2001:db8::11/64")))
     p = plan(spec_of(wanted), observed)
-    assert lines(p) == [
+    assert lines(p) == [  # added before deleted: see test_renumbering_adds_before_it_deletes
+        "+ address 2001:db8::11/64 dev web0 netns web",
         "- address 10.9.9.9/8 dev web0 netns web",
         "- address 2001:db8::10/64 dev web0 netns web",
-        "+ address 2001:db8::11/64 dev web0 netns web",
     ]
 
 
@@ -297,7 +300,7 @@ def test_mtu_unset_is_not_managed() -> None:
 def test_address_delete_and_link_mtu_types() -> None:
     observed = replace(converged_web(), links=(parent_link(), ipvlan("web0", 7, "web", mtu=1280)))
     p = plan(spec_of(replace(WEB, mtu=1500, addresses=())), observed)
-    assert [type(c) for c in p.changes] == [AddressDelete, AddressDelete, LinkMtuSet]
+    assert [type(c) for c in p.changes] == [LinkMtuSet, AddressDelete, AddressDelete]
 
 
 def test_plan_scales_linearly() -> None:
