@@ -502,3 +502,20 @@ def test_a_renamed_parent_keeps_its_devices_pending_not_deleted() -> None:
     assert lines(p) == ["- link gone0 (not in the spec)"]  # on the renamed parent, but in no spec
     assert [c.subject for c in p.pending] == ["parent eth0"]
     assert "web0 netns web, app0 found on parent eth9" in p.pending[0].message
+
+
+def test_show_leaves_out_dynamic_addresses_and_keeps_ipv6_settings_that_are_off() -> None:
+    import yaml
+
+    from ipvland import spec as spec_mod
+    from ipvland.show import to_document
+
+    base = converged_web()
+    web0 = ipvlan("web0", 7, "web", sysctls=((PROMOTE_SECONDARIES, 1), ("ipv6.accept_ra", 0), ("ipv6.autoconf", 1)))
+    slaac = ObservedAddress("web", 7, IF("2001:db8:ab::1/64"), dynamic=True)
+    observed = replace(base, links=(parent_link(), web0), addresses=(*base.addresses, slaac))
+    doc = to_document(observed)
+    device = doc["parents"]["eth0"]["devices"]["web0"]
+    assert device["ipv6"] == {"accept_ra": False}
+    assert "2001:db8:ab::1/64" not in device["addresses"]
+    assert plan(spec_mod.loads(yaml.safe_dump(doc), "<show>"), observed).empty
