@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from ipvland import normalize
 from ipvland import spec as spec_mod
 from ipvland.kernel import Kernel
 from ipvland.model import Spec
@@ -112,6 +113,55 @@ class AddressWatch:
 
 
 # ---------------------------------------------------------------- what the kernel rewrites
+
+
+def test_the_kernel_does_what_normalize_says(lab: Path) -> None:
+    """Each entry of ipvland/normalize.py, checked with iproute2 alone."""
+    ip("netns", "add", "t")
+    ip("link", "add", "link", "lab0", "name", "i0", "netns", "t", "type", "ipvlan", "mode", "l2")
+    ip("link", "add", "v0", "netns", "t", "type", "veth", "peer", "name", "v1", "netns", "t")
+    for dev in ("i0", "v0", "v1"):
+        ip("link", "set", dev, "up", netns="t")
+    got = link("i0", "t")
+    assert got is not None
+    assert (got["min_mtu"], got["max_mtu"]) == (normalize.MTU_MIN, normalize.MTU_MAX)
+    assert ip("link", "set", "i0", "mtu", str(normalize.MTU_MIN - 1), netns="t", check=False).returncode != 0
+    assert sysctl("t", "net.ipv4.conf.i0.promote_secondaries") == 0  # hence ipvland sets it
+    assert sysctl("t", "net.ipv6.conf.i0.accept_ra") == 1 and sysctl("t", "net.ipv6.conf.i0.autoconf") == 1
+    # metrics as stored
+    ip("-6", "route", "add", "2001:db8:6::/64", "dev", "v0", "metric", "0", netns="t")
+    ip("-6", "route", "add", "2001:db8:7::/64", "dev", "v0", netns="t")
+    ip("route", "add", "10.7.0.0/16", "dev", "v0", netns="t")
+    metric = {r["dst"]: r.get("metric", 0) for r in ipj("-6", "route", "show", "dev", "v0", netns="t")
+              + ipj("route", "show", "dev", "v0", netns="t")}
+    assert metric["2001:db8:6::/64"] == metric["2001:db8:7::/64"] == normalize.route_metric(6, 0) == 1024
+    assert metric["10.7.0.0/16"] == normalize.route_metric(4, None) == 0
+    # one route per destination, table and metric in a namespace, whatever the device
+    for family, dst in (("-4", "10.7.0.0/16"), ("-6", "2001:db8:7::/64")):
+        refused = ip(family, "route", "add", dst, "dev", "v1", netns="t", check=False)
+        assert "File exists" in refused.stderr, (dst, refused.stderr)
+    # the prefix routes the kernel adds for addresses, and that a spec route equal to one is refused
+    ip("addr", "add", "192.0.2.10/24", "dev", "i0", netns="t")
+    ip("addr", "add", "2001:db8::10/64", "dev", "i0", "nodad", netns="t")
+    ip("addr", "add", "198.51.100.1/32", "dev", "i0", netns="t")
+    kernel_routes = {(r["dst"], r.get("metric", 0)) for r in ipj("route", "show", "proto", "kernel", netns="t")
+                     + ipj("-6", "route", "show", "proto", "kernel", "dev", "i0", netns="t")}
+    assert ("192.0.2.0/24", normalize.PREFIX_ROUTE_METRIC[4]) in kernel_routes
+    assert ("2001:db8::/64", normalize.PREFIX_ROUTE_METRIC[6]) in kernel_routes
+    assert not [d for d, _ in kernel_routes if d.startswith("198.51.100.1")]  # a /32 has none
+    assert "File exists" in ip("route", "add", "192.0.2.0/24", "dev", "i0", netns="t", check=False).stderr
+    assert "File exists" in ip("-6", "route", "add", "2001:db8::/64", "dev", "i0", "metric", "256", netns="t",
+                               check=False).stderr
+    # without promote_secondaries, deleting a primary takes its secondaries with it
+    ip("addr", "add", "10.8.0.1/24", "dev", "v0", netns="t")
+    ip("addr", "add", "10.8.0.2/24", "dev", "v0", netns="t")
+    ip("addr", "del", "10.8.0.1/24", "dev", "v0", netns="t")
+    assert "10.8.0.2/24" not in addrs("v0", "t")
+    # a static address has an infinite lifetime; below 1280 the device loses IPv6 altogether
+    assert all(a.get("valid_life_time") == normalize.INFINITY_LIFE_TIME
+               for e in ipj("addr", "show", "dev", "i0", netns="t") for a in e["addr_info"])
+    ip("link", "set", "i0", "mtu", str(normalize.IPV6_MIN_MTU - 1), netns="t")
+    assert not [a for e in ipj("-6", "addr", "show", "dev", "i0", netns="t") for a in e.get("addr_info", [])]
 
 
 def test_ipv6_route_metric_0_reaches_a_fixed_point(lab: Path) -> None:
