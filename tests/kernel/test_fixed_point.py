@@ -283,18 +283,19 @@ def test_a_foreign_namespace_deleted_while_ipvland_runs_is_freed(lab: Path) -> N
 
 
 def test_a_namespace_that_leaves_the_spec_is_freed_when_deleted(lab: Path) -> None:
-    two = """
+    base = """
         version: 1
         parents:
           lab0:
             mode: l2
             devices:
-              app0: {netns: app}
+              app0: {{netns: app}}
+              {extra}
         """
     with Kernel() as kernel:
-        assert reconcile(load(lab, two + "      web0: {netns: web}\n"), kernel).ok
+        assert reconcile(load(lab, base.format(extra="web0: {netns: web}")), kernel).ok
         ip("link", "add", "webpeer0", "type", "veth", "peer", "name", "eth0", "netns", "web")
-        assert reconcile(load(lab, two), kernel).ok  # web0 deleted; web no longer in the spec
+        assert reconcile(load(lab, base.format(extra="")), kernel).ok  # web0 deleted; web left the spec
         ip("netns", "del", "web")
         wait_for("the deleted namespace's veth peer to vanish", lambda: link("webpeer0") is None)
 
