@@ -224,7 +224,9 @@ SCHEMA: dict[str, Any] = {
                 },
                 "metric": {
                     "title": "Metric",
-                    "description": "Route priority, 0 to 4294967295 (lower wins).",
+                    "description": (
+                        "Route priority, 0 to 4294967295 (lower wins). Unset: 0 for IPv4, 1024 for "
+                        "IPv6; on an IPv6 route 0 means 1024, as the kernel stores it."),
                     "type": "integer",
                     "minimum": 0,
                     "maximum": 4294967295,

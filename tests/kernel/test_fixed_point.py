@@ -12,45 +12,26 @@ import json
 import socket
 import struct
 import subprocess
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from iproute import addrs, converge, ip, ipj, lab_setup, link, load
 
 from ipvland import normalize
-from ipvland import spec as spec_mod
 from ipvland.kernel import Kernel
 from ipvland.model import Spec
 from ipvland.netns import entered
 from ipvland.observe import observe
-from ipvland.reconcile import Report, reconcile
+from ipvland.reconcile import reconcile
 
 
-def ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = ["ip", *(["-n", netns] if netns else []), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
-
-
-def ipj(*args: str, netns: str | None = None) -> list[dict[str, Any]]:
-    out = ip("-j", *args, netns=netns).stdout
-    return json.loads(out) if out.strip() else []
-
-
-def link(name: str, netns: str | None = None) -> dict[str, Any] | None:
-    found = [x for x in ipj("-d", "link", "show", netns=netns) if x["ifname"] == name]
-    return found[0] if found else None
-
-
-def addrs(name: str, netns: str | None = None) -> set[str]:
-    out = set()
-    for entry in ipj("addr", "show", "dev", name, netns=netns):
-        for a in entry.get("addr_info", []):
-            if a.get("scope") != "link":
-                out.add(f"{a['local']}/{a['prefixlen']}")
-    return out
+def on_lab0(lab: Path, *devices: str, mode: str = "l2", tail: str = "") -> Spec:
+    """A spec of one parent, lab0, with these devices (one YAML line each, `name: {...}`)."""
+    lines = ["version: 1", "parents:", "  lab0:", f"    mode: {mode}", "    devices:"]
+    lines += [f"      {d}" for d in devices]
+    return load(lab, "\n".join(lines) + "\n" + tail)
 
 
 def sysctl(netns: str, key: str) -> int:
@@ -67,34 +48,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 15.0) -> Non
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Path]:
-    """A veth pair standing in for a NIC (lab0) and its wire (lab0p), plus a config dir."""
-    ip("link", "add", "lab0", "address", "02:00:00:00:0a:01", "type", "veth", "peer", "name", "lab0p",
-       "address", "02:00:00:00:0a:02")
-    ip("link", "set", "lab0", "up")
-    ip("link", "set", "lab0p", "up")
-    yield tmp_path
-    for name in ("lab0", "lab9", "cnipeer0", "webpeer0"):
-        ip("link", "del", name, check=False)
-    for ns in Path("/run/netns").glob("*") if Path("/run/netns").is_dir() else []:
-        ip("netns", "del", ns.name, check=False)
-
-
-def load(dirpath: Path, text: str) -> Spec:
-    path = dirpath / "config.yaml"
-    path.write_text(textwrap.dedent(text))
-    return spec_mod.load(path)
-
-
-def converge(spec: Spec) -> Report:
-    """Apply, require convergence, then prove the fixed point: a second run sends zero writes."""
-    with Kernel() as kernel:
-        report = reconcile(spec, kernel)
-        assert report.ok, json.dumps(report.to_json(), indent=1)
-        before = kernel.writes
-        again = reconcile(spec, kernel)
-        assert again.plan.empty, [c.describe() for c in again.plan.changes]
-        assert kernel.writes == before, "a converged reconcile must send no write"
-    return report
+    yield from lab_setup(tmp_path)
 
 
 class AddressWatch:
@@ -167,17 +121,8 @@ def test_the_kernel_does_what_normalize_says(lab: Path) -> None:
 def test_ipv6_route_metric_0_reaches_a_fixed_point(lab: Path) -> None:
     # The kernel stores an IPv6 metric 0 as 1024: the spec's 0 must mean 1024, or the route is
     # deleted and re-added at every reconcile (issue 11, item 1: the daemon hot-looped on it).
-    spec = load(lab, """
-        version: 1
-        parents:
-          lab0:
-            mode: l3
-            devices:
-              web0:
-                netns: web
-                addresses: ["2001:db8::10/64"]
-                routes: [{to: "2001:db8:1::/64", metric: 0}]
-        """)
+    spec = on_lab0(lab, 'web0: {netns: web, addresses: ["2001:db8::10/64"], '
+                        'routes: [{to: "2001:db8:1::/64", metric: 0}]}', mode="l3")
     converge(spec)
     routes = ipj("-6", "route", "show", "proto", "212", netns="web")
     assert [(r["dst"], r["metric"]) for r in routes] == [("2001:db8:1::/64", 1024)]
@@ -188,17 +133,9 @@ def test_ipv6_route_metric_0_reaches_a_fixed_point(lab: Path) -> None:
 def test_renumbering_never_drops_an_address_that_stays(lab: Path, after: list[str]) -> None:
     # Deleting an IPv4 primary deletes its secondaries unless promote_secondaries is set (it is 0
     # in a new namespace): .11 must survive the loss of .10 without even a blip.
-    base = """
-        version: 1
-        parents:
-          lab0:
-            mode: l2
-            devices:
-              web0: {{netns: web, addresses: [{addresses}]}}
-        """
-    converge(load(lab, base.format(addresses="192.0.2.10/24, 192.0.2.11/24")))
+    converge(on_lab0(lab, "web0: {netns: web, addresses: [192.0.2.10/24, 192.0.2.11/24]}"))
     watch = AddressWatch("web")
-    converge(load(lab, base.format(addresses=", ".join(after))))
+    converge(on_lab0(lab, f"web0: {{netns: web, addresses: [{', '.join(after)}]}}"))
     deleted = watch.deleted()
     assert addrs("web0", "web") == set(after)
     assert not [line for line in deleted if "192.0.2.11/24" in line], deleted
@@ -213,29 +150,14 @@ def test_a_leftover_temporary_device_blocks_no_mode_change(lab: Path) -> None:
     # that would make the mode change a conflict (issue 11, item 10).
     ip("netns", "add", "web")
     ip("link", "add", "link", "lab0", "name", "ipvtmp-0badc0de", "netns", "web", "type", "ipvlan", "mode", "l2")
-    spec = load(lab, """
-        version: 1
-        parents:
-          lab0:
-            mode: l3
-            devices:
-              web0: {netns: web, addresses: [192.0.2.10/24]}
-        """)
+    spec = on_lab0(lab, "web0: {netns: web, addresses: [192.0.2.10/24]}", mode="l3")
     converge(spec)
     assert link("ipvtmp-0badc0de", "web") is None
     assert link("web0", "web")["linkinfo"]["info_data"]["mode"] == "l3"  # type: ignore[index]
 
 
 def test_a_renamed_parent_never_causes_its_devices_to_be_deleted(lab: Path) -> None:
-    spec = load(lab, """
-        version: 1
-        parents:
-          lab0:
-            mode: l2
-            devices:
-              web0: {netns: web, addresses: [192.0.2.10/24]}
-              app0: {addresses: [192.0.2.11/24]}
-        """)
+    spec = on_lab0(lab, "web0: {netns: web, addresses: [192.0.2.10/24]}", "app0: {addresses: [192.0.2.11/24]}")
     converge(spec)
     index = {"web0": link("web0", "web")["ifindex"], "app0": link("app0")["ifindex"]}  # type: ignore[index]
     ip("link", "set", "lab0", "down")
@@ -265,14 +187,7 @@ def test_a_foreign_namespace_deleted_while_ipvland_runs_is_freed(lab: Path) -> N
     # Another tool's namespace (a CNI one): ipvland reads its links (a foreign sibling on a parent
     # would be there) but must not keep a socket in it, or `ip netns del` frees nothing: its
     # devices, and their addresses, stay alive.
-    spec = load(lab, """
-        version: 1
-        parents:
-          lab0:
-            mode: l2
-            devices:
-              web0: {netns: web}
-        """)
+    spec = on_lab0(lab, "web0: {netns: web}")
     ip("netns", "add", "cni-1234")
     ip("link", "add", "cnipeer0", "type", "veth", "peer", "name", "eth0", "netns", "cni-1234")
     with Kernel() as kernel:
@@ -283,19 +198,10 @@ def test_a_foreign_namespace_deleted_while_ipvland_runs_is_freed(lab: Path) -> N
 
 
 def test_a_namespace_that_leaves_the_spec_is_freed_when_deleted(lab: Path) -> None:
-    base = """
-        version: 1
-        parents:
-          lab0:
-            mode: l2
-            devices:
-              app0: {{netns: app}}
-              {extra}
-        """
     with Kernel() as kernel:
-        assert reconcile(load(lab, base.format(extra="web0: {netns: web}")), kernel).ok
+        assert reconcile(on_lab0(lab, "app0: {netns: app}", "web0: {netns: web}"), kernel).ok
         ip("link", "add", "webpeer0", "type", "veth", "peer", "name", "eth0", "netns", "web")
-        assert reconcile(load(lab, base.format(extra="")), kernel).ok  # web0 deleted; web left the spec
+        assert reconcile(on_lab0(lab, "app0: {netns: app}"), kernel).ok  # web0 deleted; web left the spec
         ip("netns", "del", "web")
         wait_for("the deleted namespace's veth peer to vanish", lambda: link("webpeer0") is None)
 
@@ -307,16 +213,8 @@ def test_a_probe_waits_for_ipv6_dad_on_a_new_device(lab: Path) -> None:
     # A fresh IPv6 address is tentative for ~1-2 s (DAD): sending fails meanwhile (no usable source
     # address). The probe must keep trying for its whole budget, not give up after 0.6 s.
     ip("addr", "add", "2001:db8::1/64", "dev", "lab0p", "nodad")
-    spec = load(lab, """
-        version: 1
-        parents:
-          lab0:
-            mode: l2
-            devices:
-              web0: {netns: web, addresses: ["2001:db8::10/64"]}
-        probes:
-          - {netns: web, target: "2001:db8::1", tries: 3, timeout: 1}
-        """)
+    spec = on_lab0(lab, 'web0: {netns: web, addresses: ["2001:db8::10/64"]}',
+                   tail='probes: [{netns: web, target: "2001:db8::1", tries: 3, timeout: 1}]\n')
     with Kernel() as kernel:
         report = reconcile(spec, kernel)
     assert report.probes and report.probes[0].ok, report.probes[0].describe()
@@ -346,17 +244,7 @@ def send_router_advertisement(dev: str, prefix: str) -> None:
 def test_a_router_advertisement_causes_no_write_once_converged(lab: Path) -> None:
     # SLAAC addresses (finite lifetime) and the RA's default route (proto ra) are other address
     # sources: left alone, never fought (issue 12).
-    spec = load(lab, """
-        version: 1
-        parents:
-          lab0:
-            mode: l2
-            devices:
-              web0:
-                netns: web
-                addresses: ["2001:db8::10/64", 192.0.2.10/24]
-                routes: [{to: "::/0"}]
-        """)
+    spec = on_lab0(lab, 'web0: {netns: web, addresses: ["2001:db8::10/64", 192.0.2.10/24], routes: [{to: "::/0"}]}')
     converge(spec)
     wait_for("lab0p's link-local address", lambda: not ipj("-6", "addr", "show", "dev", "lab0p", "tentative"))
     send_router_advertisement("lab0p", "2001:db8:ab::/64")
@@ -375,14 +263,7 @@ def test_a_router_advertisement_causes_no_write_once_converged(lab: Path) -> Non
 
 def test_an_address_whose_dad_failed_is_readded_and_reported(lab: Path) -> None:
     ip("addr", "add", "2001:db8::10/64", "dev", "lab0p", "nodad")  # the duplicate, on the wire
-    spec = load(lab, """
-        version: 1
-        parents:
-          lab0:
-            mode: l2
-            devices:
-              web0: {netns: web, addresses: ["2001:db8::10/64"]}
-        """)
+    spec = on_lab0(lab, 'web0: {netns: web, addresses: ["2001:db8::10/64"]}')
     with Kernel() as kernel:
         reconcile(spec, kernel)
 
@@ -399,14 +280,7 @@ def test_an_address_whose_dad_failed_is_readded_and_reported(lab: Path) -> None:
 
 
 def test_ipv6_accept_ra_and_autoconf_are_applied_and_repaired(lab: Path) -> None:
-    spec = load(lab, """
-        version: 1
-        parents:
-          lab0:
-            mode: l2
-            devices:
-              web0: {netns: web, addresses: ["2001:db8::10/64"], ipv6: {accept_ra: false, autoconf: false}}
-        """)
+    spec = on_lab0(lab, 'web0: {netns: web, addresses: ["2001:db8::10/64"], ipv6: {accept_ra: false, autoconf: false}}')
     converge(spec)
     assert sysctl("web", "net.ipv6.conf.web0.accept_ra") == 0
     assert sysctl("web", "net.ipv6.conf.web0.autoconf") == 0

@@ -79,7 +79,7 @@ def test_the_same_route_on_a_parent_and_a_device_beside_it_is_refused() -> None:
 
 
 def test_a_route_equal_to_the_kernels_prefix_route_is_refused() -> None:
-    found = errors("""
+    web0 = """
         version: 1
         parents:
           eth0:
@@ -88,23 +88,14 @@ def test_a_route_equal_to_the_kernels_prefix_route_is_refused() -> None:
               web0:
                 netns: web
                 addresses: [192.0.2.10/24, "2001:db8::10/64", 198.51.100.1/32]
-                routes: [{to: 192.0.2.0/24}, {to: "2001:db8::/64", metric: 256}]
-        """)
+                routes: [{routes}]
+        """
+    found = errors(web0.format(routes='{to: 192.0.2.0/24}, {to: "2001:db8::/64", metric: 256}'))
     assert len(found) == 2
     assert "prefix route the kernel adds itself for address 192.0.2.10/24 of device web0 at c.yaml:9:" in found[0]
     assert "2001:db8::10/64" in found[1]
     # another metric, the IPv6 default metric, or a host address: no kernel route in the way
-    loads("""
-        version: 1
-        parents:
-          eth0:
-            mode: l3
-            devices:
-              web0:
-                netns: web
-                addresses: [192.0.2.10/24, "2001:db8::10/64", 198.51.100.1/32]
-                routes: [{to: 192.0.2.0/24, metric: 100}, {to: "2001:db8::/64"}, {to: 198.51.100.1/32}]
-        """)
+    loads(web0.format(routes='{to: 192.0.2.0/24, metric: 100}, {to: "2001:db8::/64"}, {to: 198.51.100.1/32}'))
 
 
 def test_ipv6_settings_load_as_device_sysctls() -> None:
