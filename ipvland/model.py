@@ -406,9 +406,11 @@ class AddressDelete(_OnDevice):
     netns: str | None
     dev: str
     address: IPInterface
+    reason: str = ""  # said only when it is not "not in the spec"
 
     def describe(self) -> str:
-        return f"- address {self.address} dev {self.dev}{_where(self.netns)}"
+        why = f" ({self.reason})" if self.reason else ""
+        return f"- address {self.address} dev {self.dev}{_where(self.netns)}{why}"
 
 
 @dataclass(frozen=True)

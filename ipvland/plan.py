@@ -59,6 +59,7 @@ _ORDER: tuple[type | str, ...] = (
     LinkStateSet, RouteSet, NeighborSet,
 )
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
+_DAD_FAILED = "DAD failed: a duplicate on the link; re-added"
 
 Ns = str | None
 
@@ -286,7 +287,7 @@ class _Planner:
         for address in device.addresses:
             seen = present.get(address)
             if seen is not None and seen.dad_failed:
-                self.changes.append(AddressDelete(ns, name, address))
+                self.changes.append(AddressDelete(ns, name, address, _DAD_FAILED))
                 self.conflicts.append(Conflict(
                     f"address {address} dev {name}{_where(ns)}",
                     "duplicate address detected on the link (IPv6 DAD failed): another host has it; "

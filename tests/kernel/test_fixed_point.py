@@ -273,7 +273,8 @@ def test_an_address_whose_dad_failed_is_readded_and_reported(lab: Path) -> None:
         wait_for("DAD to fail on web0", dadfailed)
         report = reconcile(spec, kernel)
     assert [c.describe() for c in report.plan.changes] == [
-        "- address 2001:db8::10/64 dev web0 netns web", "+ address 2001:db8::10/64 dev web0 netns web"]
+        "- address 2001:db8::10/64 dev web0 netns web (DAD failed: a duplicate on the link; re-added)",
+        "+ address 2001:db8::10/64 dev web0 netns web"]
     assert [c.subject for c in report.plan.conflicts] == ["address 2001:db8::10/64 dev web0 netns web"]
     assert "duplicate" in report.plan.conflicts[0].message
     assert not report.ok

@@ -451,7 +451,8 @@ def test_an_address_whose_dad_failed_is_readded_and_reported() -> None:
     failed = ObservedAddress("web", 7, IF("2001:db8::10/64"), dad_failed=True)
     addresses = (*(a for a in base.addresses if a.address != IF("2001:db8::10/64")), failed)
     p = plan(spec_of(WEB), replace(base, addresses=addresses))
-    assert lines(p) == ["- address 2001:db8::10/64 dev web0 netns web", "+ address 2001:db8::10/64 dev web0 netns web"]
+    assert lines(p) == ["- address 2001:db8::10/64 dev web0 netns web (DAD failed: a duplicate on the link; re-added)",
+                        "+ address 2001:db8::10/64 dev web0 netns web"]
     assert [c.subject for c in p.conflicts] == ["address 2001:db8::10/64 dev web0 netns web"]
     assert "duplicate" in p.conflicts[0].message
 
