@@ -20,6 +20,7 @@ from ipvland.model import (
     LinkDelete,
     LinkMtuSet,
     LinkStateSet,
+    LinkSysctlSet,
     NamespaceCreate,
     NeighborDelete,
     NeighborSet,
@@ -83,6 +84,8 @@ def execute(kernel: Kernel, change: Change) -> None:
             kernel.set_mtu(ns, name, mtu)
         case LinkStateSet(netns=ns, name=name, up=up):
             kernel.set_up(ns, name, up)
+        case LinkSysctlSet(netns=ns, name=name, key=key, new=value):
+            kernel.set_sysctl(ns, name, key, value)
         case AddressAdd(netns=ns, dev=dev, address=address):
             kernel.add_address(ns, dev, address)
         case AddressDelete(netns=ns, dev=dev, address=address):

@@ -53,6 +53,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from ipvland import normalize
 from ipvland.model import (
     MAIN_TABLE,
     RT_PROTO,
@@ -237,6 +238,17 @@ _IFLA_LINKINFO = 18
 _IFLA_IFALIAS = 20
 _IFLA_EXT_MASK = 29
 _IFLA_LINK_NETNSID = 37
+_IFLA_AF_SPEC = 26
+_IFLA_INET_CONF = 1  # in IFLA_AF_SPEC/AF_INET: u32 per IPV4_DEVCONF_* (1-based), dumped as an array
+_IFLA_INET6_CONF = 2  # in IFLA_AF_SPEC/AF_INET6: s32 per DEVCONF_* (0-based), dumped as an array
+_NLA_F_NESTED = 0x8000
+# Where each sysctl of normalize.SYSCTLS sits in the link dump: (family, conf attribute, array index).
+_DEVCONF = {
+    normalize.PROMOTE_SECONDARIES: (socket.AF_INET, _IFLA_INET_CONF, 19),  # IPV4_DEVCONF_PROMOTE_SECONDARIES=20
+    "ipv6.accept_ra": (socket.AF_INET6, _IFLA_INET6_CONF, 3),  # DEVCONF_ACCEPT_RA
+    "ipv6.autoconf": (socket.AF_INET6, _IFLA_INET6_CONF, 5),  # DEVCONF_AUTOCONF
+}
+_IPV4_DEVCONF_PROMOTE_SECONDARIES = 20
 _RTEXT_FILTER_SKIP_STATS = 1 << 3
 _IFLA_INFO_KIND = 1
 _IFLA_INFO_DATA = 2
@@ -245,6 +257,9 @@ _IFLA_IPVLAN_FLAGS = 2
 _IFF_UP = 1
 _IFA_ADDRESS = 1
 _IFA_LOCAL = 2
+_IFA_CACHEINFO = 6
+_IFA_FLAGS = 8
+_IFA_F_DADFAILED = 0x08
 _RTA_DST = 1
 _RTA_OIF = 4
 _RTA_GATEWAY = 5
@@ -311,6 +326,28 @@ def _refusal(data: bytes, off: int, length: int, mflags: int) -> OSError:
         if message:
             text = f"{text}: {_str(message)}"
     return OSError(err, text)
+
+
+def _sysctls(af_spec: bytes) -> tuple[tuple[str, int], ...]:
+    """The sysctls of normalize.SYSCTLS from a link's IFLA_AF_SPEC (IPv4 and IPv6 devconf arrays)."""
+    families = _attrs(af_spec, 0, len(af_spec))
+    confs = {}
+    for family in (socket.AF_INET, socket.AF_INET6):
+        if family in families:
+            inner = families[family]
+            confs[family] = _attrs(inner, 0, len(inner))
+    out = []
+    for key, (family, attr, index) in _DEVCONF.items():
+        conf = confs.get(family, {}).get(attr, b"")
+        if len(conf) >= 4 * (index + 1):
+            out.append((key, int(struct.unpack_from("i", conf, 4 * index)[0])))
+    return tuple(out)
+
+
+def _promote_secondaries() -> bytes:
+    """IFLA_AF_SPEC setting net.ipv4.conf.DEV.promote_secondaries=1, for a changelink."""
+    conf = _nla(_IFLA_INET_CONF | _NLA_F_NESTED, _nla(_IPV4_DEVCONF_PROMOTE_SECONDARIES, struct.pack("I", 1)))
+    return _nla(_IFLA_AF_SPEC | _NLA_F_NESTED, _nla(socket.AF_INET | _NLA_F_NESTED, conf))
 
 
 def _network(family: int, packed: bytes, prefixlen: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -424,6 +461,13 @@ class Kernel:
             cached[1].close()
         self._index.pop(netns, None)
 
+    def retain(self, namespaces: frozenset[str]) -> None:
+        """Close the sockets of every named namespace but these (the spec's): a socket keeps its
+        namespace alive, so ipvland holds none in other tools' namespaces (cni-*, say) between
+        reads, nor in one that left the spec: `ip netns del` then frees it at once."""
+        for netns in [ns for ns in self._channels if ns is not None and ns not in namespaces]:
+            self.forget(netns)
+
     def _channel(self, netns: str | None) -> _Channel:
         """The namespace's socket, opened anew when the name now means another namespace.
 
@@ -484,7 +528,9 @@ class Kernel:
         for index, name, a, ifflags, info in raw:
             kind = _str(info[_IFLA_INFO_KIND]) if _IFLA_INFO_KIND in info else None
             parent = mode = flags = None
+            sysctls: tuple[tuple[str, int], ...] = ()
             if kind == "ipvlan":
+                sysctls = _sysctls(a.get(_IFLA_AF_SPEC, b""))
                 data = info.get(_IFLA_INFO_DATA, b"")
                 d = _attrs(data, 0, len(data))
                 if _IFLA_IPVLAN_MODE in d:
@@ -507,7 +553,7 @@ class Kernel:
                 up=bool(ifflags & _IFF_UP),
                 mac=_mac(a[_IFLA_ADDRESS]) if a.get(_IFLA_ADDRESS) else None,
                 alias=_str(a[_IFLA_IFALIAS]) or None if _IFLA_IFALIAS in a else None,
-                parent=parent, mode=mode, flags=flags,
+                parent=parent, mode=mode, flags=flags, sysctls=sysctls,
             ))
         return out
 
@@ -541,7 +587,13 @@ class Kernel:
                 continue
             iface: IPInterface = (ipaddress.IPv4Interface((value[:4], prefixlen)) if family == socket.AF_INET
                                   else ipaddress.IPv6Interface((value[:16], prefixlen)))
-            out.append(ObservedAddress(netns=netns, ifindex=index, address=iface))
+            flags = _u32(a[_IFA_FLAGS]) if _IFA_FLAGS in a else data[18]
+            # ifa_cacheinfo: preferred, valid (seconds left; INFINITY_LIFE_TIME for a static one), ...
+            valid = _u32(a[_IFA_CACHEINFO][4:8]) if len(a.get(_IFA_CACHEINFO, b"")) >= 8 else None
+            out.append(ObservedAddress(
+                netns=netns, ifindex=index, address=iface,
+                dynamic=valid is not None and valid != normalize.INFINITY_LIFE_TIME,
+                dad_failed=bool(flags & _IFA_F_DADFAILED)))
         return out
 
     def routes(self, netns: str | None) -> list[ObservedRoute]:
@@ -596,12 +648,14 @@ class Kernel:
 
     # -- writes
 
-    def _write(self, netns: str | None, op: str, msg: Any, msg_type: int, flags: int) -> None:
-        """Encode `msg` (a pyroute2 message) and send it on the namespace's socket; wait for the ACK."""
+    def _write(self, netns: str | None, op: str, msg: Any, msg_type: int, flags: int, extra: bytes = b"") -> None:
+        """Encode `msg` (a pyroute2 message) and send it on the namespace's socket; wait for the ACK.
+
+        `extra`: attributes appended as they are (those pyroute2 cannot encode, e.g. IFLA_AF_SPEC)."""
         register_ipvlan_kind()
         msg["header"] = {"type": msg_type, "flags": 0, "sequence_number": 0, "pid": 0}
         msg.encode()
-        body = bytes(msg.data[16:])  # the channel writes its own header (length, sequence number)
+        body = bytes(msg.data[16:]) + extra  # the channel writes its own header (length, sequence number)
         self.writes += 1
         try:
             self._channel(netns).write(msg_type, body, flags)
@@ -683,7 +737,10 @@ class Kernel:
                 os.close(fd)
 
     def rename_link(self, netns: str | None, old: str, new: str, alias: str | None = None) -> None:
-        """Rename, and set the alias in the same request: a device gets its name and owner at once."""
+        """Rename, and set the alias in the same request: a device gets its name and owner at once.
+
+        With the alias (a device becoming ipvland's), the same request sets promote_secondaries, so
+        that deleting an IPv4 primary never takes its secondaries with it (normalize)."""
         attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", new)]
         if alias is not None:
             attrs.append(("IFLA_IFALIAS", alias))
@@ -691,7 +748,8 @@ class Kernel:
         msg["family"] = socket.AF_UNSPEC
         msg["index"] = self.ifindex(netns, old)
         msg["attrs"] = attrs
-        self._write(netns, f"rename link {old} to {new}{_where(netns)}", msg, RTM_NEWLINK, 0)
+        extra = _promote_secondaries() if alias is not None else b""
+        self._write(netns, f"rename link {old} to {new}{_where(netns)}", msg, RTM_NEWLINK, 0, extra)
         self._forget_name(netns, old)
         self._index.setdefault(netns, {})[new] = msg["index"]
 
@@ -711,6 +769,26 @@ class Kernel:
     def set_mtu(self, netns: str | None, name: str, mtu: int) -> None:
         msg = self._link_msg(netns, name, [("IFLA_MTU", mtu)])
         self._write(netns, f"set mtu of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
+
+    def set_sysctl(self, netns: str | None, name: str, key: str, value: int) -> None:
+        """A per-device sysctl of normalize.SYSCTLS: promote_secondaries by netlink (a changelink),
+        the IPv6 ones by writing /proc/sys/net in the device's namespace (the kernel takes no IPv6
+        devconf over netlink). Both count as writes."""
+        op = f"set {key} of link {name}{_where(netns)}"
+        if key == normalize.PROMOTE_SECONDARIES and value == 1:
+            self._write(netns, op, self._link_msg(netns, name, []), RTM_NEWLINK, 0, _promote_secondaries())
+            return
+        path = os.path.join("/proc/sys/net", normalize.SYSCTLS[key].proc.format(dev=name))
+        self.writes += 1
+        try:
+            with entered(netns):
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, f"{value}\n".encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise _kernel_error(op, e) from None
 
     def set_alias(self, netns: str | None, name: str, alias: str) -> None:
         msg = self._link_msg(netns, name, [("IFLA_IFALIAS", alias)])

@@ -9,6 +9,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
 
+from ipvland import normalize
+
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -17,7 +19,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 OWNER_ALIAS = "ipvland"  # IFLA_IFALIAS of every ipvlan ipvland created
 RT_PROTO = 212  # rtm_protocol of routes and NDA_PROTOCOL of neighbors ipvland installed
 TEMP_PREFIX = "ipvtmp-"  # a device being created is called ipvtmp-<8 hex> until it is ours
-MAIN_TABLE = 254
+MAIN_TABLE = normalize.MAIN_TABLE
 
 
 class Mode(Enum):
@@ -75,12 +77,11 @@ class Route:
 
     @property
     def key(self) -> tuple[int, IPNetwork, int, int]:
-        """What identifies a route in the kernel: family, destination, table, metric.
-
-        An unset metric is the kernel's default for the family (0 for IPv4, 1024 for IPv6).
+        """What identifies a route in the kernel: family, destination, table, metric, as the kernel
+        stores them (normalize: no metric is 0 for IPv4 and 1024 for IPv6; IPv6 metric 0 is 1024).
         """
-        metric = self.metric if self.metric is not None else (0 if self.to.version == 4 else 1024)
-        return (self.to.version, self.to, self.table or MAIN_TABLE, metric)
+        return (self.to.version, self.to, normalize.route_table(self.table),
+                normalize.route_metric(self.to.version, self.metric))
 
     def describe(self) -> str:
         to = "default" if self.to.prefixlen == 0 else str(self.to)
@@ -112,6 +113,8 @@ class Device:
     state: State = State.UP
     routes: tuple[Route, ...] = ()
     neighbors: tuple[Neighbor, ...] = ()
+    # Per-device sysctls the spec sets, as (normalize.SYSCTLS key, value), e.g. ("ipv6.accept_ra", 0).
+    sysctls: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,10 +169,21 @@ class ObservedLink:
     parent: str | None = None  # for an ipvlan: the name of its parent in ipvland's own namespace
     mode: Mode | None = None  # for an ipvlan
     flags: Flag | None = None  # for an ipvlan
+    # For an ipvlan: the per-device sysctls of normalize.SYSCTLS the link dump reports, as
+    # (key, value); a key is missing when the device has no such setting (no IPv6 below 1280).
+    sysctls: tuple[tuple[str, int], ...] = ()
 
     @property
     def owned(self) -> bool:
         return self.kind == "ipvlan" and self.alias == OWNER_ALIAS
+
+    @property
+    def leftover(self) -> bool:
+        """A temporary device of an interrupted create: ipvland's own, to be removed."""
+        return self.kind == "ipvlan" and self.name.startswith(TEMP_PREFIX) and not self.owned
+
+    def sysctl(self, key: str) -> int | None:
+        return next((v for k, v in self.sysctls if k == key), None)
 
 
 @dataclass(frozen=True)
@@ -177,6 +191,9 @@ class ObservedAddress:
     netns: str | None
     ifindex: int
     address: IPInterface
+    # A finite valid lifetime: SLAAC, temporary or DHCP, another agent's; ipvland leaves it alone.
+    dynamic: bool = False
+    dad_failed: bool = False  # IPv6 duplicate address detection failed: present but unusable
 
 
 @dataclass(frozen=True)
@@ -189,6 +206,10 @@ class ObservedRoute:
     @property
     def owned(self) -> bool:
         return self.protocol == RT_PROTO
+
+    @property
+    def protocol_name(self) -> str:
+        return normalize.protocol_name(self.protocol)
 
 
 @dataclass(frozen=True)
@@ -356,6 +377,21 @@ class LinkStateSet(_OnLink):
 
 
 @dataclass(frozen=True)
+class LinkSysctlSet(_OnLink):
+    """A per-device sysctl (normalize.SYSCTLS) in the device's namespace; old None: not known yet."""
+
+    netns: str | None
+    name: str
+    key: str
+    old: int | None
+    new: int
+
+    def describe(self) -> str:
+        old = "?" if self.old is None else str(self.old)
+        return f"~ link {self.name}{_where(self.netns)} {self.key} {old} -> {self.new}"
+
+
+@dataclass(frozen=True)
 class AddressAdd(_OnDevice):
     netns: str | None
     dev: str
@@ -370,9 +406,11 @@ class AddressDelete(_OnDevice):
     netns: str | None
     dev: str
     address: IPInterface
+    reason: str = ""  # said only when it is not "not in the spec"
 
     def describe(self) -> str:
-        return f"- address {self.address} dev {self.dev}{_where(self.netns)}"
+        why = f" ({self.reason})" if self.reason else ""
+        return f"- address {self.address} dev {self.dev}{_where(self.netns)}{why}"
 
 
 @dataclass(frozen=True)
@@ -426,7 +464,7 @@ class NeighborDelete(_OnDevice):
 
 
 Change = (NamespaceCreate | LinkCreate | LinkDelete | PortModeSet | LinkMtuSet | LinkStateSet
-          | AddressAdd | AddressDelete | RouteSet | RouteDelete | NeighborSet | NeighborDelete)
+          | LinkSysctlSet | AddressAdd | AddressDelete | RouteSet | RouteDelete | NeighborSet | NeighborDelete)
 
 
 @dataclass(frozen=True)

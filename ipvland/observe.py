@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ipvland.model import (
-    TEMP_PREFIX,
     Observed,
     ObservedAddress,
     ObservedLink,
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def _ours(link: ObservedLink) -> bool:
-    return link.owned or (link.kind == "ipvlan" and link.name.startswith(TEMP_PREFIX))
+    return link.owned or link.leftover
 
 
 def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | None] | None = None) -> Observed:
@@ -48,9 +47,14 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
     addresses: list[ObservedAddress] = []
     routes: list[ObservedRoute] = []
     neighbors: list[ObservedNeighbor] = []
-    for where in sorted(scanned, key=lambda n: (n is not None, n or "")):
-        addresses.extend(kernel.addresses(where))
-        routes.extend(kernel.routes(where))
-        neighbors.extend(kernel.neighbors(where))
+    try:
+        for where in sorted(scanned, key=lambda n: (n is not None, n or "")):
+            addresses.extend(kernel.addresses(where))
+            routes.extend(kernel.routes(where))
+            neighbors.extend(kernel.neighbors(where))
+    finally:
+        # Sockets stay open only in the namespaces the spec names: one left in another tool's
+        # namespace (or one that left the spec) would keep it alive after `ip netns del`.
+        kernel.retain(spec.namespaces if spec is not None else frozenset())
     return Observed(namespaces, tuple(links), tuple(addresses), tuple(routes), tuple(neighbors),
                     frozenset(scanned), scope)

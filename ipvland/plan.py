@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from ipvland import normalize
 from ipvland.model import (
     TEMP_PREFIX,
     AddressAdd,
@@ -21,16 +22,19 @@ from ipvland.model import (
     Conflict,
     Device,
     Flag,
+    IPInterface,
     LinkCreate,
     LinkDelete,
     LinkMtuSet,
     LinkStateSet,
+    LinkSysctlSet,
     Mode,
     NamespaceCreate,
     Neighbor,
     NeighborDelete,
     NeighborSet,
     Observed,
+    ObservedAddress,
     ObservedLink,
     ObservedNeighbor,
     ObservedRoute,
@@ -44,13 +48,18 @@ from ipvland.model import (
     State,
 )
 
-# The order in which changes run: deletions first (they free names and addresses), then
-# namespace, port mode, device, MTU, addresses, up, routes, neighbors.
-_ORDER: tuple[type, ...] = (
-    NeighborDelete, RouteDelete, AddressDelete, LinkDelete,
-    NamespaceCreate, PortModeSet, LinkCreate, LinkMtuSet, AddressAdd, LinkStateSet, RouteSet, NeighborSet,
+# The order in which changes run: sysctls of kept devices first (promote_secondaries must be set
+# before an address is deleted), deletions (they free names and addresses), then namespace, port
+# mode, device, its sysctls, MTU, addresses, the deletion of addresses that nothing else needs gone
+# first (added before deleted: an address that stays never goes with a primary), up, routes,
+# neighbors. See _rank.
+_ORDER: tuple[type | str, ...] = (
+    "sysctl-kept", NeighborDelete, RouteDelete, "address-freed", LinkDelete,
+    NamespaceCreate, PortModeSet, LinkCreate, "sysctl-new", LinkMtuSet, AddressAdd, AddressDelete,
+    LinkStateSet, RouteSet, NeighborSet,
 )
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
+_DAD_FAILED = "DAD failed: a duplicate on the link; re-added"
 
 Ns = str | None
 
@@ -71,8 +80,8 @@ class _Index:
 
     links: dict[tuple[Ns, str], ObservedLink] = field(default_factory=dict)
     by_index: dict[tuple[Ns, int], ObservedLink] = field(default_factory=dict)
-    addresses: dict[tuple[Ns, int], set[ipaddress.IPv4Interface | ipaddress.IPv6Interface]] = field(
-        default_factory=lambda: defaultdict(set))
+    addresses: dict[tuple[Ns, int], dict[IPInterface, ObservedAddress]] = field(
+        default_factory=lambda: defaultdict(dict))
     routes: dict[tuple[Ns, tuple[int, object, int, int]], list[ObservedRoute]] = field(
         default_factory=lambda: defaultdict(list))
     neighbors: dict[tuple[Ns, int, object], ObservedNeighbor] = field(default_factory=dict)
@@ -87,7 +96,7 @@ class _Index:
             if link.kind == "ipvlan" and link.parent is not None:
                 ix.port_members[link.parent].append(link)
         for a in observed.addresses:
-            ix.addresses[(a.netns, a.ifindex)].add(a.address)
+            ix.addresses[(a.netns, a.ifindex)][a.address] = a
         for r in observed.routes:
             ix.routes[(r.netns, r.route.key)].append(r)
         for n in observed.neighbors:
@@ -111,6 +120,9 @@ class _Planner:
         self.wanted_neighbors: set[tuple[Ns, int, object]] = set()
         self.needs_full_view: str | None = None
         self.port_unseen: set[str] = set()  # parents with no ipvlan in a partial view
+        # (netns, ifindex) of links whose owned routes and neighbors wait with them: the devices and
+        # the renamed parent of a spec parent that is missing (they are never pruned meanwhile).
+        self.waiting: set[tuple[Ns, int]] = set()
 
     # ------------------------------------------------------------ entry point
 
@@ -119,8 +131,7 @@ class _Planner:
         for parent in self.spec.parents:
             self._parent(parent, namespaces_made)
         self._prune()
-        order = {kind: i for i, kind in enumerate(_ORDER)}
-        changes = sorted(self.changes, key=lambda c: order[type(c)])  # stable: spec order within a kind
+        changes = sorted(self.changes, key=_Rank(self.changes))  # stable: spec order within a kind
         return Plan(tuple(changes), tuple(self.conflicts), tuple(self.pending), self.needs_full_view)
 
     # ------------------------------------------------------------ per parent
@@ -128,8 +139,7 @@ class _Planner:
     def _parent(self, parent: Parent, namespaces_made: set[str]) -> None:
         link = self.ix.links.get((None, parent.name))
         if link is None:
-            waiting = f"; {len(parent.devices)} device(s) wait for it" if parent.devices else ""
-            self.pending.append(Conflict(f"parent {parent.name}", f"not found{waiting}"))
+            self._missing_parent(parent)
             return
         if link.kind == "ipvlan":
             self.conflicts.append(Conflict(
@@ -143,6 +153,31 @@ class _Planner:
         port_ok = self._port(parent, parent.mode)
         for device in parent.devices:
             self._device(parent, device, parent.mode, port_ok, namespaces_made)
+
+    def _missing_parent(self, parent: Parent) -> None:
+        """A parent not found: its devices are pending. Those that exist (owned, under the same
+        name) sit on a parent renamed outside ipvland (same ifindex, new name): they are kept as
+        they are, never deleted, until the spec names their parent again."""
+        waiting = f"; {len(parent.devices)} device(s) wait for it" if parent.devices else ""
+        found: dict[str, list[str]] = defaultdict(list)
+        for device in parent.devices:
+            existing = self.ix.links.get((device.netns, device.name))
+            if existing is None or not existing.owned or not self.observed.sees(device.netns):
+                continue
+            self.kept.add((device.netns, device.name))
+            self.waiting.add((device.netns, existing.index))
+            for route in device.routes:
+                self.wanted_routes.add((device.netns, route.key))
+            on = existing.parent or "?"
+            found[on].append(device.name + _where(device.netns))
+            host = self.ix.links.get((None, on))
+            if host is not None:
+                self.waiting.add((None, host.index))
+        for route in parent.routes:
+            self.wanted_routes.add((None, route.key))
+        kept = "".join(f"; {', '.join(names)} found on parent {on} (renamed?): kept as they are until "
+                       f"the spec names their parent" for on, names in sorted(found.items()))
+        self.pending.append(Conflict(f"parent {parent.name}", f"not found{waiting}{kept}"))
 
     def _port(self, parent: Parent, mode: Mode) -> bool:
         """Plan the parent's mode and flags. False when creating on it would re-mode a foreign ipvlan."""
@@ -160,7 +195,8 @@ class _Planner:
             # Siblings in namespaces out of view (foreign ones included) would change too.
             self.needs_full_view = f"parent {parent.name}: mode/flags differ"
             return False
-        foreign = sorted(m.name + _where(m.netns) for m in members if not m.owned)
+        # A leftover temporary device is ours: it is deleted before the mode changes.
+        foreign = sorted(m.name + _where(m.netns) for m in members if not (m.owned or m.leftover))
         if foreign:
             self.conflicts.append(Conflict(
                 f"parent {parent.name}",
@@ -169,7 +205,7 @@ class _Planner:
                 + ", ".join(foreign)))
             return False
         wanted = {(d.netns, d.name) for d in parent.devices}
-        via = next((m for m in members if (m.netns, m.name) in wanted), None)
+        via = next((m for m in members if m.owned and (m.netns, m.name) in wanted), None)
         if via is not None:
             self.changes.append(PortModeSet(parent.name, (via.netns, via.name), mode, parent.flags,
                                             current_mode, current_flags))
@@ -208,7 +244,8 @@ class _Planner:
             self.changes.append(LinkMtuSet(ns, name, existing.mtu, device.mtu))
         if (device.state is State.UP) != existing.up:
             self.changes.append(LinkStateSet(ns, name, device.state is State.UP))
-        self._addresses(device, self.ix.addresses.get((ns, existing.index), set()))
+        self._sysctls(device, existing)
+        self._addresses(device, self.ix.addresses.get((ns, existing.index), {}))
         self._routes(ns, name, existing.index, device.routes)
         self._neighbors(ns, name, existing.index, device.neighbors)
 
@@ -219,39 +256,60 @@ class _Planner:
             self.changes.append(NamespaceCreate(ns))
         self.changes.append(LinkCreate(device, mode, flags, temp_name(ns, device.name)))
         self.kept.add((ns, device.name))
-        self._addresses(device, set())
+        # promote_secondaries is set by the create itself (normalize.PROMOTE_SECONDARIES)
+        self._sysctls(device, None)
+        self._addresses(device, {})
         if device.state is State.UP:
             self.changes.append(LinkStateSet(ns, device.name, True))
         self._routes(ns, device.name, None, device.routes)
         self._neighbors(ns, device.name, None, device.neighbors)
 
-    def _addresses(self, device: Device, present: set[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
-                   ) -> None:
+    def _sysctls(self, device: Device, existing: ObservedLink | None) -> None:
+        """The device's sysctls: promote_secondaries always (ours), the spec's own (ipv6: ...)."""
+        wanted = dict(device.sysctls)
+        if existing is not None:
+            wanted.setdefault(normalize.PROMOTE_SECONDARIES, 1)
+        for key, value in wanted.items():
+            old = existing.sysctl(key) if existing is not None else None
+            if not normalize.sysctl_matches(value, old):
+                self.changes.append(LinkSysctlSet(device.netns, device.name, key, old, value))
+
+    def _addresses(self, device: Device, present: dict[IPInterface, ObservedAddress]) -> None:
+        """Add what is missing, delete what is not in the spec (see _ORDER for when), and re-add an
+        address whose DAD failed. Link-local and dynamic addresses (a finite lifetime: SLAAC,
+        temporary, DHCP) belong to the kernel and other agents: left alone."""
         ns, name = device.netns, device.name
         wanted = set(device.addresses)
-        for address in sorted(present - wanted, key=_address_order):
-            if address.version == 6 and address.ip in _LINK_LOCAL:
-                continue  # the kernel's own; never ours to remove
+        for address in sorted(present.keys() - wanted, key=_address_order):
+            if (address.version == 6 and address.ip in _LINK_LOCAL) or present[address].dynamic:
+                continue
             self.changes.append(AddressDelete(ns, name, address))
         for address in device.addresses:
-            if address not in present:
+            seen = present.get(address)
+            if seen is not None and seen.dad_failed:
+                self.changes.append(AddressDelete(ns, name, address, _DAD_FAILED))
+                self.conflicts.append(Conflict(
+                    f"address {address} dev {name}{_where(ns)}",
+                    "duplicate address detected on the link (IPv6 DAD failed): another host has it; "
+                    "re-added"))
+            if seen is None or seen.dad_failed:
                 self.changes.append(AddressAdd(ns, name, address))
 
     def _routes(self, ns: Ns, dev: str, ifindex: int | None, routes: Iterable[Route]) -> None:
         for route in routes:
             self.wanted_routes.add((ns, route.key))
             same_key = self.ix.routes.get((ns, route.key), [])
+            ours = [r for r in same_key if r.owned]
+            if ours and all(r.ifindex == ifindex and r.route.via == route.via for r in ours):
+                continue  # in place; another agent's route beside it (an RA's, say) is not fought
             foreign = [r for r in same_key if not r.owned]
             if foreign:
                 self.conflicts.append(Conflict(
                     f"route {route.describe()} dev {dev}{_where(ns)}",
-                    f"a route ipvland does not own (proto {foreign[0].protocol}) has this destination, "
-                    "table and metric; left untouched"))
+                    f"a route ipvland does not own (proto {foreign[0].protocol_name}) has this "
+                    f"destination, table and metric; left untouched{_hint(foreign[0])}"))
                 continue
-            if not same_key:
-                self.changes.append(RouteSet(ns, dev, route))
-            elif any(r.ifindex != ifindex or r.route.via != route.via for r in same_key):
-                self.changes.append(RouteSet(ns, dev, route, replace=True))
+            self.changes.append(RouteSet(ns, dev, route, replace=bool(same_key)))
 
     def _neighbors(self, ns: Ns, dev: str, ifindex: int | None, neighbors: Iterable[Neighbor]) -> None:
         for neighbor in neighbors:
@@ -277,20 +335,23 @@ class _Planner:
     def _prune(self) -> None:
         for link in self.observed.links:
             key = (link.netns, link.name)
-            leftover = link.kind == "ipvlan" and link.name.startswith(TEMP_PREFIX)
             # parent None: its parent is not in our namespace, so another ipvland instance (a peer
             # host in a lab, say) made it; never ours to prune.
-            mine = (link.owned or leftover) and link.parent is not None
+            mine = (link.owned or link.leftover) and link.parent is not None
             if mine and key not in self.kept and key not in self.doomed:
-                reason = "leftover of an interrupted create" if leftover else "not in the spec"
+                reason = "leftover of an interrupted create" if link.leftover else "not in the spec"
                 self.changes.append(LinkDelete(link.netns, link.name, reason))
                 self.doomed.add(key)
         for r in self.observed.routes:
+            if (r.netns, r.ifindex) in self.waiting:
+                continue
             if r.owned and (r.netns, r.route.key) not in self.wanted_routes:
                 dev = self._surviving_name(r.netns, r.ifindex)
                 if dev is not None:
                     self.changes.append(RouteDelete(r.netns, dev, r.route))
         for n in self.observed.neighbors:
+            if (n.netns, n.ifindex) in self.waiting:
+                continue
             if n.owned and (n.netns, n.ifindex, n.neighbor.address) not in self.wanted_neighbors:
                 dev = self._surviving_name(n.netns, n.ifindex)
                 if dev is not None:
@@ -304,11 +365,40 @@ class _Planner:
         return link.name
 
 
+class _Rank:
+    """The sort key of a change: its place in _ORDER.
+
+    An address is deleted before the adds only when something needs it gone first: the same IP is
+    added in this plan (moved to a sibling, a new prefix length, a failed DAD re-added; the kernel
+    would refuse the add). Any other deletion waits until the adds are done, so a renumbering never
+    leaves a device without the addresses that stay. Sysctls of a device being created follow
+    its creation; those of a kept device go first (promote_secondaries before any deletion).
+    """
+
+    def __init__(self, changes: list[Change]) -> None:
+        self.order = {kind: i for i, kind in enumerate(_ORDER)}
+        self.added = {c.address.ip for c in changes if isinstance(c, AddressAdd)}
+        self.created = {c.device for c in changes if isinstance(c, LinkCreate)}
+
+    def __call__(self, change: Change) -> int:
+        if isinstance(change, AddressDelete) and change.address.ip in self.added:
+            return self.order["address-freed"]
+        if isinstance(change, LinkSysctlSet):
+            return self.order["sysctl-new" if change.device in self.created else "sysctl-kept"]
+        return self.order[type(change)]
+
+
+def _hint(route: ObservedRoute) -> str:
+    if route.protocol == 9:  # ra: a router advertisement's
+        return " (a router advertisement's: set ipv6: {accept_ra: false} on the device to refuse them)"
+    return ""
+
+
 def _label(value: Mode | Flag | None) -> str:
     return value.label if value is not None else "?"
 
 
-def _address_order(address: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> tuple[int, str]:
+def _address_order(address: IPInterface) -> tuple[int, str]:
     return (address.version, str(address))
 
 

@@ -19,6 +19,7 @@ from ipvland.netns import entered
 
 _ECHO_REQUEST = {4: 8, 6: 128}
 _ECHO_REPLY = {4: 0, 6: 129}
+_SEND_RETRY = 0.1  # seconds between sends that failed
 
 
 @dataclass(frozen=True)
@@ -77,25 +78,31 @@ def run_probe(probe: Probe) -> ProbeResult:
         return ProbeResult(probe, False, 0, error=f"cannot open an ICMP socket: {e.strerror or e}{hint}")
     ident = (os.getpid() ^ id(probe)) & 0xFFFF
     last = "no reply"
+    # The probe's budget is tries x timeout. A send that fails (no usable source address while a new
+    # IPv6 address is tentative, ~1-2 s of DAD; no route yet) uses time, not a try: it is retried
+    # until the budget is spent, so a probe right after an apply waits for DAD instead of failing.
+    budget_end = time.monotonic() + probe.tries * probe.timeout
+    sent_count = 0
     with sock:
-        for attempt in range(1, probe.tries + 1):
+        while sent_count < probe.tries and (left := budget_end - time.monotonic()) > 0:
             sent = time.monotonic()
             try:
-                sock.sendto(_echo(version, ident, attempt), (str(probe.target), 0))
+                sock.sendto(_echo(version, ident, sent_count + 1), (str(probe.target), 0))
             except OSError as e:
                 last = e.strerror or str(e)
-                time.sleep(min(probe.timeout, 0.2))
+                time.sleep(min(_SEND_RETRY, left))
                 continue
+            sent_count += 1
             deadline = sent + probe.timeout
             while (left := deadline - time.monotonic()) > 0:
                 ready, _, _ = select.select([sock], [], [], left)
                 if not ready:
                     break
                 packet, _addr = sock.recvfrom(2048)
-                if _is_reply(version, packet, ident, attempt):
-                    return ProbeResult(probe, True, attempt, (time.monotonic() - sent) * 1000)
+                if _is_reply(version, packet, ident, sent_count):
+                    return ProbeResult(probe, True, sent_count, (time.monotonic() - sent) * 1000)
             last = "no reply"
-    return ProbeResult(probe, False, probe.tries, error=last)
+    return ProbeResult(probe, False, sent_count, error=last)
 
 
 def run_probes(probes: tuple[Probe, ...]) -> tuple[ProbeResult, ...]:

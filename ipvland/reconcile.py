@@ -95,7 +95,10 @@ class Report:
         if self.rollback is not None:
             return False
         final = self.remaining if self.remaining is not None else self.plan
+        # plan.conflicts too: one can be gone by the verification (a failed DAD, re-added) and still
+        # be this reconcile's error
         return (not self.failures and not final.changes and not final.conflicts and not final.pending
+                and not self.plan.conflicts
                 and final.needs_full_view is None and all(p.ok for p in self.probes))
 
     def to_json(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import ipaddress
 from collections import defaultdict
 from typing import Any
 
+from ipvland import normalize
 from ipvland.model import MAIN_TABLE, Observed, ObservedLink, Route
 
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
@@ -24,8 +25,7 @@ def _route(route: Route) -> dict[str, Any]:
     out: dict[str, Any] = {"to": to}
     if route.via is not None:
         out["via"] = str(route.via)
-    default_metric = 0 if route.to.version == 4 else 1024
-    if route.metric is not None and route.metric != default_metric:
+    if route.metric is not None and route.metric != normalize.DEFAULT_METRIC[route.to.version]:
         out["metric"] = route.metric
     if route.table is not None and route.table != MAIN_TABLE:
         out["table"] = route.table
@@ -44,7 +44,8 @@ def to_document(observed: Observed, include_foreign: bool = False) -> dict[str, 
                                                     "lladdr": n.neighbor.lladdr})
     addresses = defaultdict(list)
     for a in observed.addresses:
-        if not (a.address.version == 6 and a.address.ip in _LINK_LOCAL):
+        # link-local: the kernel's; dynamic (finite lifetime): another agent's, never ipvland's
+        if not (a.address.version == 6 and a.address.ip in _LINK_LOCAL) and not a.dynamic:
             addresses[(a.netns, a.ifindex)].append(str(a.address))
 
     def extras(link: ObservedLink, body: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +72,11 @@ def to_document(observed: Observed, include_foreign: bool = False) -> dict[str, 
         device["addresses"] = addresses.get((link.netns, link.index), [])
         device["mtu"] = link.mtu
         device["state"] = "up" if link.up else "down"
+        # what is off (1 is the kernel's default in a new namespace), so a rollback restores it
+        ipv6 = {key.split(".", 1)[1]: False for key, value in link.sysctls
+                if key.startswith("ipv6.") and value == 0}
+        if ipv6:
+            device["ipv6"] = ipv6
         parent.setdefault("devices", {})[link.name] = extras(link, device)
     # parents that carry only our routes or neighbors (a peer host's side)
     for name, link in sorted(root.items()):

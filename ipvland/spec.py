@@ -37,6 +37,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import BaseResolver
 
+from ipvland import normalize
 from ipvland.model import (
     MAIN_TABLE,
     TEMP_PREFIX,
@@ -732,6 +733,8 @@ class _DevD:
     state: State = State.UP
     routes: list[_RouteD] = field(default_factory=list)
     neighbors: list[_NeighD] = field(default_factory=list)
+    sysctls: list[tuple[str, int]] = field(default_factory=list)
+    sysctls_loc: Loc | None = None
 
 
 @dataclass
@@ -828,6 +831,12 @@ def _device(doc: _Doc, errors: _Errors, name: str, parent: str, d: dict[str, Any
         draft.state = State.DOWN
     draft.routes = _routes(doc, errors, d.get("routes"), (*path, "routes"))
     draft.neighbors = _neighbors(doc, errors, d.get("neighbors"), (*path, "neighbors"))
+    ipv6 = _dict(d.get("ipv6"))
+    for key in ("accept_ra", "autoconf"):
+        if isinstance(ipv6.get(key), bool):
+            draft.sysctls.append((f"ipv6.{key}", int(ipv6[key])))
+    if draft.sysctls:
+        draft.sysctls_loc = doc.at((*path, "ipv6"))
     return draft
 
 
@@ -1100,15 +1109,20 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
                                            f"(each IP at most once on the ipvlans of parent {m.name})")
                 else:
                     ips[iface.ip] = (d, loc)
-            if d.mtu is not None and d.mtu < 1280 and d.mtu_loc is not None \
-                    and any(a.version == 6 for a, _, _ in d.addresses):
-                errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280, the minimum for the "
-                                                       "device's IPv6 addresses")
+            if d.mtu is not None and d.mtu < normalize.IPV6_MIN_MTU and d.mtu_loc is not None:
+                if any(a.version == 6 for a, _, _ in d.addresses):
+                    errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280, the minimum for the "
+                                                           "device's IPv6 addresses")
+                elif d.sysctls:
+                    errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280: the kernel drops "
+                                                           f"IPv6 from the device, so its ipv6 settings at "
+                                                           f"{_at(d.sysctls_loc or d.loc)} cannot be kept")
             devices.append(Device(
                 name=d.name, parent=m.name, netns=d.netns,
                 addresses=tuple(a for a, _, _ in d.addresses), mtu=d.mtu, state=d.state,
                 routes=_unite_routes(d.routes, errors, (*dpath, "routes")),
-                neighbors=_unite_neighbors(d.neighbors, errors, (*dpath, "neighbors"))))
+                neighbors=_unite_neighbors(d.neighbors, errors, (*dpath, "neighbors")),
+                sysctls=tuple(d.sysctls)))
         parents.append(Parent(
             name=m.name,
             mode=m.mode[0] if m.mode is not None else None,
@@ -1116,11 +1130,49 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
             routes=_unite_routes(m.routes, errors, (*ppath, "routes")),
             neighbors=_unite_neighbors(m.neighbors, errors, (*ppath, "neighbors")),
             devices=tuple(devices)))
+    _route_places(merged, errors)
     probes: list[Probe] = []
     for f in files:
         probes.extend(p for p in f.probes if p not in probes)
     return Spec(version=1, parents=tuple(parents), sources=tuple(f.file for f in files),
                 probes=tuple(probes))
+
+
+def _route_places(merged: dict[str, _Merged], errors: _Errors) -> None:
+    """Routes that could never converge, whatever the kernel does (normalize's table):
+
+    - the same route (destination, table, metric as the kernel stores them) on two devices or
+      parents of one namespace: ipvland would move it back and forth forever;
+    - a route the kernel installs itself for an address of the spec in that namespace (its prefix
+      route, proto kernel): adding it fails with EEXIST every time.
+    """
+    first: dict[tuple[str | None, Any], tuple[str, _RouteD]] = {}
+    prefix: dict[tuple[str | None, Any], tuple[str, IPInterface, Loc]] = {}
+    places: list[tuple[str | None, str, PathT, list[_RouteD]]] = []
+    for m in merged.values():
+        places.append((None, f"parent {m.name}", ("parents", m.name, "routes"), m.routes))
+        for d in m.devices.values():
+            places.append((d.netns, f"device {d.name}", ("parents", m.name, "devices", d.name, "routes"),
+                           d.routes))
+            for iface, loc, _ in d.addresses:
+                if normalize.has_prefix_route(iface.version, iface.network.prefixlen):
+                    kernels = Route(iface.network, metric=normalize.PREFIX_ROUTE_METRIC[iface.version])
+                    prefix.setdefault((d.netns, kernels.key), (d.name, iface, loc))
+    for netns, where, path, routes in places:
+        for item in routes:
+            key = (netns, item.route.key)
+            if key in prefix:
+                dev, iface, loc = prefix[key]
+                errors.add(item.loc, path, f"route {item.route.describe()} is the prefix route the kernel "
+                                           f"adds itself for address {iface} of device {dev} at {_at(loc)} "
+                                           "(proto kernel, same destination, table and metric); leave it "
+                                           "out, or give it another metric")
+            other = first.setdefault(key, (where, item))
+            if other[0] != where:
+                ns = f"netns {netns}" if netns else "ipvland's own namespace"
+                errors.add(item.loc, path, f"route {item.route.describe()} on {where} is also on {other[0]} "
+                                           f"at {_at(other[1].loc)}: one route per destination, table and "
+                                           f"metric in {ns} (the kernel keeps one; both can never hold)")
 
 
 # ---------------------------------------------------------------- driver

@@ -16,6 +16,7 @@ from ipvland.model import (
     LinkDelete,
     LinkMtuSet,
     LinkStateSet,
+    LinkSysctlSet,
     Mode,
     NamespaceCreate,
     Neighbor,
@@ -34,6 +35,7 @@ from ipvland.model import (
     Spec,
     State,
 )
+from ipvland.normalize import PROMOTE_SECONDARIES
 from ipvland.plan import plan, temp_name
 
 IF = ipaddress.ip_interface
@@ -47,9 +49,11 @@ def parent_link(name: str = "eth0", index: int = 2) -> ObservedLink:
 
 
 def ipvlan(name: str, index: int, netns: str | None = None, *, parent: str | None = "eth0", mode: Mode = Mode.L3S,
-           flags: Flag = Flag.BRIDGE, owned: bool = True, mtu: int = 1500, up: bool = True) -> ObservedLink:
+           flags: Flag = Flag.BRIDGE, owned: bool = True, mtu: int = 1500, up: bool = True,
+           sysctls: tuple[tuple[str, int], ...] = ((PROMOTE_SECONDARIES, 1),)) -> ObservedLink:
+    """An ipvlan as the kernel reports it; ipvland's own have promote_secondaries set (by the create)."""
     return ObservedLink(netns, index, name, "ipvlan", mtu, up, MAC, OWNER_ALIAS if owned else None,
-                        parent, mode, flags)
+                        parent, mode, flags, sysctls)
 
 
 def spec_of(*devices: Device, mode: Mode = Mode.L3S, flags: Flag = Flag.BRIDGE,
@@ -157,10 +161,10 @@ def test_addresses_are_fully_managed_except_ipv6_link_local() -> None:
     observed = replace(observed, addresses=(*observed.addresses, ObservedAddress("web", 7, IF("10.9.9.9/8"))))
     wanted = replace(WEB, addresses=(IF("192.0.2.10/24"), IF("2001:db8::11/64")))
     p = plan(spec_of(wanted), observed)
-    assert lines(p) == [
+    assert lines(p) == [  # added before deleted: see test_renumbering_adds_before_it_deletes
+        "+ address 2001:db8::11/64 dev web0 netns web",
         "- address 10.9.9.9/8 dev web0 netns web",
         "- address 2001:db8::10/64 dev web0 netns web",
-        "+ address 2001:db8::11/64 dev web0 netns web",
     ]
 
 
@@ -297,7 +301,7 @@ def test_mtu_unset_is_not_managed() -> None:
 def test_address_delete_and_link_mtu_types() -> None:
     observed = replace(converged_web(), links=(parent_link(), ipvlan("web0", 7, "web", mtu=1280)))
     p = plan(spec_of(replace(WEB, mtu=1500, addresses=())), observed)
-    assert [type(c) for c in p.changes] == [AddressDelete, AddressDelete, LinkMtuSet]
+    assert [type(c) for c in p.changes] == [LinkMtuSet, AddressDelete, AddressDelete]
 
 
 def test_plan_scales_linearly() -> None:
@@ -376,3 +380,143 @@ def test_partial_view_of_a_missing_namespace_creates_it() -> None:
     p = plan(spec_of(WEB, API, Device("app0", "eth0")), observed)
     assert [type(c) for c in p.changes][:2] == [NamespaceCreate, LinkCreate]
     assert {c.device for c in p.changes if c.device is not None} == {("web", "web0")}
+
+
+# ---------------------------------------------------------------- issue 11/12: a fixed point on real hosts
+
+
+def test_ipv6_metric_0_is_the_kernels_1024() -> None:
+    # The kernel stores metric 0 of an IPv6 route as 1024 (normalize): no delete/re-add loop.
+    observed = Observed(links=(parent_link(),),
+                        routes=(ObservedRoute(None, 2, Route(NET("2001:db8:1::/64"), None, 1024), RT_PROTO),))
+    assert plan(spec_of(routes=(Route(NET("2001:db8:1::/64"), metric=0),)), observed).empty
+    v4 = Observed(links=(parent_link(),), routes=(ObservedRoute(None, 2, Route(NET("10.1.0.0/16")), RT_PROTO),))
+    assert plan(spec_of(routes=(Route(NET("10.1.0.0/16"), metric=0),)), v4).empty  # IPv4: 0 is 0
+
+
+def renumbered(*addresses: str) -> Observed:
+    base = converged_web()
+    return replace(base, addresses=tuple(ObservedAddress("web", 7, IF(a)) for a in addresses))
+
+
+def test_renumbering_adds_before_it_deletes() -> None:
+    # [.10, .11] -> [.12, .11]: .12 is there before .10 (the primary) goes, so .11 never is alone
+    # with a primary being deleted (and promote_secondaries keeps it: see the kernel test).
+    observed = renumbered("192.0.2.10/24", "192.0.2.11/24")
+    p = plan(spec_of(replace(WEB, addresses=(IF("192.0.2.12/24"), IF("192.0.2.11/24")))), observed)
+    assert lines(p) == ["+ address 192.0.2.12/24 dev web0 netns web", "- address 192.0.2.10/24 dev web0 netns web"]
+
+
+def test_an_address_moving_to_a_sibling_is_deleted_before_it_is_added() -> None:
+    # Two ipvlans of one port cannot hold one IP (EADDRINUSE): this delete must come first.
+    api = Device("api0", "eth0", "web", (IF("192.0.2.10/24"),))
+    observed = replace(renumbered("192.0.2.10/24", "192.0.2.11/24"),
+                       links=(parent_link(), ipvlan("web0", 7, "web"), ipvlan("api0", 8, "web")))
+    p = plan(spec_of(replace(WEB, addresses=(IF("192.0.2.11/24"),)), api), observed)
+    assert lines(p) == ["- address 192.0.2.10/24 dev web0 netns web", "+ address 192.0.2.10/24 dev api0 netns web"]
+
+
+def test_promote_secondaries_is_set_on_a_kept_device_before_any_deletion() -> None:
+    observed = replace(renumbered("192.0.2.10/24", "192.0.2.11/24"),
+                       links=(parent_link(), ipvlan("web0", 7, "web", sysctls=((PROMOTE_SECONDARIES, 0),))))
+    p = plan(spec_of(replace(WEB, addresses=(IF("192.0.2.11/24"),))), observed)
+    assert lines(p) == ["~ link web0 netns web ipv4.promote_secondaries 0 -> 1",
+                        "- address 192.0.2.10/24 dev web0 netns web"]
+
+
+def test_ipv6_sysctls_are_set_after_a_create_and_before_up_and_repaired_in_place() -> None:
+    static = replace(WEB, sysctls=(("ipv6.accept_ra", 0), ("ipv6.autoconf", 0)))
+    p = plan(spec_of(static), Observed(links=(parent_link(),)))
+    assert [type(c) for c in p.changes] == [NamespaceCreate, LinkCreate, LinkSysctlSet, LinkSysctlSet, AddressAdd,
+                                            AddressAdd, LinkStateSet, RouteSet]
+    assert lines(p)[2] == "~ link web0 netns web ipv6.accept_ra ? -> 0"
+    kept = ipvlan("web0", 7, "web", sysctls=((PROMOTE_SECONDARIES, 1), ("ipv6.accept_ra", 1), ("ipv6.autoconf", 0)))
+    observed = replace(converged_web(), links=(parent_link(), kept))
+    assert lines(plan(spec_of(static), observed)) == ["~ link web0 netns web ipv6.accept_ra 1 -> 0"]
+    on = replace(WEB, sysctls=(("ipv6.accept_ra", 1),))
+    two = ipvlan("web0", 7, "web", sysctls=((PROMOTE_SECONDARIES, 1), ("ipv6.accept_ra", 2)))
+    assert plan(spec_of(on), replace(converged_web(), links=(parent_link(), two))).empty  # 2 is on too
+
+
+def test_dynamic_addresses_are_left_alone() -> None:
+    # SLAAC/temporary/DHCP addresses have a finite lifetime: another agent's (nmstate, ifstate agree).
+    base = converged_web()
+    slaac = ObservedAddress("web", 7, IF("2001:db8:ab::200:ff:fe00:1/64"), dynamic=True)
+    p = plan(spec_of(WEB), replace(base, addresses=(*base.addresses, slaac)))
+    assert p.empty and not p.conflicts
+
+
+def test_an_address_whose_dad_failed_is_readded_and_reported() -> None:
+    base = converged_web()
+    failed = ObservedAddress("web", 7, IF("2001:db8::10/64"), dad_failed=True)
+    addresses = (*(a for a in base.addresses if a.address != IF("2001:db8::10/64")), failed)
+    p = plan(spec_of(WEB), replace(base, addresses=addresses))
+    assert lines(p) == ["- address 2001:db8::10/64 dev web0 netns web (DAD failed: a duplicate on the link; re-added)",
+                        "+ address 2001:db8::10/64 dev web0 netns web"]
+    assert [c.subject for c in p.conflicts] == ["address 2001:db8::10/64 dev web0 netns web"]
+    assert "duplicate" in p.conflicts[0].message
+
+
+def test_a_route_in_conflict_names_its_protocol_as_iproute2_does() -> None:
+    observed = Observed(links=(parent_link(),), routes=(
+        ObservedRoute(None, 2, Route(NET("203.0.113.0/24")), 4),
+        ObservedRoute(None, 2, Route(NET("::/0"), IP("fe80::1"), 1024), 9),
+        ObservedRoute(None, 2, Route(NET("198.51.100.0/24")), 77)))
+    p = plan(spec_of(routes=(Route(NET("203.0.113.0/24")), Route(NET("::/0")), Route(NET("198.51.100.0/24")))),
+             observed)
+    messages = [c.message for c in p.conflicts]
+    assert "(proto static)" in messages[0]
+    assert "(proto ra)" in messages[1] and "accept_ra: false" in messages[1]
+    assert "(proto 77)" in messages[2]
+
+
+def test_our_route_in_place_beside_a_router_advertisements_is_not_fought() -> None:
+    ours = ObservedRoute(None, 2, Route(NET("::/0"), None, 1024), RT_PROTO)
+    ra = ObservedRoute(None, 2, Route(NET("::/0"), IP("fe80::1"), 1024), 9)
+    p = plan(spec_of(routes=(Route(NET("::/0")),)), Observed(links=(parent_link(),), routes=(ours, ra)))
+    assert p.empty and not p.conflicts
+
+
+def test_a_leftover_temporary_device_is_no_foreign_sibling_for_a_mode_change() -> None:
+    observed = replace(converged_web(), links=(parent_link(), ipvlan("web0", 7, "web", mode=Mode.L2),
+                                               ipvlan("ipvtmp-0badc0de", 11, "web", mode=Mode.L2, owned=False)))
+    p = plan(spec_of(WEB), observed)
+    assert not p.conflicts
+    assert lines(p) == ["- link ipvtmp-0badc0de netns web (leftover of an interrupted create)",
+                        "~ parent eth0 mode l2 -> l3s"]
+    assert isinstance(p.changes[1], PortModeSet) and p.changes[1].via == ("web", "web0")
+
+
+def test_a_renamed_parent_keeps_its_devices_pending_not_deleted() -> None:
+    # eth0 was renamed eth9 outside ipvland (same ifindex): the spec's devices sit on eth9 now.
+    app = Device("app0", "eth0", None, (IF("192.0.2.11/24"),), neighbors=(Neighbor(IP("192.0.2.1"), MAC),))
+    base = converged_web()
+    observed = replace(
+        base, links=(parent_link("eth9"), ipvlan("web0", 7, "web", parent="eth9"), ipvlan("app0", 8, parent="eth9"),
+                     ipvlan("gone0", 9, parent="eth9")),
+        addresses=(*base.addresses, ObservedAddress(None, 8, IF("192.0.2.11/24"))),
+        routes=(*base.routes, ObservedRoute(None, 2, Route(NET("198.51.100.7/32")), RT_PROTO)),
+        neighbors=(ObservedNeighbor(None, 8, Neighbor(IP("192.0.2.1"), MAC), True, RT_PROTO),
+                   ObservedNeighbor(None, 2, Neighbor(IP("192.0.2.50"), MAC), True, RT_PROTO)))
+    p = plan(spec_of(WEB, app, routes=(Route(NET("198.51.100.7/32")),),
+                     neighbors=(Neighbor(IP("192.0.2.50"), MAC),)), observed)
+    assert lines(p) == ["- link gone0 (not in the spec)"]  # on the renamed parent, but in no spec
+    assert [c.subject for c in p.pending] == ["parent eth0"]
+    assert "web0 netns web, app0 found on parent eth9" in p.pending[0].message
+
+
+def test_show_leaves_out_dynamic_addresses_and_keeps_ipv6_settings_that_are_off() -> None:
+    import yaml
+
+    from ipvland import spec as spec_mod
+    from ipvland.show import to_document
+
+    base = converged_web()
+    web0 = ipvlan("web0", 7, "web", sysctls=((PROMOTE_SECONDARIES, 1), ("ipv6.accept_ra", 0), ("ipv6.autoconf", 1)))
+    slaac = ObservedAddress("web", 7, IF("2001:db8:ab::1/64"), dynamic=True)
+    observed = replace(base, links=(parent_link(), web0), addresses=(*base.addresses, slaac))
+    doc = to_document(observed)
+    device = doc["parents"]["eth0"]["devices"]["web0"]
+    assert device["ipv6"] == {"accept_ra": False}
+    assert "2001:db8:ab::1/64" not in device["addresses"]
+    assert plan(spec_mod.loads(yaml.safe_dump(doc), "<show>"), observed).empty
