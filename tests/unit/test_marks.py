@@ -148,3 +148,13 @@ def test_detection_on_this_host_leaves_the_hosts_namespace_alone(monkeypatch: py
     assert subprocess.run(["ip", "-d", "-o", "link", "show", "lo"], capture_output=True, text=True).stdout == before
     assert "198.18.255" not in subprocess.run(["ip", "route", "show", "table", "all"], capture_output=True,
                                               text=True).stdout
+
+
+def test_the_daemons_status_carries_the_marks_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipvland.daemon import Daemon
+
+    monkeypatch.setattr(marks, "_detected", {marks.ALIAS: True, marks.ROUTE: True, marks.NEIGHBOR: False,
+                                             marks.FLAGS: True})
+    d = Daemon(tmp_path / "config.yaml", state_dir=tmp_path / "state", watch_files=False, watch_netlink=False,
+               kernel_factory=object, notify=lambda *f: True)
+    assert d.status()["marks"] == {"checked": marks._detected, "missing": [marks.NEIGHBOR], "record": True}
