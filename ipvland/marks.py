@@ -49,6 +49,7 @@ _PROBE_NEIGHBOR = Neighbor(ipaddress.ip_address("198.18.255.1"), "02:00:00:00:00
 
 Detected = dict[str, bool | None]  # marker -> sticks (None: could not be checked)
 _detected: Detected | None = None
+unchecked: dict[str, str] = {}  # marker -> why it could not be checked
 
 
 def _check(what: str, fn: Callable[[], bool], out: Detected) -> None:
@@ -56,6 +57,7 @@ def _check(what: str, fn: Callable[[], bool], out: Detected) -> None:
         out[what] = fn()
     except Exception as e:  # a refused probe says nothing about the mark
         log.debug("cannot check the %s: %s", what, e)
+        unchecked[what] = str(e)
         out[what] = None
 
 
@@ -96,7 +98,8 @@ def _veth(k: Any) -> None:
     """A veth pair ipvprobe0/ipvprobeP: an Ethernet device for the ipvlan flags probe."""
     import socket
 
-    from pyroute2.netlink.rtnl import NLM_F_CREATE, NLM_F_EXCL, RTM_NEWLINK
+    from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
+    from pyroute2.netlink.rtnl import RTM_NEWLINK
     from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
     msg = ifinfmsg()
@@ -121,6 +124,7 @@ def detect() -> Detected:
             err = ctypes.get_errno()
             log.debug("cannot check marks: unshare: %s", os.strerror(err))
             out.update(dict.fromkeys((ALIAS, ROUTE, NEIGHBOR, FLAGS)))
+            unchecked.update(dict.fromkeys(out, f"unshare: {os.strerror(err)}"))
             return
         _probe_here(out)
 

@@ -144,7 +144,20 @@ def test_detection_on_this_host_leaves_the_hosts_namespace_alone(monkeypatch: py
     before = subprocess.run(["ip", "-d", "-o", "link", "show", "lo"], capture_output=True, text=True).stdout
     found = marks.detect()
     assert found[marks.ALIAS] is True and found[marks.ROUTE] is True and found[marks.NEIGHBOR] is True
-    assert found[marks.FLAGS] in (True, None)  # None: this kernel cannot create an ipvlan to check
+    if found[marks.FLAGS] is None:  # only because this kernel cannot create an ipvlan to check
+        assert "lacks IPVLAN" in marks.unchecked[marks.FLAGS], marks.unchecked
+    else:
+        assert found[marks.FLAGS] is True
     assert subprocess.run(["ip", "-d", "-o", "link", "show", "lo"], capture_output=True, text=True).stdout == before
     assert "198.18.255" not in subprocess.run(["ip", "route", "show", "table", "all"], capture_output=True,
                                               text=True).stdout
+
+
+def test_the_daemons_status_carries_the_marks_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipvland.daemon import Daemon
+
+    monkeypatch.setattr(marks, "_detected", {marks.ALIAS: True, marks.ROUTE: True, marks.NEIGHBOR: False,
+                                             marks.FLAGS: True})
+    d = Daemon(tmp_path / "config.yaml", state_dir=tmp_path / "state", watch_files=False, watch_netlink=False,
+               kernel_factory=object, notify=lambda *f: True)
+    assert d.status()["marks"] == {"checked": marks._detected, "missing": [marks.NEIGHBOR], "record": True}
