@@ -26,7 +26,8 @@ Budget, seed, replay (environment; tests/vm passes IPVLAND_CAMPAIGN_* into the V
   IPVLAND_CAMPAIGN_BUDGET=S      seconds of apply rounds (default 120)
   IPVLAND_CAMPAIGN_DAEMON_ROUNDS=N  daemon rounds (default 3)
   IPVLAND_CAMPAIGN_ENABLE=a,b    switch on known-open bug classes (tests/campaign.py `Switches`):
-      v6_metric0  dup_routes  primary_drop  tmp_leftovers  parent_rename  netns_recreate_daemon  (or all)
+      v6_metric0  dup_routes  primary_drop  tmp_leftovers  parent_rename  netns_recreate_daemon
+      routes_on_down  v6_on_down  (found by the campaign)  (or all)
 e.g. IPVLAND_CAMPAIGN_SEED=123 IPVLAND_CAMPAIGN_ROUNDS=7 tests/run tests/kernel/test_campaign.py
 Every choice comes from the seed and the spec, never from the kernel, so a seed replays its rounds.
 """
@@ -74,6 +75,7 @@ from tests.campaign import (
     make_lab,
     named_namespaces,
     owned_diff,
+    read_state,
     vanished,
 )
 
@@ -134,7 +136,13 @@ class Round:
             f"{self.test}: seed {SEED}, round {self.number}: {what}",
             *details, "--- this round:", *self.lines,
             "--- spec before:", dump(self.old), "--- spec after:", dump(self.new), f"replay: {replay}"])
-        pytest.fail(text, pytrace=False)
+        raise RoundFailed(what, text)
+
+
+class RoundFailed(Exception):
+    def __init__(self, what: str, text: str) -> None:
+        super().__init__(text)
+        self.what, self.text = what, text
 
 
 def test_campaign_apply(lab: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -147,54 +155,78 @@ def test_campaign_apply(lab: None, tmp_path: Path, capsys: pytest.CaptureFixture
     doc: Doc = {"version": 1, "parents": {}}
     calls: Counter[int] = Counter()
     drifts: Counter[str] = Counter()
+    spent: Counter[str] = Counter()
     t0 = time.monotonic()
     number = 0
+    failures: list[RoundFailed] = []
     while (time.monotonic() - t0 < BUDGET) if ROUNDS is None else (number < ROUNDS):
-        new = gen.edit(doc) if number else gen.spec()
+        new = gen.edit(doc) if doc["parents"] else gen.spec()
         r = Round("test_campaign_apply", number, doc, new)
-        r.lines += drift(rng, doc, SWITCHES) if number else []
-        r.lines += foreign.shuffle(sorted({d.get("netns") for d in _devices(doc) if d.get("netns")}))
-        drifts.update(line.split(" ", 1)[0] for line in r.lines)
-        spec = load(new, tmp_path / "config.yaml")
-        where = [None, *named_namespaces()]
-        addresses_before = addresses_by_device(where)
-        foreign_before = foreign_snapshot()
-        reports: list[Report] = []
-        with Watch(where, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR) as watch:
-            for _ in range(2):
-                with Kernel() as kernel:
-                    reports.append(reconcile(spec, kernel))
-                r.lines += [f"apply call {len(reports)}:", *report_lines(reports[-1])]
-                if reports[-1].ok:
-                    break
-            events = watch.events()
-        calls[len(reports) if reports[-1].ok else 3] += 1
-        if not reports[-1].ok:
-            r.fail("apply did not converge in 2 calls", [])
-        with Kernel() as kernel:
-            dry = reconcile(spec, kernel, dry_run=True)
-            if not dry.plan.empty or dry.plan.conflicts or dry.plan.pending:
-                r.fail("plan is not empty after apply converged", report_lines(dry))
-            again = reconcile(spec, kernel)
-            if kernel.writes:
-                r.fail(f"a further apply wrote {kernel.writes} time(s)", report_lines(again))
-        lost = vanished(events, addresses_before, new)
-        if lost:
-            r.fail("addresses the spec keeps vanished during the round", lost)
-        changed = diff_snapshots(foreign_before, foreign_snapshot())
-        if changed:
-            r.fail("foreign objects were modified or deleted", changed)
-        want = expected_owned(new)
-        wrong = owned_diff(want, live_owned(named_namespaces(), want))
-        if wrong:
-            r.fail("what ipvland owns (iproute2) differs from the spec", wrong)
-        doc = new
         number += 1
+        try:
+            _apply_round(r, rng, foreign, tmp_path, calls, drifts, spent)
+            doc = new
+        except RoundFailed as failed:
+            # Keep going from a clean lab: one VM run then finds every failure it can, not the first.
+            failures.append(failed)
+            calls[3] += 1
+            make_lab()
+            doc = {"version": 1, "parents": {}}
     elapsed = time.monotonic() - t0
     assert number >= 3, f"only {number} round(s) in the budget: the campaign proved little"
-    say(capsys, f"apply: seed {SEED}: {number} rounds in {elapsed:.0f}s; converged after 1 call: {calls[1]}, "
-                f"after 2: {calls[2]}; drift and foreign actions: {dict(sorted(drifts.items()))}; "
+    say(capsys, f"apply: seed {SEED}: {number} rounds in {elapsed:.0f}s ({spent['ipvland']:.0f}s in ipvland); "
+                f"converged after 1 call: {calls[1]}, after 2: {calls[2]}, failed: {len(failures)}; "
+                f"drift and foreign actions: {dict(sorted(drifts.items()))}; "
                 f"generated: {dict(sorted(gen.tried.items()))}")
+    if failures:
+        kinds: Counter[str] = Counter(f.what for f in failures)
+        pytest.fail("\n\n".join([f"{len(failures)} of {number} rounds failed (seed {SEED}): {dict(kinds)}",
+                                  *(f.text for f in failures[:4])]), pytrace=False)
+
+
+def _apply_round(r: Round, rng: random.Random, foreign: Foreign, tmp_path: Path, calls: Counter[int],
+                 drifts: Counter[str], spent: Counter[str]) -> None:
+    """Drift, foreign objects, then apply r.new as `ipvland apply` does, and check every invariant."""
+    if r.old["parents"]:
+        r.lines += drift(rng, r.old, SWITCHES)
+    r.lines += foreign.shuffle(sorted({d.get("netns") for d in _devices(r.old) if d.get("netns")}))
+    drifts.update(line.split(" ", 1)[0] for line in r.lines)
+    spec = load(r.new, tmp_path / "config.yaml")
+    state = read_state()
+    addresses_before = addresses_by_device(state)
+    foreign_before = foreign_snapshot(state)
+    reports: list[Report] = []
+    t1 = time.monotonic()
+    with Watch(list(state), RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR) as watch:
+        for _ in range(2):
+            with Kernel() as kernel:
+                reports.append(reconcile(spec, kernel))
+            r.lines += [f"apply call {len(reports)}:", *report_lines(reports[-1])]
+            if reports[-1].ok:
+                break
+        events = watch.events()
+    if not reports[-1].ok:
+        r.fail("apply did not converge in 2 calls", [])
+    calls[len(reports)] += 1
+    with Kernel() as kernel:
+        dry = reconcile(spec, kernel, dry_run=True)
+        if not dry.plan.empty or dry.plan.conflicts or dry.plan.pending:
+            r.fail("plan is not empty after apply converged", report_lines(dry))
+        again = reconcile(spec, kernel)
+        if kernel.writes:
+            r.fail(f"a further apply wrote {kernel.writes} time(s)", report_lines(again))
+    spent["ipvland"] += time.monotonic() - t1
+    state = read_state()
+    lost = vanished(events, addresses_before, r.new)
+    if lost:
+        r.fail("addresses the spec keeps vanished during the round", lost)
+    changed = diff_snapshots(foreign_before, foreign_snapshot(state))
+    if changed:
+        r.fail("foreign objects were modified or deleted", changed)
+    want = expected_owned(r.new)
+    wrong = owned_diff(want, live_owned(state, want))
+    if wrong:
+        r.fail("what ipvland owns (iproute2) differs from the spec", wrong)
 
 
 def _devices(doc: Doc) -> list[Doc]:
@@ -261,10 +293,10 @@ def test_campaign_daemon(lab: None, tmp_path: Path, capsys: pytest.CaptureFixtur
             t0 = time.monotonic()
             r.lines += drift(rng, doc, SWITCHES, daemon=True)
             r.lines += foreign.shuffle(sorted({d.get("netns") for d in _devices(doc) if d.get("netns")}))
-            foreign_before = foreign_snapshot()
+            foreign_before = foreign_snapshot(read_state())
             _wait_converged(daemon, r, new, CONVERGE_BOUND, generation + (new != doc))
             times.append(time.monotonic() - t0)
-            changed = diff_snapshots(foreign_before, foreign_snapshot())
+            changed = diff_snapshots(foreign_before, foreign_snapshot(read_state()))
             if changed:
                 r.fail("the daemon modified or deleted foreign objects", changed)
             _quiet(daemon, r)
@@ -282,7 +314,7 @@ def _wait_converged(daemon: Daemon, r: Round, doc: Doc, bound: float, generation
     while True:
         status = daemon.status()
         last = status.get("last_reconcile") or {}
-        wrong = owned_diff(want, live_owned(named_namespaces(), want))
+        wrong = owned_diff(want, live_owned(read_state(), want))
         if (int(status.get("config", {}).get("generation", 0)) >= generation and last.get("result") == "ok"
                 and not wrong):
             return
