@@ -301,6 +301,8 @@ def test_campaign_daemon(lab: None, tmp_path: Path, capsys: pytest.CaptureFixtur
                 r.fail("the daemon modified or deleted foreign objects", changed)
             _quiet(daemon, r)
             doc = new
+    except RoundFailed as failed:
+        pytest.fail(failed.text, pytrace=False)
     finally:
         rc = daemon.stop()
     assert rc == 0, daemon.tail()
@@ -323,7 +325,7 @@ def _wait_converged(daemon: Daemon, r: Round, doc: Doc, bound: float, generation
         if time.monotonic() - t0 > bound:
             r.fail(f"the daemon did not converge in {bound:.0f}s", [
                 *wrong, f"last reconcile: {json.dumps(last)[:2000]}", *daemon.tail()])
-        time.sleep(0.2)
+        time.sleep(0.3)
 
 
 def _quiet(daemon: Daemon, r: Round) -> None:
