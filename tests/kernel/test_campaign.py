@@ -51,7 +51,7 @@ import yaml
 
 from ipvland import spec as spec_mod
 from ipvland.kernel import Kernel
-from ipvland.model import Spec
+from ipvland.model import LinkDelete, Spec
 from ipvland.reconcile import Report, reconcile
 from tests.campaign import (
     RTMGRP_IPV4_IFADDR,
@@ -67,10 +67,12 @@ from tests.campaign import (
     Watch,
     addresses_by_device,
     clean_lab,
+    devices_of,
     diff_snapshots,
     drift,
     expected_owned,
     foreign_snapshot,
+    ip,
     live_owned,
     make_lab,
     named_namespaces,
@@ -196,6 +198,9 @@ def _apply_round(r: Round, rng: random.Random, foreign: Foreign, tmp_path: Path,
     r.lines += foreign.shuffle(sorted({d.get("netns") for d in _devices(r.old) if d.get("netns")}))
     drifts.update(line.split(" ", 1)[0] for line in r.lines)
     spec = load(r.new, tmp_path / "config.yaml")
+    renamed = sorted({line.split()[1] for line in r.lines if line.startswith("parent-rename ")})
+    if renamed:
+        _apply_with_renamed_parents(r, renamed, tmp_path)
     state = read_state()
     addresses_before = addresses_by_device(state)
     foreign_before = foreign_snapshot(state)
@@ -233,6 +238,21 @@ def _apply_round(r: Round, rng: random.Random, foreign: Foreign, tmp_path: Path,
     wrong = owned_diff(want, live_owned(state, want))
     if wrong:
         r.fail("what ipvland owns (iproute2) differs from the spec", wrong)
+
+
+def _apply_with_renamed_parents(r: Round, renamed: list[str], tmp_path: Path) -> None:
+    """One apply of the last spec while parents are renamed (case 10): their devices wait, pending;
+    none is deleted. Then the parents get their names back and the round goes on."""
+    on_renamed = {(d.get("netns"), name) for p, name, d in devices_of(r.old) if p in renamed}
+    with Kernel() as kernel:
+        report = reconcile(load(r.old, tmp_path / "renamed.yaml"), kernel)
+    r.lines += ["apply (last spec) with renamed parent(s):", *report_lines(report)]
+    for parent in renamed:
+        ip("link", "set", parent + "x", "name", parent, check=False)
+    deleted = [o.change.describe() for o in report.outcomes
+               if isinstance(o.change, LinkDelete) and (o.change.netns, o.change.name) in on_renamed]
+    if deleted:
+        r.fail("devices were deleted while their parent was renamed", deleted)
 
 
 def _devices(doc: Doc) -> list[Doc]:
