@@ -53,6 +53,10 @@ from ipvland import spec as spec_mod
 from ipvland.kernel import Kernel
 from ipvland.model import LinkDelete, Spec
 from ipvland.reconcile import Report, reconcile
+
+# The helpers live in tests/campaign.py; tests/kernel is no package, so name the repo however pytest
+# was started (python -m pytest puts it on sys.path, the pytest script does not).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.campaign import (
     RTMGRP_IPV4_IFADDR,
     RTMGRP_IPV4_ROUTE,
