@@ -59,6 +59,9 @@ class Switches:
     tmp_leftovers: bool = False  # an `ipvtmp-*` device left by an interrupted create (case 10)
     parent_rename: bool = False  # a parent renamed by hand (and back)                  (case 10)
     netns_recreate_daemon: bool = False  # namespace deleted + re-created while the daemon runs (case 6)
+    # Found by this campaign (tests/kernel/test_campaign_regressions.py):
+    routes_on_down: bool = False  # routes on a `state: down` device: the kernel refuses them (ENETDOWN)
+    v6_on_down: bool = False  # IPv6 addresses on a device that goes down: the kernel flushes them
 
     @classmethod
     def from_env(cls) -> Switches:
@@ -371,6 +374,10 @@ class Gen:
                         seen_addrs.add(ip_only)
                         kept.append(a)
                 dev["addresses"] = kept
+                if dev.get("state") == "down" and not self.switches.v6_on_down:
+                    dev["addresses"] = [a for a in kept if ipaddress.ip_interface(a).version == 4]
+                if dev.get("state") == "down" and not self.switches.routes_on_down:
+                    dev["routes"] = []
                 dev["routes"] = self._keep_routes(dev.get("routes") or [], dev, ns, route_keys)
                 dev["neighbors"] = _unique_neighbors(dev.get("neighbors") or [])
             parent["routes"] = self._keep_routes(parent.get("routes") or [], None, None, route_keys)
@@ -463,10 +470,9 @@ def _drift_one(rng: random.Random, kind: str, doc: Doc, devices: list[tuple[str,
     if kind == "parent-mtu":
         p = rng.choice(parents)
         return _run(kind, "link", "set", p, "mtu", str(rng.choice((1300, 1420, 1500))))
-    if kind == "parent-rename":
+    if kind == "parent-rename":  # renamed back after one apply (test_campaign.py checks that apply)
         p = rng.choice(parents)
-        ip("link", "set", p, "name", p + "x", check=False)
-        return _run(kind, "link", "set", p + "x", "name", p)
+        return _run(f"{kind} {p}", "link", "set", p, "name", p + "x")
     if kind == "netns-recreate":
         used = sorted({d.get("netns") for _, _, d in devices if d.get("netns")})
         if not used:
@@ -605,13 +611,41 @@ def _owned_link(entry: dict[str, Any]) -> bool:
     return entry.get("ifalias") == "ipvland" or entry["ifname"].startswith("ipvtmp-")
 
 
-def foreign_snapshot() -> dict[str, Any]:
+@dataclass
+class NsState:
+    links: list[dict[str, Any]]
+    addrs: list[dict[str, Any]]
+    routes: list[tuple[int, dict[str, Any]]]  # (family, route)
+    neighbors: list[dict[str, Any]]
+
+
+def read_state() -> dict[Ns, NsState]:
+    """Every namespace as iproute2 shows it: three `ip` processes per namespace (one a batch)."""
+    out: dict[Ns, NsState] = {}
+    for ns in [None, *named_namespaces()]:
+        where = ["-n", ns] if ns else []
+        runs = [subprocess.run(["ip", "-d", "-j", *where, "-batch", "-"],
+                               input="link show\naddr show\nneigh show nud permanent\n",
+                               capture_output=True, text=True, check=False)]
+        runs += [subprocess.run(["ip", "-j", family, *where, "route", "show", "table", "all"],
+                                capture_output=True, text=True, check=False) for family in ("-4", "-6")]
+        if any(run.returncode != 0 for run in runs):
+            continue  # deleted meanwhile
+        parts = [json.loads(line) for line in runs[0].stdout.splitlines() if line.strip()]
+        links, addrs, neighbors = [*parts, [], [], []][:3]
+        routes = [(family, r) for family, run in ((4, runs[1]), (6, runs[2]))
+                  for r in (json.loads(run.stdout) if run.stdout.strip() else [])]
+        out[ns] = NsState(links, addrs, routes, neighbors)
+    return out
+
+
+def foreign_snapshot(state: dict[Ns, NsState]) -> dict[str, Any]:
     """Every object ipvland does not own, as iproute2 shows it, in every namespace."""
     snap: dict[str, Any] = {}
-    for ns in [None, *named_namespaces()]:
+    for ns, st in state.items():
         where = ns or "-"
         owned: set[str] = set()
-        for entry in ipj("-d", "link", "show", netns=ns):
+        for entry in st.links:
             if _owned_link(entry):
                 owned.add(entry["ifname"])
                 continue
@@ -621,20 +655,19 @@ def foreign_snapshot() -> dict[str, Any]:
                 "up": "UP" in entry.get("flags", []), "alias": entry.get("ifalias"),
                 "ipvlan": info.get("info_data") if info.get("info_kind") == "ipvlan" else None,
                 "address": entry.get("address")}
-        for entry in ipj("addr", "show", netns=ns):
+        for entry in st.addrs:
             if entry["ifname"] in owned:
                 continue
             snap[f"{where} addrs {entry['ifname']}"] = sorted(
                 f"{a['local']}/{a['prefixlen']}" for a in entry.get("addr_info", []) if a.get("scope") != "link")
-        for family in ("-4", "-6"):
-            for r in ipj(family, "route", "show", "table", "all", netns=ns):
-                if r.get("protocol") in ("kernel", "212", "ra") or r.get("table") == "local":
-                    continue
-                if r.get("dev") in owned or r.get("type") in ("multicast", "local", "broadcast"):
-                    continue
-                r.pop("flags", None)  # linkdown and friends follow the carrier, not a write
-                snap[f"{where} route {json.dumps(r, sort_keys=True)}"] = True
-        for n in ipj("neigh", "show", "nud", "permanent", netns=ns):
+        for _, r in st.routes:
+            if r.get("protocol") in ("kernel", "212", "ra") or r.get("table") == "local":
+                continue
+            if r.get("dev") in owned or r.get("type") in ("multicast", "local", "broadcast"):
+                continue
+            r = {k: v for k, v in r.items() if k != "flags"}  # linkdown & co. follow the carrier
+            snap[f"{where} route {json.dumps(r, sort_keys=True)}"] = True
+        for n in st.neighbors:
             if n.get("protocol") == "212" or n.get("dev") in owned:
                 continue
             snap[f"{where} neigh {n['dst']} dev {n['dev']}"] = n.get("lladdr")
@@ -642,8 +675,13 @@ def foreign_snapshot() -> dict[str, Any]:
 
 
 def diff_snapshots(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Foreign objects changed or gone, and new unowned ones in namespaces that existed before
+    (a namespace ipvland creates brings its own loopback)."""
+    namespaces = {key.split(" ", 1)[0] for key in before}
     out = []
     for key in sorted(set(before) | set(after)):
+        if key not in before and key.split(" ", 1)[0] not in namespaces:
+            continue
         if before.get(key) != after.get(key):
             out.append(f"{key}: {before.get(key)!r} -> {after.get(key)!r}")
     return out
@@ -684,34 +722,34 @@ def _route_tuple(ns: Ns, dev: str, route: Doc) -> tuple[Any, ...]:
     return (ns, dev, str(net), table, metric, str(ipaddress.ip_address(via)) if via else None)
 
 
-def live_owned(namespaces: list[str], want: dict[str, Any]) -> dict[str, Any]:
+def live_owned(state: dict[Ns, NsState], want: dict[str, Any]) -> dict[str, Any]:
     """What ipvland owns, read with iproute2, in the shape of expected_owned (mtu only where wanted)."""
     have: dict[str, Any] = {"links": {}, "routes": set(), "neighbors": set()}
-    roots = {e["ifindex"]: e["ifname"] for e in ipj("link", "show")}
-    for ns in [None, *namespaces]:
+    roots = {e["ifindex"]: e["ifname"] for e in state[None].links}
+    for ns, st in state.items():
         addrs = {e["ifname"]: sorted(str(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}"))
                                      for a in e.get("addr_info", []) if a.get("scope") != "link")
-                 for e in ipj("addr", "show", netns=ns)}
-        for e in ipj("-d", "link", "show", netns=ns):
+                 for e in st.addrs}
+        for e in st.links:
             info = e.get("linkinfo", {})
             if info.get("info_kind") != "ipvlan" or not _owned_link(e):
                 continue
             data = info.get("info_data", {})
-            flags = "private" if "private" in data.get("flags", []) or data.get("private") else \
-                "vepa" if "vepa" in data.get("flags", []) or data.get("vepa") else "bridge"
+            flags = "private" if "private" in json.dumps(data) else "vepa" if "vepa" in json.dumps(data) else "bridge"
             parent = e.get("link") if ns is None else roots.get(e.get("link_index", -1), e.get("link"))
             wanted = want["links"].get((ns, e["ifname"]), {})
             have["links"][(ns, e["ifname"])] = {
                 "parent": parent, "mode": data.get("mode"), "flags": flags,
                 "mtu": e["mtu"] if wanted.get("mtu") is not None else None,
                 "up": "UP" in e.get("flags", []), "addresses": addrs.get(e["ifname"], [])}
-        for family, fam in (("-4", 4), ("-6", 6)):
-            for r in ipj(family, "route", "show", "table", "all", "proto", "212", netns=ns):
-                table = r.get("table", "main")
-                table = 254 if table == "main" else int(table)
-                metric = r.get("metric", 0)
-                have["routes"].add((ns, r["dev"], _net(r["dst"], fam), table, metric, r.get("gateway")))
-        for n in ipj("neigh", "show", "nud", "permanent", netns=ns):
+        for fam, r in st.routes:
+            if r.get("protocol") != "212":
+                continue
+            table = r.get("table", "main")
+            table = 254 if table == "main" else int(table)
+            metric = r.get("metric", 0)
+            have["routes"].add((ns, r["dev"], _net(r["dst"], fam), table, metric, r.get("gateway")))
+        for n in st.neighbors:
             if n.get("protocol") == "212":
                 have["neighbors"].add((ns, n["dev"], str(ipaddress.ip_address(n["dst"])), n["lladdr"].lower()))
     return have
@@ -834,11 +872,11 @@ def _decode(ns: Ns, mtype: int, data: bytes, off: int, end: int) -> list[Event]:
     return []
 
 
-def addresses_by_device(namespaces: list[Ns]) -> dict[tuple[Ns, int], tuple[str, set[str]]]:
-    """(netns, ifindex) -> (name, addresses) now, from iproute2."""
+def addresses_by_device(state: dict[Ns, NsState]) -> dict[tuple[Ns, int], tuple[str, set[str]]]:
+    """(netns, ifindex) -> (name, addresses)."""
     out = {}
-    for ns in namespaces:
-        for e in ipj("addr", "show", netns=ns):
+    for ns, st in state.items():
+        for e in st.addrs:
             out[(ns, e["ifindex"])] = (e["ifname"], {
                 str(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}")) for a in e.get("addr_info", [])
                 if a.get("scope") != "link"})
