@@ -109,8 +109,9 @@ COMMAND_HELP = {  # name: (one line for the top-level list, what --help says, ex
                "ExecReload= (synchronous, and no /bin/kill needed).",
                "0 reloaded; 1 no such process, timeout, or the new config has errors (the old one stays)"),
     "wait-online": ("wait until the config is converged",
-                    "Wait until the daemon's last reconcile converged: what ipvland-wait-online.service runs "
-                    "before network-online.target, so containers and applications find their ipvlans.",
+                    "Wait until the daemon's last reconcile converged (devices whose parent does not exist "
+                    "yet do not wait, unless --strict): what ipvland-wait-online.service runs before "
+                    "network-online.target, so containers and applications find their ipvlans.",
                     "0 converged, 1 timeout (the reason is printed)"),
 }
 
@@ -184,6 +185,8 @@ def build_parser() -> _Parser:
     _state_dir_arg(p)
     p.add_argument("--timeout", type=number(0.1, 86400), default=120.0, metavar="S",
                    help="seconds to wait (default: 120)")
+    p.add_argument("--strict", action="store_true",
+                   help="also wait for devices whose parent does not exist yet (default: those do not wait)")
     return parser
 
 
@@ -385,7 +388,7 @@ def _reload(args: argparse.Namespace) -> int:
 def _wait_online(args: argparse.Namespace) -> int:
     from ipvland import control
 
-    return control.wait_online(args.state_dir, args.timeout)
+    return control.wait_online(args.state_dir, args.timeout, strict=args.strict)
 
 
 def _schema(args: argparse.Namespace) -> int:

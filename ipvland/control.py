@@ -28,8 +28,13 @@ class Verdict:
     reason: str
 
 
-def online_verdict(status: status_mod.Status | None, pid_alive: bool) -> Verdict:
-    """Is the enforced config converged? Pure: the status as read (None: no status file yet)."""
+def online_verdict(status: status_mod.Status | None, pid_alive: bool, strict: bool = False) -> Verdict:
+    """Is the enforced config converged? Pure: the status as read (None: no status file yet).
+
+    "pending" (devices whose parent does not exist yet) counts as online unless strict: a parent may come
+    much later (hot-plug, SR-IOV VFs made by another unit), its devices follow at once, and holding
+    network-online.target for it would hold every network consumer of the host.
+    """
     if status is None:
         return Verdict(False, "no status file yet (is ipvland.service running?)")
     if not pid_alive:
@@ -38,6 +43,9 @@ def online_verdict(status: status_mod.Status | None, pid_alive: bool) -> Verdict
     result = last.get("result")
     if result == "ok":
         return Verdict(True, "converged")
+    if result == "pending" and not strict:
+        waiting = "; ".join(str(p) for p in (last.get("pending") or ())[:3])
+        return Verdict(True, f"converged, except what waits for a missing parent: {waiting}")
     details = [*(f"{e.get('object')}: {e.get('error')}" for e in last.get("errors") or ()),
                *(last.get("conflicts") or ()), *(f"pending: {p}" for p in last.get("pending") or ())]
     config = status.get("config") or {}
@@ -63,14 +71,14 @@ def _reload_mark(status: status_mod.Status | None) -> object:
     return ("reloads", status["reloads"]) if "reloads" in status else ("updated", status.get("updated"))
 
 
-def wait_online(state_dir: Path, timeout: float, *, clock: Callable[[], float] = time.monotonic,
-                sleep: Callable[[float], None] = time.sleep) -> int:
+def wait_online(state_dir: Path, timeout: float, *, strict: bool = False,
+                clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> int:
     deadline = clock() + timeout
     while True:
         status = _read(state_dir)
-        verdict = online_verdict(status, status is not None and status_mod._pid_alive(status.get("pid")))
+        verdict = online_verdict(status, status is not None and status_mod._pid_alive(status.get("pid")), strict)
         if verdict.done:
-            print("ipvland: online: the config is converged")
+            print(f"ipvland: online: {verdict.reason}")
             return 0
         if clock() >= deadline:
             print(f"ipvland wait-online: not converged after {timeout:g}s: {verdict.reason}", file=sys.stderr)
@@ -80,7 +88,14 @@ def wait_online(state_dir: Path, timeout: float, *, clock: Callable[[], float] =
 
 def reload(pid: int, state_dir: Path, timeout: float, *, clock: Callable[[], float] = time.monotonic,
            sleep: Callable[[float], None] = time.sleep, kill: Callable[[int, int], None] = os.kill) -> int:
-    before = _reload_mark(_read(state_dir))
+    current = _read(state_dir)
+    if current is None or current.get("pid") != pid:
+        # Never signal a process that is not the daemon of this state directory (a stale or wrong pid).
+        holder = "no status file" if current is None else f"its daemon is pid {current.get('pid')}"
+        print(f"ipvland reload: pid {pid} is not the daemon of {state_dir} ({holder}); nothing sent",
+              file=sys.stderr)
+        return 1
+    before = _reload_mark(current)
     try:
         kill(pid, signal.SIGHUP)
     except ProcessLookupError:

@@ -29,6 +29,7 @@ is up and reporting), STATUS=<summary> after each, WATCHDOG=1 (heartbeat.py), ST
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import os
@@ -159,6 +160,7 @@ class Daemon:
         self.started = time.time()
         self.ready = False
         self.watcher: Any = None
+        self.watch_error: str | None = None  # why the config files are not watched (resync and SIGHUP only)
         self.monitor: Any = None
 
     # ------------------------------------------------------------------ compatibility views
@@ -247,8 +249,18 @@ class Daemon:
         if self.watch_files:
             from ipvland.watch import ConfigWatcher
 
-            self.watcher = ConfigWatcher(self.config, self.on_file_event)
-            self.watcher.start()
+            watcher = ConfigWatcher(self.config, self.on_file_event)
+            try:
+                watcher.start()
+                self.watcher = watcher
+            except OSError as e:
+                # A full inotify table (max_user_instances, often exhausted on Kubernetes nodes) must not
+                # keep the network from converging: run without the watch, and say so.
+                self.watch_error = f"cannot watch the config files ({e.strerror or e}): changes are read " \
+                                   f"at SIGHUP (systemctl reload) and at every resync ({self.interval:g}s)"
+                log.warning("%s", self.watch_error)
+                with contextlib.suppress(Exception):
+                    watcher.stop()
         if self.watch_netlink:
             from ipvland.events import NetlinkMonitor
 
@@ -570,7 +582,7 @@ class Daemon:
             "pid": os.getpid(),
             "started": status_mod.iso(self.started),
             "updated": status_mod.now_iso(),
-            "config": {"path": str(self.config), "generation": choice.generation,
+            "config": {"path": str(self.config), "generation": choice.generation, "watch_error": self.watch_error,
                        "sources": list(choice.good.sources) if choice.good is not None else [],
                        "loaded": status_mod.iso(choice.loaded_at), "error": error,
                        "enforced": {"generation": choice.generation if choice.good is not None

@@ -133,7 +133,8 @@ def list_namespaces() -> frozenset[str]:
         names = []
         for e in os.scandir(NETNS_DIR):
             with contextlib.suppress(OSError):
-                if not e.name.startswith(".") and e.stat(follow_symlinks=False).st_dev == nsfs:
+                # followed: `ln -s /proc/PID/ns/net /run/netns/NAME` (a common Docker recipe) is a namespace
+                if not e.name.startswith(".") and e.stat().st_dev == nsfs:
                     names.append(e.name)
         return frozenset(names)
     except FileNotFoundError:
@@ -176,8 +177,13 @@ def create_namespace(name: str) -> None:
         code = ("import sys\nfrom ipvland.netns import mount_new_namespace\ntry:\n"
                 f"    mount_new_namespace({name!r})\nexcept OSError as e:\n"
                 "    sys.exit(f'{e.errno} {e.strerror}')")
-        done = subprocess.run(["nsenter", f"--mount={host}", "--", sys.executable, "-c", code],
-                              capture_output=True, text=True, check=False)
+        # -I: the child's cwd is the host's /, which must not be on its sys.path.
+        done = subprocess.run(["nsenter", f"--mount={host}", "--", sys.executable, "-I", "-c", code],
+                              capture_output=True, text=True, check=False, timeout=30)
+    except FileNotFoundError:
+        raise KernelError(f"create netns {name}", errnos.ENOENT, "nsenter (util-linux) is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise KernelError(f"create netns {name}", errnos.ETIMEDOUT, "the nsenter child hung for 30 s") from None
     except OSError as e:
         raise KernelError(f"create netns {name}", e.errno or errnos.EPERM, e.strerror or str(e)) from None
     if done.returncode != 0:

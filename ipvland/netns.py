@@ -14,7 +14,9 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import stat
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,6 +25,7 @@ CLONE_NEWNET = 0x40000000
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_SHARED = 1 << 20
+STALE_AFTER = 5.0  # seconds: an empty file under /run/netns older than this is a lost mount, not a create
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -81,7 +84,9 @@ def mount_new_namespace(name: str) -> None:
     mount is gone is mounted over, not refused: it is no namespace, and nothing else could use the name.
     """
     path = os.path.join(NETNS_DIR, name)
-    os.makedirs(NETNS_DIR, exist_ok=True)
+    if not os.path.isdir(NETNS_DIR):
+        os.makedirs(NETNS_DIR, exist_ok=True)
+        os.chmod(NETNS_DIR, 0o755)  # as iproute2 makes it, whatever the unit's UMask=0077
     # As iproute2 does: make /run/netns a shared mount point so the bind mounts propagate to other
     # mount namespaces (e.g. `ip netns exec` of another process, a sandboxed daemon's).
     if _libc.mount(b"", NETNS_DIR.encode(), b"none", _MS_SHARED | _MS_REC, None) != 0:
@@ -95,7 +100,11 @@ def mount_new_namespace(name: str) -> None:
         os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
         made = True
     except FileExistsError:
-        pass  # an empty file whose mount is gone: mount over it
+        # An empty file whose mount is gone: mount over it, once it is old enough not to be another
+        # tool's `ip netns add` between its create and its mount (two stacked mounts would leak one).
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size or time.time() - st.st_ctime < STALE_AFTER:
+            raise OSError(errno.EEXIST, f"{path} exists and is not (yet) a namespace: left alone") from None
     failure: list[OSError] = []
 
     def unshare_and_bind() -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from ipvland.kernel import create_namespace, delete_namespace, list_namespaces
+import pytest
+
+from ipvland import netns
+from ipvland.kernel import KernelError, create_namespace, delete_namespace, list_namespaces
 
 
 def test_namespace_made_in_a_sandbox_is_a_mount_the_host_sees() -> None:
@@ -67,7 +71,7 @@ def test_sandbox_with_the_units_capabilities_makes_a_namespace_the_host_sees() -
         delete_namespace("sbx2")
 
 
-def test_an_empty_file_whose_mount_is_gone_is_no_namespace_and_is_mounted_over() -> None:
+def test_an_empty_file_whose_mount_is_gone_is_no_namespace_and_is_mounted_over(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 10, defect 4: what the sandboxed daemon left behind (and what a lost mount leaves) is an empty
     mode-0 file. It is not listed as a namespace (opening it is EACCES without CAP_DAC_OVERRIDE, and it is
     no namespace anyway), and creating the namespace mounts over it instead of failing with EEXIST."""
@@ -76,8 +80,31 @@ def test_an_empty_file_whose_mount_is_gone_is_no_namespace_and_is_mounted_over()
     stale.touch(mode=0)
     try:
         assert "stale0" not in list_namespaces()
+        # A fresh one may be another tool's `ip netns add` between its create and its mount: left alone.
+        with pytest.raises(KernelError, match="not \\(yet\\) a namespace"):
+            create_namespace("stale0")
+        monkeypatch.setattr(netns, "STALE_AFTER", 0.0)  # ctime cannot be set back: make "old" now
         create_namespace("stale0")
         assert "stale0" in list_namespaces()
         assert subprocess.run(["ip", "netns", "exec", "stale0", "true"], check=False).returncode == 0
     finally:
         delete_namespace("stale0")
+
+
+def test_a_symlinked_namespace_is_a_namespace() -> None:
+    """Review finding: `ln -s /proc/PID/ns/net /run/netns/NAME` (a Docker recipe) works with `ip netns
+    exec`, but ipvland did not list it and every create failed with EEXIST."""
+    Path("/run/netns").mkdir(parents=True, exist_ok=True)
+    link = Path("/run/netns/linked0")
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    try:
+        for _ in range(100):  # until the child is in its own namespace
+            if os.readlink(f"/proc/{holder.pid}/ns/net") != os.readlink("/proc/self/ns/net"):
+                break
+            time.sleep(0.05)
+        link.symlink_to(f"/proc/{holder.pid}/ns/net")
+        assert "linked0" in list_namespaces()
+    finally:
+        link.unlink(missing_ok=True)
+        holder.kill()
+        holder.wait()

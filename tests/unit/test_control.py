@@ -24,6 +24,7 @@ def _status(result: str | None, **extra: object) -> dict[str, object]:
 def test_online_only_when_the_last_reconcile_converged() -> None:
     assert control.online_verdict(_status("ok"), pid_alive=True).done
     assert not control.online_verdict(_status("errors"), pid_alive=True).done
+    assert not control.online_verdict(_status("failed"), pid_alive=True).done
     assert not control.online_verdict(_status(None), pid_alive=True).done
     assert not control.online_verdict(None, pid_alive=False).done
 
@@ -33,11 +34,15 @@ def test_not_online_when_the_daemon_is_gone() -> None:
     assert not verdict.done and "not running" in verdict.reason
 
 
-def test_the_reason_names_what_is_pending() -> None:
+def test_a_missing_parent_does_not_hold_the_host_unless_strict() -> None:
+    """Review finding: with a parent that comes later (hot-plug, SR-IOV VFs), every boot held
+    network-online.target for the whole timeout, then failed the unit."""
     s = _status("pending")
     s["last_reconcile"]["pending"] = ["link web0: parent eth1 missing"]  # type: ignore[index]
-    verdict = control.online_verdict(s, pid_alive=True)
-    assert "pending: link web0: parent eth1 missing" in verdict.reason
+    relaxed = control.online_verdict(s, pid_alive=True)
+    assert relaxed.done and "parent eth1 missing" in relaxed.reason
+    strict = control.online_verdict(s, pid_alive=True, strict=True)
+    assert not strict.done and "pending: link web0: parent eth1 missing" in strict.reason
 
 
 class FakeClock:
@@ -90,24 +95,35 @@ def test_reload_waits_for_the_reload_counter(tmp_path: Path) -> None:
         if clock.now >= 0.5:
             _write(tmp_path, _status("ok", reloads=4))
 
-    assert control.reload(1234, tmp_path, 10.0, clock=clock, sleep=sleep, kill=kill) == 0
-    assert sent == [(1234, signal.SIGHUP)]
+    assert control.reload(os.getpid(), tmp_path, 10.0, clock=clock, sleep=sleep, kill=kill) == 0
+    assert sent == [(os.getpid(), signal.SIGHUP)]
     assert clock.now >= 0.5
 
 
 def test_reload_fails_when_nothing_happens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write(tmp_path, _status("ok", reloads=3))
     clock = FakeClock()
-    assert control.reload(1234, tmp_path, 1.0, clock=clock, sleep=clock.sleep, kill=lambda p, s: None) == 1
+    assert control.reload(os.getpid(), tmp_path, 1.0, clock=clock, sleep=clock.sleep, kill=lambda p, s: None) == 1
     assert "no reload seen" in capsys.readouterr().err
 
 
+def test_reload_never_signals_a_process_that_is_not_the_daemon(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Review finding: `ipvland reload --pid N` sent SIGHUP to whatever N was (a `sleep` died of it)."""
+    _write(tmp_path, _status("ok", reloads=3))
+    sent: list[int] = []
+    assert control.reload(1, tmp_path, 1.0, kill=lambda p, s: sent.append(p)) == 1
+    assert sent == [] and "is not the daemon" in capsys.readouterr().err
+
+
 def test_reload_of_a_missing_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path, _status("ok", reloads=3))
+
     def kill(pid: int, sig: int) -> None:
         raise ProcessLookupError
 
-    assert control.reload(1234, tmp_path, 1.0, kill=kill) == 1
-    assert "no process 1234" in capsys.readouterr().err
+    assert control.reload(os.getpid(), tmp_path, 1.0, kill=kill) == 1
+    assert f"no process {os.getpid()}" in capsys.readouterr().err
 
 
 def test_pyroute2_tc_warning_is_not_logged_under_procsubset_pid() -> None:
@@ -134,7 +150,7 @@ def test_reload_fails_when_the_new_config_has_errors(tmp_path: Path, capsys: pyt
         broken["config"] = {"generation": 1, "error": {"since": "t", "errors": ["/etc/ipvland/x.yaml:2:1: bad"]}}
         _write(tmp_path, broken)
 
-    assert control.reload(1, tmp_path, 5.0, clock=clock, sleep=sleep, kill=lambda p, s: None) == 1
+    assert control.reload(os.getpid(), tmp_path, 5.0, clock=clock, sleep=sleep, kill=lambda p, s: None) == 1
     err = capsys.readouterr().err
     assert "/etc/ipvland/x.yaml:2:1: bad" in err and "last good config stays enforced" in err
 
@@ -143,7 +159,6 @@ def test_reload_command_signals_a_real_process_and_waits(tmp_path: Path) -> None
     """`ipvland reload --pid PID` end to end, against a real process that handles SIGHUP as the daemon does
     (bumps `reloads` in its status file). Regression: --pid was parsed as a float and os.kill refused it,
     so `systemctl reload ipvland` failed (seen in the systemd host image)."""
-    _write(tmp_path, _status("ok", reloads=0))
     child = subprocess.Popen([sys.executable, "-c", f"""
 import json, signal, time
 path = {str(tmp_path / "status.json")!r}
@@ -154,6 +169,7 @@ print("ready", flush=True)
 time.sleep(30)
 """], stdout=subprocess.PIPE, text=True)
     try:
+        _write(tmp_path, _status("ok", reloads=0, pid=child.pid))
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
         from ipvland import cli
 

@@ -1,4 +1,4 @@
-"""The systemd unit: hardened (exposure <= 2.0) and shaped as the daemon expects (Type=notify, ...)."""
+"""The systemd unit: hardened (exposure <= 2.3) and shaped as the daemon expects (Type=notify, ...)."""
 
 from __future__ import annotations
 
@@ -66,6 +66,19 @@ def test_rt_protos_name_matches_the_model() -> None:
     assert line == [str(RT_PROTO), "ipvland"]
 
 
-@pytest.mark.parametrize("key", ["ProtectSystem", "PrivateTmp", "ProtectKernelTunables", "NoNewPrivileges"])
+@pytest.mark.parametrize("key", ["ProtectSystem", "ProtectKernelTunables", "NoNewPrivileges"])
 def test_key_hardening_present(key: str) -> None:
     assert key in service_section()
+
+
+def test_no_ordering_cycle_with_a_network_var() -> None:
+    """Review finding: PrivateTmp= adds RequiresMountsFor=/var/tmp and default dependencies add
+    basic.target; with /var on NFS that made a cycle through network-online.target (systemd then drops
+    a job). Both units start early and unordered against remote mounts, as systemd-networkd does."""
+    assert "PrivateTmp" not in service_section()  # /tmp is read-only under ProtectSystem=strict anyway
+    for unit in (UNIT, UNIT.with_name("ipvland-wait-online.service")):
+        text = unit.read_text()
+        assert "\nDefaultDependencies=no\n" in text and "\nConflicts=shutdown.target\n" in text, unit.name
+    wait_online = UNIT.with_name("ipvland-wait-online.service").read_text()
+    directives = [line for line in wait_online.splitlines() if not line.startswith("#")]
+    assert not any(line.startswith("Requires=") for line in directives), "a Requires= chain restarts consumers"

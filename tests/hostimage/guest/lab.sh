@@ -1,7 +1,9 @@
 #!/bin/sh
 # At every boot, before ipvland and networkd: eth1 (the "NIC", a veth) and the peer host behind it.
 set -eu
-modprobe -a veth ipvlan
+# Not ipvlan: on a real host nothing loads it before ipvland, whose first create must autoload it
+# from inside its sandbox (ProtectKernelModules=yes).
+modprobe veth
 ip netns add peer 2>/dev/null || true
 # fixed MACs: a MAC change flushes permanent neighbor entries
 ip link add eth1 address 02:00:00:00:0a:01 type veth peer name eth1p address 02:00:00:00:0a:02 netns peer
