@@ -883,11 +883,18 @@ def addresses_by_device(state: dict[Ns, NsState]) -> dict[tuple[Ns, int], tuple[
     return out
 
 
-def vanished(events: list[Event], before: dict[tuple[Ns, int], tuple[str, set[str]]], doc: Doc) -> list[str]:
-    """Addresses that the spec keeps on a device that stayed, and that were deleted in the window."""
+def vanished(events: list[Event], before: dict[tuple[Ns, int], tuple[str, set[str]]], doc: Doc,
+             old: Doc | None = None) -> list[str]:
+    """Addresses that the spec keeps on a device that stayed, and that were deleted in the window.
+
+    A device that moved to another parent does not stay: the kernel cannot change an ipvlan's parent,
+    so it is deleted and created again, and its addresses with it (seed 3221884034, round 6: d6 moved
+    from cp1 to cp2 in one edit)."""
     gone_links = {(e.netns, e.ifindex) for e in events if e.kind == "dellink"}
+    previous = device_index(old) if old is not None else None
     wanted = {key: {str(ipaddress.ip_interface(a)) for a in dev.get("addresses") or ()}
-              for key, (_, dev) in device_index(doc).items()}
+              for key, (parent, dev) in device_index(doc).items()
+              if previous is None or (key in previous and previous[key][0] == parent)}
     out = []
     for e in events:
         if e.kind != "deladdr" or (e.netns, e.ifindex) in gone_links:

@@ -232,7 +232,7 @@ def _apply_round(r: Round, rng: random.Random, foreign: Foreign, tmp_path: Path,
             r.fail(f"a further apply wrote {kernel.writes} time(s)", report_lines(again))
     spent["ipvland"] += time.monotonic() - t1
     state = read_state()
-    lost = vanished(events, addresses_before, r.new)
+    lost = vanished(events, addresses_before, r.new, r.old)
     if lost:
         r.fail("addresses the spec keeps vanished during the round", lost)
     changed = diff_snapshots(foreign_before, foreign_snapshot(state))

@@ -56,3 +56,19 @@ def test_switched_on_classes_do_appear() -> None:
     on = Switches(v6_metric0=True, dup_routes=True, routes_on_down=True)
     routes = [r for seed in range(25) for doc in docs(seed, on) for _, _, d in devices_of(doc) for r in d["routes"]]
     assert any(r.get("metric") == 0 and ":" in r["to"] for r in routes)
+
+
+def test_a_device_moved_to_another_parent_is_not_one_that_stays() -> None:
+    """The campaign's own false alarm (seed 3221884034, round 6): an edit moved d6 from parent cp1 to cp2,
+    which the kernel can only do by deleting and re-creating it; its addresses' deletion is not a kept
+    address vanishing."""
+    from tests.campaign import Event, vanished
+
+    def doc(parent: str) -> dict[str, object]:
+        return {"version": 1, "parents": {parent: {"mode": "l2", "devices": {
+            "d6": {"netns": "cn0", "addresses": ["10.2.1.2/24"]}}}}}
+
+    before = {("cn0", 7): ("d6", {"10.2.1.2/24"})}
+    events = [Event("cn0", "deladdr", 7, "10.2.1.2/24")]
+    assert vanished(events, before, doc("cp2"), doc("cp1")) == []
+    assert vanished(events, before, doc("cp1"), doc("cp1")) == ["10.2.1.2/24 on d6 netns cn0"]
