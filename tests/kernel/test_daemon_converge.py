@@ -133,7 +133,6 @@ def test_a_namespace_deleted_and_recreated_is_repaired_at_once(lab: Daemon) -> N
     r = subprocess.run(["ip", "-batch", "-"], input="netns del web\nnetns add web\n", text=True,
                        capture_output=True, check=False)
     print(f"ip -batch: rc {r.returncode} {r.stderr.strip()}")
-    assert link("web0", "web") is None  # gone with the old namespace (or not re-created yet)
     # No resync can help (600 s), and nothing happens in ipvland's own namespace: only the
     # monitor's watch on /run/netns sees it. The address proves the old namespace is gone too (an
     # ipvlan of it still alive would hold the address on lab0's port: EADDRINUSE).
