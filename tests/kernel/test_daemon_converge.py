@@ -127,8 +127,12 @@ def test_a_namespace_deleted_and_recreated_is_repaired_at_once(lab: Daemon) -> N
     start_converged(lab)
     old = link("web0", "web")
     assert old is not None
-    # in one shell: a container restart, the new namespace there before ipvland could make it
-    subprocess.run(["sh", "-c", "ip netns del web && ip netns add web"], check=True)
+    # A container restart: one `ip -batch`, so the new namespace is there before ipvland (which
+    # reacts to the deletion alone within a fraction of a second) could make it. Should ipvland
+    # still win the race, the add fails and the deletion alone is what it repaired: the same fix.
+    r = subprocess.run(["ip", "-batch", "-"], input="netns del web\nnetns add web\n", text=True,
+                       capture_output=True, check=False)
+    print(f"ip -batch: rc {r.returncode} {r.stderr.strip()}")
     # No resync can help (600 s), and nothing happens in ipvland's own namespace: only the
     # monitor's watch on /run/netns sees it. The address proves the old namespace is gone too (an
     # ipvlan of it still alive would hold the address on lab0's port: EADDRINUSE).
