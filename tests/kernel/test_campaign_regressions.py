@@ -8,13 +8,11 @@ keeps its class out of the random specs is switched on by default).
 from __future__ import annotations
 
 import json
-import subprocess
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from iproute import addrs, lab_setup, load
 
 from ipvland import spec as spec_mod
 from ipvland.kernel import Kernel
@@ -22,34 +20,9 @@ from ipvland.model import Spec
 from ipvland.reconcile import Report, reconcile
 
 
-def ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = ["ip", *(["-n", netns] if netns else []), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
-
-
-def addrs(name: str, netns: str | None = None) -> set[str]:
-    out = ip("-j", "addr", "show", "dev", name, netns=netns).stdout
-    entries: list[dict[str, Any]] = json.loads(out) if out.strip() else []
-    return {f"{a['local']}/{a['prefixlen']}" for e in entries for a in e.get("addr_info", [])
-            if a.get("scope") != "link"}
-
-
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Path]:
-    ip("link", "add", "lab0", "address", "02:00:00:00:0a:01", "type", "veth", "peer", "name", "lab0p",
-       "address", "02:00:00:00:0a:02")
-    ip("link", "set", "lab0", "up")
-    ip("link", "set", "lab0p", "up")
-    yield tmp_path
-    ip("link", "del", "lab0", check=False)
-    for ns in Path("/run/netns").glob("*") if Path("/run/netns").is_dir() else []:
-        ip("netns", "del", ns.name, check=False)
-
-
-def load(dirpath: Path, text: str) -> Spec:
-    path = dirpath / "config.yaml"
-    path.write_text(textwrap.dedent(text))
-    return spec_mod.load(path)
+    yield from lab_setup(tmp_path)
 
 
 def apply_once(spec: Spec) -> Report:
