@@ -76,7 +76,7 @@ def wait_online(state_dir: Path, timeout: float, *, strict: bool = False,
     deadline = clock() + timeout
     while True:
         status = _read(state_dir)
-        verdict = online_verdict(status, status is not None and status_mod._pid_alive(status.get("pid")), strict)
+        verdict = online_verdict(status, status is not None and status_mod.pid_alive(status.get("pid")), strict)
         if verdict.done:
             print(f"ipvland: online: {verdict.reason}")
             return 0

@@ -150,7 +150,7 @@ def healthy(status: Status) -> bool:
     return last.get("result") == "ok" and not (status.get("config") or {}).get("error")
 
 
-def _pid_alive(pid: object) -> bool:
+def pid_alive(pid: object) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -199,7 +199,7 @@ def render(status: Status, as_json: bool) -> str:
         return json.dumps(status, indent=2, sort_keys=True)
     lines = []
     pid = status.get("pid")
-    running = "running" if _pid_alive(pid) else "NOT RUNNING (stale status file)"
+    running = "running" if pid_alive(pid) else "NOT RUNNING (stale status file)"
     lines.append(f"ipvland: {running}, pid {pid}, since {status.get('started')}")
     lines.append(f"summary: {summary(status)}")
     config = status.get("config") or {}
@@ -271,7 +271,7 @@ def main(state_dir: Path, as_json: bool) -> int:
         print(f"ipvland status: {e}", file=sys.stderr)
         return 1
     print(render(status, as_json))
-    return 0 if healthy(status) and _pid_alive(status.get("pid")) else 1
+    return 0 if healthy(status) and pid_alive(status.get("pid")) else 1
 
 
 # ---------------------------------------------------------------- sd_notify
