@@ -41,6 +41,12 @@ def online_verdict(status: status_mod.Status | None, pid_alive: bool, strict: bo
         return Verdict(False, f"the daemon (pid {status.get('pid')}) is not running")
     last = status.get("last_reconcile") or {}
     result = last.get("result")
+    settling = status.get("settling") or ()
+    if result in ("ok", "pending") and settling:
+        # Addresses a service would bind to are there but unusable until DAD ends (~1-2 s): online
+        # only after. A DAD that fails is a conflict (another host has the address), not settling.
+        return Verdict(False, "converged, waiting for " + "; ".join(str(s) for s in settling[:3])
+                       + (", ..." if len(settling) > 3 else ""))
     if result == "ok":
         return Verdict(True, "converged")
     if result == "pending" and not strict:

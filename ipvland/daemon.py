@@ -37,7 +37,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -46,7 +46,7 @@ from ipvland import status as status_mod
 from ipvland.enforce import ConfigChoice, RolledBack, digest
 from ipvland.flaps import FlapDetector, object_key
 from ipvland.heartbeat import Feeder, FeederThread, clamp_probes
-from ipvland.model import Spec
+from ipvland.model import Settling, Spec
 from ipvland.schedule import (
     BACKOFF_MAX,
     CONFIG_MAX_DELAY,
@@ -156,6 +156,9 @@ class Daemon:
         self._flapped_generation = 0
         self.last: dict[str, Any] | None = None
         self.pending: list[str] = []
+        # What is in place but not usable yet (IPv6 DAD), by namespace: a drift repair reads only
+        # its own namespaces, so what it did not read is carried over (see carry_settling).
+        self.settling: dict[str | None, tuple[str, ...]] = {}
         self._last_conflicts: tuple[str, ...] = ()
         self.started = time.time()
         self.ready = False
@@ -465,6 +468,8 @@ class Daemon:
         self.last["rollback"] = rollback
         self.last["attempted"] = (any(not o.skipped for o in report.outcomes)
                                   or getattr(report, "rollback", None) is not None)
+        final = report.remaining if report.remaining is not None else report.plan
+        self.settling = carry_settling(self.settling, scope, getattr(final, "settling", ()))
         self._after(report)
         self._update_monitor()
 
@@ -604,6 +609,8 @@ class Daemon:
                          for key, n, since, last in self.flaps.flapping(now)],
             "backoff": backoff,
             "pending": self.pending,
+            "settling": [line for _, lines in sorted(self.settling.items(), key=lambda kv: kv[0] or "")
+                         for line in lines],
             "marks": sys.modules["ipvland.marks"].report() if "ipvland.marks" in sys.modules else None,
         }
 
@@ -626,6 +633,17 @@ class JournalFormatter(logging.Formatter):
         text = super().format(record)
         return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
 
+
+def carry_settling(previous: dict[str | None, tuple[str, ...]], scope: frozenset[str | None] | None,
+                   settling: Iterable[Settling]) -> dict[str | None, tuple[str, ...]]:
+    """What is still settling after a reconcile that read `scope` (None: every namespace): the
+    namespaces it read say so afresh; the others keep what an earlier reconcile saw there."""
+    out = {ns: lines for ns, lines in previous.items() if scope is not None and ns not in scope}
+    fresh: dict[str | None, list[str]] = {}
+    for s in settling:
+        fresh.setdefault(s.netns, []).append(s.describe())
+    out.update((ns, tuple(lines)) for ns, lines in fresh.items())
+    return out
 
 def _quiet_libraries(record: logging.LogRecord) -> bool:
     # pyroute2's tc module warns at import when /proc/net/psched is unreadable (the unit's ProcSubset=pid

@@ -266,6 +266,7 @@ _IFA_LOCAL = 2
 _IFA_CACHEINFO = 6
 _IFA_FLAGS = 8
 _IFA_F_DADFAILED = 0x08
+_IFA_F_TENTATIVE = 0x40
 _RTA_DST = 1
 _RTA_OIF = 4
 _RTA_GATEWAY = 5
@@ -599,7 +600,9 @@ class Kernel:
             out.append(ObservedAddress(
                 netns=netns, ifindex=index, address=iface,
                 dynamic=valid is not None and valid != normalize.INFINITY_LIFE_TIME,
-                dad_failed=bool(flags & _IFA_F_DADFAILED)))
+                dad_failed=bool(flags & _IFA_F_DADFAILED),
+                # a failed DAD leaves the tentative bit set too: that one is dad_failed, not settling
+                tentative=bool(flags & _IFA_F_TENTATIVE) and not flags & _IFA_F_DADFAILED))
         return out
 
     def routes(self, netns: str | None) -> list[ObservedRoute]:

@@ -194,6 +194,9 @@ class ObservedAddress:
     # A finite valid lifetime: SLAAC, temporary or DHCP, another agent's; ipvland leaves it alone.
     dynamic: bool = False
     dad_failed: bool = False  # IPv6 duplicate address detection failed: present but unusable
+    # IPv6 DAD still running (IFA_F_TENTATIVE, ~1-2 s after an add): present, not yet usable
+    # (a bind() to it fails with EADDRNOTAVAIL); the kernel sends RTM_NEWADDR when it is done.
+    tentative: bool = False
 
 
 @dataclass(frozen=True)
@@ -479,6 +482,18 @@ class Conflict:
 
 
 @dataclass(frozen=True)
+class Settling:
+    """An object in place that the kernel has not finished with (an IPv6 address in DAD)."""
+
+    netns: str | None
+    subject: str  # e.g. "address 2001:db8::10/64 dev web0 netns web"
+    message: str
+
+    def describe(self) -> str:
+        return f"{self.subject}: {self.message}"
+
+
+@dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...] = ()
     conflicts: tuple[Conflict, ...] = ()
@@ -486,6 +501,9 @@ class Plan:
     # Set on a plan from a partial view (Observed.scope) when a decision needs the whole picture
     # (a parent's mode would change): the plan must not be applied; plan again from a full view.
     needs_full_view: str | None = None
+    # Spec'd addresses that are in place but not usable yet (IPv6 DAD running): converged, and
+    # not yet "online" (wait-online waits for them).
+    settling: tuple[Settling, ...] = ()
 
     @property
     def empty(self) -> bool:

@@ -44,6 +44,7 @@ from ipvland.model import (
     Route,
     RouteDelete,
     RouteSet,
+    Settling,
     Spec,
     State,
 )
@@ -112,6 +113,7 @@ class _Planner:
         self.changes: list[Change] = []
         self.conflicts: list[Conflict] = []
         self.pending: list[Conflict] = []
+        self.settling: list[Settling] = []
         # Owned links that stay (in the spec, on the right parent) and those we delete.
         self.kept: set[tuple[Ns, str]] = set()
         self.doomed: set[tuple[Ns, str]] = set()
@@ -132,7 +134,8 @@ class _Planner:
             self._parent(parent, namespaces_made)
         self._prune()
         changes = sorted(self.changes, key=_Rank(self.changes))  # stable: spec order within a kind
-        return Plan(tuple(changes), tuple(self.conflicts), tuple(self.pending), self.needs_full_view)
+        return Plan(tuple(changes), tuple(self.conflicts), tuple(self.pending), self.needs_full_view,
+                    tuple(self.settling))
 
     # ------------------------------------------------------------ per parent
 
@@ -294,6 +297,9 @@ class _Planner:
                     "re-added"))
             if seen is None or seen.dad_failed:
                 self.changes.append(AddressAdd(ns, name, address))
+            elif seen.tentative:
+                self.settling.append(Settling(ns, f"address {address} dev {name}{_where(ns)}",
+                                              "IPv6 duplicate address detection in progress"))
 
     def _routes(self, ns: Ns, dev: str, ifindex: int | None, routes: Iterable[Route]) -> None:
         for route in routes:

@@ -54,6 +54,7 @@ def plan_to_json(p: Plan) -> dict[str, Any]:
         "changes": [change_to_json(c) for c in p.changes],
         "conflicts": [conflict_to_json(c) for c in p.conflicts],
         "pending": [conflict_to_json(c) for c in p.pending],
+        "settling": [s.describe() for s in p.settling],
     }
 
 

@@ -24,6 +24,8 @@ The status file is `<state dir>/status.json` (default /run/ipvland). Its schema,
     flapping        [{object, rewrites, since, last}]: objects ipvland rewrites again and again
     backoff         null | {until, why}: no self-made trigger runs before `until`
     pending         objects waiting for something outside ipvland (a missing parent), as lines
+    settling        objects in place but not usable yet, as lines (IPv6 addresses in duplicate
+                    address detection); wait-online waits for them
     marks           null | {checked: {mark: true|false|null}, missing: [mark], record: bool}: the
                     ownership marks this kernel drops, and whether owned.json stands in (marks.py)
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from ipvland import control
+
 REPO = Path(__file__).resolve().parents[2]
 SLOW = 60.0  # seconds: an upper bound for anything under emulation, far below the resync (600 s)
 # Starting the daemon means importing pyroute2 & co. from 9p under emulation: 20 s on a quiet host,
@@ -192,6 +194,21 @@ def test_drift_is_repaired_from_events(lab: Daemon) -> None:
     status = lab.status()
     assert status["drift"]["events"] > 0
     assert status["last_reconcile"]["result"] == "ok"
+
+    # An IPv6 address in DAD is in place but unusable: the status says it is settling, wait-online
+    # holds, and the end of DAD (an RTM_NEWADDR, no resync: the interval is 600 s) clears it.
+    Path("/proc/sys/net/ipv6/conf/app0/dad_transmits").write_text("10")  # 10 probes, 1 s apart
+    write(lab.config, BASE.replace("app0: {addresses: [192.0.2.11/24]}",
+                                   'app0: {addresses: [192.0.2.11/24, "2001:db8::11/64"]}'))
+    wait_until("the address settling", lambda: lab.status().get("settling"))
+    assert lab.status()["settling"] == [
+        "address 2001:db8::11/64 dev app0: IPv6 duplicate address detection in progress"]
+    assert "tentative" in ip("-6", "addr", "show", "dev", "app0").stdout
+    assert not control.online_verdict(lab.status(), pid_alive=True).done
+    took = wait_until("DAD over, seen by the daemon", lambda: lab.status().get("settling") == [])
+    print(f"DAD over: settling cleared {took:.2f}s after it was seen")
+    assert "tentative" not in ip("-6", "addr", "show", "dev", "app0").stdout
+    assert control.online_verdict(lab.status(), pid_alive=True).done
 
 
 def test_dropin_by_rename_broken_file_and_partial_write(lab: Daemon) -> None:

@@ -61,6 +61,16 @@ def _write(state_dir: Path, status: dict[str, object]) -> None:
     (state_dir / "status.json").write_text(json.dumps(status))
 
 
+def test_not_online_while_an_address_is_in_dad() -> None:
+    """A service ordered after network-online.target that binds to a container's IPv6 address got
+    EADDRNOTAVAIL: the address was in place (converged) but still tentative."""
+    line = "address 2001:db8::10/64 dev web0 netns web: IPv6 duplicate address detection in progress"
+    for result in ("ok", "pending"):
+        verdict = control.online_verdict(_status(result, settling=[line]), pid_alive=True)
+        assert not verdict.done and "waiting for " + line in verdict.reason
+    assert control.online_verdict(_status("ok", settling=[]), pid_alive=True).done
+
+
 def test_wait_online_times_out_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write(tmp_path, _status("errors"))
     clock = FakeClock()

@@ -127,3 +127,17 @@ def test_probe_budget_is_clamped_to_the_watchdog_with_a_message() -> None:
     assert probe_budget(clamped.probes) <= 30.0
     assert all(p.tries >= 1 for p in clamped.probes)
     assert message is not None and "603s" in message and "30s" in message
+
+
+def test_settling_of_namespaces_a_repair_did_not_read_is_carried_over() -> None:
+    from ipvland.daemon import carry_settling
+    from ipvland.model import Settling
+
+    a = Settling("a", "address 2001:db8::1/64 dev a0 netns a", "IPv6 duplicate address detection in progress")
+    b = Settling("b", "address 2001:db8::2/64 dev b0 netns b", "IPv6 duplicate address detection in progress")
+    full = carry_settling({}, None, [a, b])
+    assert full == {"a": (a.describe(),), "b": (b.describe(),)}
+    # A repair in b alone, where DAD ended: a is still settling, b is not.
+    assert carry_settling(full, frozenset({"b"}), []) == {"a": (a.describe(),)}
+    # A full reconcile says everything afresh.
+    assert carry_settling(full, None, []) == {}

@@ -457,6 +457,18 @@ def test_an_address_whose_dad_failed_is_readded_and_reported() -> None:
     assert "duplicate" in p.conflicts[0].message
 
 
+def test_an_address_still_in_dad_is_in_place_and_settling_not_a_change() -> None:
+    base = converged_web()
+    tentative = ObservedAddress("web", 7, IF("2001:db8::10/64"), tentative=True)
+    addresses = (*(a for a in base.addresses if a.address != IF("2001:db8::10/64")), tentative)
+    p = plan(spec_of(WEB), replace(base, addresses=addresses))
+    assert p.empty and not p.conflicts
+    assert [s.describe() for s in p.settling] == [
+        "address 2001:db8::10/64 dev web0 netns web: IPv6 duplicate address detection in progress"]
+    assert [s.netns for s in p.settling] == ["web"]
+    assert not plan(spec_of(WEB), base).settling
+
+
 def test_a_route_in_conflict_names_its_protocol_as_iproute2_does() -> None:
     observed = Observed(links=(parent_link(),), routes=(
         ObservedRoute(None, 2, Route(NET("203.0.113.0/24")), 4),
