@@ -270,6 +270,7 @@ _RTA_DST = 1
 _RTA_OIF = 4
 _RTA_GATEWAY = 5
 _RTA_PRIORITY = 6
+_RTA_PREFSRC = 7
 _RTA_TABLE = 15
 _RTA_VIA = 18
 _RTN_UNICAST = 1
@@ -628,6 +629,7 @@ class Kernel:
                 via=via,
                 metric=metric or None,
                 table=None if table == MAIN_TABLE else table,
+                src=_ip(family, a[_RTA_PREFSRC]) if _RTA_PREFSRC in a else None,
             )
             out.append(ObservedRoute(netns=netns, ifindex=_u32(a[_RTA_OIF]), route=route, protocol=proto))
         return out
@@ -846,6 +848,8 @@ class Kernel:
                                           else socket.AF_INET, "addr": str(route.via)}))
         if route.metric is not None:
             attrs.append(("RTA_PRIORITY", route.metric))
+        if route.src is not None:
+            attrs.append(("RTA_PREFSRC", str(route.src)))
         msg["attrs"] = attrs
         return msg
 

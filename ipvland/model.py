@@ -70,6 +70,7 @@ class Route:
     via: IPAddress | None = None
     metric: int | None = None
     table: int | None = None  # None means the main table
+    src: IPAddress | None = None  # preferred source (RTA_PREFSRC); not part of the key
 
     @property
     def family(self) -> int:
@@ -83,11 +84,18 @@ class Route:
         return (self.to.version, self.to, normalize.route_table(self.table),
                 normalize.route_metric(self.to.version, self.metric))
 
+    @property
+    def attrs(self) -> tuple[object, ...]:
+        """What a route with the same key may differ in, changed in place (NLM_F_REPLACE)."""
+        return (self.via, self.src)
+
     def describe(self) -> str:
         to = "default" if self.to.prefixlen == 0 else str(self.to)
         parts = [to if self.to.version == 4 or to != "default" else "default (ipv6)"]
         if self.via is not None:
             parts.append(f"via {self.via}")
+        if self.src is not None:
+            parts.append(f"src {self.src}")
         if self.metric is not None:
             parts.append(f"metric {self.metric}")
         if self.table is not None:

@@ -300,7 +300,7 @@ class _Planner:
             self.wanted_routes.add((ns, route.key))
             same_key = self.ix.routes.get((ns, route.key), [])
             ours = [r for r in same_key if r.owned]
-            if ours and all(r.ifindex == ifindex and r.route.via == route.via for r in ours):
+            if ours and all(r.ifindex == ifindex and r.route.attrs == route.attrs for r in ours):
                 continue  # in place; another agent's route beside it (an RA's, say) is not fought
             foreign = [r for r in same_key if not r.owned]
             if foreign:

@@ -25,6 +25,8 @@ def _route(route: Route) -> dict[str, Any]:
     out: dict[str, Any] = {"to": to}
     if route.via is not None:
         out["via"] = str(route.via)
+    if route.src is not None:
+        out["src"] = str(route.src)
     if route.metric is not None and route.metric != normalize.DEFAULT_METRIC[route.to.version]:
         out["metric"] = route.metric
     if route.table is not None and route.table != MAIN_TABLE:

@@ -904,6 +904,18 @@ def _route(doc: _Doc, errors: _Errors, r: dict[str, Any], path: PathT) -> Route 
         errors.add(doc.at((*path, "via")), (*path, "via"),
                    f"gateway {via} is IPv{via.version} but destination {to} is IPv{to.version}")
         ok = False
+    src: IPAddress | None = None
+    if isinstance(r.get("src"), str):
+        spath = (*path, "src")
+        src = _ip(r["src"])
+        if src is None or src.is_multicast or src.is_unspecified:
+            errors.add(doc.at(spath), spath, f"{excerpt(r['src'])} is not a source address (a unicast IP "
+                                             "address without prefix)")
+            ok = False
+        elif src.version != to.version:
+            errors.add(doc.at(spath), spath, f"source {src} is IPv{src.version} but destination {to} is "
+                                             f"IPv{to.version}")
+            ok = False
     metric = r.get("metric")
     metric = metric if isinstance(metric, int) and not isinstance(metric, bool) else None
     table = r.get("table")
@@ -914,7 +926,7 @@ def _route(doc: _Doc, errors: _Errors, r: dict[str, Any], path: PathT) -> Route 
         table = None
     if not ok:
         return None
-    return Route(to, via, metric, table)
+    return Route(to, via, metric, table, src)
 
 
 def _prefix(doc: _Doc, errors: _Errors, text: str, path: PathT) -> IPNetwork | None:
@@ -1020,7 +1032,7 @@ def _unite_routes(items: list[_RouteD], errors: _Errors, path: PathT) -> tuple[R
         other = seen.get(item.route.key)
         if other is None:
             seen[item.route.key] = item
-        elif other.route.via != item.route.via:  # same key and gateway: the same kernel route
+        elif other.route.attrs != item.route.attrs:  # same key and attributes: the same kernel route
             errors.add(item.loc, path, f"route {item.route.describe()} conflicts with route "
                                        f"{other.route.describe()} at {_at(other.loc)} "
                                        "(same destination, table and metric)")
