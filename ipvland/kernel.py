@@ -61,11 +61,13 @@ from ipvland.model import (
     IPInterface,
     Mode,
     Neighbor,
+    Nexthop,
     ObservedAddress,
     ObservedLink,
     ObservedNeighbor,
     ObservedRoute,
     Route,
+    route_dev,
 )
 from ipvland.netns import NETNS_DIR, entered, mount_new_namespace
 
@@ -273,7 +275,11 @@ _RTA_PRIORITY = 6
 _RTA_PREFSRC = 7
 _RTA_TABLE = 15
 _RTA_VIA = 18
+_RTA_METRICS = 8
+_RTA_MULTIPATH = 9
+_RTAX_MTU = 2
 _RTN_UNICAST = 1
+_ROUTE_TYPE_NAMES = {v: k for k, v in normalize.ROUTE_TYPES.items()}
 _LOCAL_TABLE = 255
 _NDA_DST = 1
 _NDA_LLADDR = 2
@@ -355,6 +361,53 @@ def _promote_secondaries() -> bytes:
     """IFLA_AF_SPEC setting net.ipv4.conf.DEV.promote_secondaries=1, for a changelink."""
     conf = _nla(_IFLA_INET_CONF | _NLA_F_NESTED, _nla(_IPV4_DEVCONF_PROMOTE_SECONDARIES, struct.pack("I", 1)))
     return _nla(_IFLA_AF_SPEC | _NLA_F_NESTED, _nla(socket.AF_INET | _NLA_F_NESTED, conf))
+
+
+def _gateway(family: int, a: Attrs) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if _RTA_GATEWAY in a:
+        return _ip(family, a[_RTA_GATEWAY])
+    if _RTA_VIA in a:
+        vfam = struct.unpack_from("H", a[_RTA_VIA])[0]
+        return _ip(vfam, a[_RTA_VIA][2:])
+    return None
+
+
+def _route_of(family: int, dst_len: int, table: int, scope: int, rtype: str, rflags: int, a: Attrs,
+              names: dict[int, str]) -> tuple[int, Route] | None:
+    """(output ifindex, Route) of one route message; None for a route through no device that is
+    not a reject route (ipvland makes none). A reject route's device (IPv6: lo) is 0 here; a
+    multipath route's is its first nexthop's, and each nexthop names its device."""
+    nexthops: list[Nexthop] = []
+    ifindex = _u32(a[_RTA_OIF]) if _RTA_OIF in a else 0
+    mp = a.get(_RTA_MULTIPATH, b"")
+    off = 0
+    while off + 8 <= len(mp):
+        length, _, hops, index = struct.unpack_from("HBBi", mp, off)
+        if length < 8:
+            break
+        nexthops.append(Nexthop(_gateway(family, _attrs(mp, off + 8, off + length)), names.get(index, str(index)),
+                                hops + 1))
+        ifindex = ifindex or index
+        off += (length + 3) & ~3
+    if rtype in normalize.REJECT_TYPES:
+        ifindex = 0
+    elif not ifindex:
+        return None
+    metrics = a.get(_RTA_METRICS, b"")
+    mtu = _attrs(metrics, 0, len(metrics)).get(_RTAX_MTU)
+    metric = _u32(a[_RTA_PRIORITY]) if _RTA_PRIORITY in a else None
+    return ifindex, Route(
+        to=_network(family, a.get(_RTA_DST, bytes(16)), dst_len),
+        via=_gateway(family, a),
+        metric=metric or None,
+        table=None if table == MAIN_TABLE else table,
+        src=_ip(family, a[_RTA_PREFSRC]) if _RTA_PREFSRC in a else None,
+        type=rtype,
+        onlink=bool(rflags & normalize.RTNH_F_ONLINK),
+        scope=scope,
+        mtu=_u32(mtu) if mtu else None,
+        nexthops=tuple(nexthops),
+    )
 
 
 def _network(family: int, packed: bytes, prefixlen: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -605,33 +658,26 @@ class Kernel:
 
     def routes(self, netns: str | None) -> list[ObservedRoute]:
         out = []
+        names = {index: name for name, index in self._index.get(netns, {}).items()}
+        seen: set[tuple[object, ...]] = set()  # an IPv6 multipath route may come once per sibling
         for data in self._dump(netns, "list routes", _RTM_GETROUTE, struct.pack("BBBBBBBBI", *[0] * 9)):
-            family, dst_len, _, _, table, proto, _, rtype, _ = struct.unpack_from("BBBBBBBBI", data, 16)
-            if family not in _AF or rtype != _RTN_UNICAST:
+            family, dst_len, _, _, table, proto, scope, rtype, rflags = struct.unpack_from("BBBBBBBBI", data, 16)
+            if family not in _AF or rtype not in _ROUTE_TYPE_NAMES:
                 continue
             a = _attrs(data, 28, len(data))
-            if _RTA_OIF not in a:  # multipath or no device: not ipvland's kind of route
-                continue
             if _RTA_TABLE in a:
                 table = _u32(a[_RTA_TABLE])
             if table == _LOCAL_TABLE:
                 continue
-            dst = a.get(_RTA_DST, bytes(16))
-            via: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-            if _RTA_GATEWAY in a:
-                via = _ip(family, a[_RTA_GATEWAY])
-            elif _RTA_VIA in a:
-                vfam = struct.unpack_from("H", a[_RTA_VIA])[0]
-                via = _ip(vfam, a[_RTA_VIA][2:])
-            metric = _u32(a[_RTA_PRIORITY]) if _RTA_PRIORITY in a else None
-            route = Route(
-                to=_network(family, dst, dst_len),
-                via=via,
-                metric=metric or None,
-                table=None if table == MAIN_TABLE else table,
-                src=_ip(family, a[_RTA_PREFSRC]) if _RTA_PREFSRC in a else None,
-            )
-            out.append(ObservedRoute(netns=netns, ifindex=_u32(a[_RTA_OIF]), route=route, protocol=proto))
+            found = _route_of(family, dst_len, table, scope, _ROUTE_TYPE_NAMES[rtype], rflags, a, names)
+            if found is None:
+                continue
+            ifindex, route = found
+            if route.nexthops:
+                if (route.key, route.attrs) in seen:
+                    continue
+                seen.add((route.key, route.attrs))
+            out.append(ObservedRoute(netns=netns, ifindex=ifindex, route=route, protocol=proto))
         return out
 
     def neighbors(self, netns: str | None) -> list[ObservedNeighbor]:
@@ -828,16 +874,22 @@ class Kernel:
         msg = self._addr_msg(netns, dev, iface)
         self._write(netns, f"delete address {iface} dev {dev}{_where(netns)}", msg, RTM_DELADDR, 0)
 
-    def _route_msg(self, netns: str | None, dev: str, route: Route) -> Any:
+    def _route_msg(self, netns: str | None, dev: str, route: Route, delete: bool = False) -> tuple[Any, bytes]:
+        """The request and the attributes appended raw (metrics, multipath). A delete names the route
+        by its key, type and protocol (scope: any), plus its device and gateway when it has one path."""
         table = route.table if route.table is not None else MAIN_TABLE
         msg = rtmsg()
         msg["family"] = socket.AF_INET if route.to.version == 4 else socket.AF_INET6
         msg["dst_len"] = route.to.prefixlen
         msg["table"] = table if table < 256 else 252  # RT_TABLE_COMPAT; the real id is in RTA_TABLE
+        # proto stays RT_PROTO in a delete: the kernel then refuses (ESRCH) one ipvland did not add
         msg["proto"] = RT_PROTO
-        msg["scope"] = 0 if route.via is not None else 253  # universe via a gateway, else link
-        msg["type"] = _RTN_UNICAST
-        attrs: list[tuple[str, Any]] = [("RTA_OIF", self.ifindex(netns, dev)), ("RTA_TABLE", table)]
+        msg["scope"] = 255 if delete else route.effective_scope  # RT_SCOPE_NOWHERE: any (a delete)
+        msg["type"] = normalize.ROUTE_TYPES[route.type]
+        msg["flags"] = normalize.RTNH_F_ONLINK if route.onlink and not delete else 0
+        attrs: list[tuple[str, Any]] = [("RTA_TABLE", table)]
+        if not route.reject and not route.nexthops:
+            attrs.append(("RTA_OIF", self.ifindex(netns, dev)))
         if route.to.prefixlen:
             attrs.append(("RTA_DST", str(route.to.network_address)))
         if route.via is not None:
@@ -848,22 +900,33 @@ class Kernel:
                                           else socket.AF_INET, "addr": str(route.via)}))
         if route.metric is not None:
             attrs.append(("RTA_PRIORITY", route.metric))
-        if route.src is not None:
+        extra = b""
+        if route.src is not None and not delete:
             attrs.append(("RTA_PREFSRC", str(route.src)))
         msg["attrs"] = attrs
-        return msg
+        if delete:
+            return msg, extra
+        if route.mtu is not None:
+            extra += _nla(_RTA_METRICS | _NLA_F_NESTED, _nla(_RTAX_MTU, struct.pack("I", route.mtu)))
+        if route.nexthops:
+            hops = b""
+            for hop in route.nexthops:
+                gw = b"" if hop.via is None else _nla(_RTA_GATEWAY, hop.via.packed)
+                hops += struct.pack("HBBi", 8 + len(gw), 0, hop.weight - 1,
+                                    self.ifindex(netns, hop.dev or dev)) + gw
+            extra += _nla(_RTA_MULTIPATH, hops)
+        return msg, extra
 
     def set_route(self, netns: str | None, dev: str, route: Route, replace: bool = False) -> None:
-        msg = self._route_msg(netns, dev, route)
+        msg, extra = self._route_msg(netns, dev, route)
         flags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
-        self._write(netns, f"{'replace' if replace else 'add'} route {route.describe()} dev {dev}"
-                    f"{_where(netns)}", msg, RTM_NEWROUTE, flags)
+        self._write(netns, f"{'replace' if replace else 'add'} route {route.describe()}{route_dev(route, dev)}"
+                    f"{_where(netns)}", msg, RTM_NEWROUTE, flags, extra)
 
     def delete_route(self, netns: str | None, dev: str, route: Route) -> None:
-        msg = self._route_msg(netns, dev, route)
-        msg["scope"] = 255  # RT_SCOPE_NOWHERE: the kernel's wildcard, so any scope matches
-        # proto stays RT_PROTO: the kernel then refuses (ESRCH) to delete a route ipvland did not add
-        self._write(netns, f"delete route {route.describe()} dev {dev}{_where(netns)}", msg, RTM_DELROUTE, 0)
+        msg, _ = self._route_msg(netns, dev, route, delete=True)
+        self._write(netns, f"delete route {route.describe()}{route_dev(route, dev)}{_where(netns)}", msg,
+                    RTM_DELROUTE, 0)
 
     def _neigh_msg(self, netns: str | None, dev: str, neighbor: Neighbor) -> Any:
         msg = ndmsg()
@@ -898,3 +961,4 @@ def _enum(cls: type[E], value: int) -> E | None:
 
 def _where(netns: str | None) -> str:
     return f" netns {netns}" if netns is not None else ""
+

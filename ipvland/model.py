@@ -63,6 +63,25 @@ class State(Enum):
 
 
 @dataclass(frozen=True, order=True)
+class Nexthop:
+    """One path of a multipath route. `dev` None: the device the route is listed under."""
+
+    via: IPAddress | None = None
+    dev: str | None = None
+    weight: int = 1
+
+    def describe(self) -> str:
+        parts = ["nexthop"]
+        if self.via is not None:
+            parts.append(f"via {self.via}")
+        if self.dev is not None:
+            parts.append(f"dev {self.dev}")
+        if self.weight != 1:
+            parts.append(f"weight {self.weight}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
 class Route:
     """A route through a device. `to` of 0.0.0.0/0 or ::/0 is the default route."""
 
@@ -71,6 +90,11 @@ class Route:
     metric: int | None = None
     table: int | None = None  # None means the main table
     src: IPAddress | None = None  # preferred source (RTA_PREFSRC); not part of the key
+    type: str = "unicast"  # a key of normalize.ROUTE_TYPES
+    onlink: bool = False
+    scope: int | None = None  # rtm_scope; None: the kernel's default (normalize.route_scope)
+    mtu: int | None = None  # RTAX_MTU
+    nexthops: tuple[Nexthop, ...] = ()  # multipath, instead of via
 
     @property
     def family(self) -> int:
@@ -85,21 +109,44 @@ class Route:
                 normalize.route_metric(self.to.version, self.metric))
 
     @property
+    def reject(self) -> bool:
+        """blackhole, unreachable, prohibit: no device, no gateway."""
+        return self.type in normalize.REJECT_TYPES
+
+    @property
+    def effective_scope(self) -> int:
+        gateway = self.via is not None or any(n.via is not None for n in self.nexthops)
+        label = next((k for k, v in normalize.ROUTE_SCOPES.items() if v == self.scope), None)
+        if self.scope is not None and label is None:
+            return self.scope  # observed: a scope the spec cannot say (site, say)
+        return normalize.route_scope(self.to.version, self.type, label, gateway)
+
+    @property
     def attrs(self) -> tuple[object, ...]:
         """What a route with the same key may differ in, changed in place (NLM_F_REPLACE)."""
-        return (self.via, self.src)
+        hops = tuple(sorted(self.nexthops, key=lambda n: (n.dev or "", str(n.via), n.weight)))
+        return (self.via, self.src, self.type, self.onlink, self.effective_scope, self.mtu, hops)
 
     def describe(self) -> str:
         to = "default" if self.to.prefixlen == 0 else str(self.to)
-        parts = [to if self.to.version == 4 or to != "default" else "default (ipv6)"]
+        parts = [] if self.type == "unicast" else [self.type]
+        parts.append(to if self.to.version == 4 or to != "default" else "default (ipv6)")
         if self.via is not None:
             parts.append(f"via {self.via}")
+        if self.onlink:
+            parts.append("onlink")
         if self.src is not None:
             parts.append(f"src {self.src}")
+        if self.scope is not None:
+            label = next((k for k, v in normalize.ROUTE_SCOPES.items() if v == self.scope), str(self.scope))
+            parts.append(f"scope {label}")
         if self.metric is not None:
             parts.append(f"metric {self.metric}")
         if self.table is not None:
             parts.append(f"table {self.table}")
+        if self.mtu is not None:
+            parts.append(f"mtu {self.mtu}")
+        parts.extend(n.describe() for n in self.nexthops)
         return " ".join(parts)
 
 
@@ -269,6 +316,11 @@ def _where(netns: str | None) -> str:
     return f" netns {netns}" if netns is not None else ""
 
 
+def route_dev(route: Route, dev: str) -> str:
+    """' dev NAME' for a route through a device; a reject or multipath route says its own."""
+    return "" if route.reject or route.nexthops else f" dev {dev}"
+
+
 class _OnLink:
     """A change to link `name` in `netns`."""
 
@@ -432,7 +484,7 @@ class RouteSet(_OnDevice):
 
     def describe(self) -> str:
         sign = "~" if self.replace else "+"
-        return f"{sign} route {self.route.describe()} dev {self.dev}{_where(self.netns)}"
+        return f"{sign} route {self.route.describe()}{route_dev(self.route, self.dev)}{_where(self.netns)}"
 
 
 @dataclass(frozen=True)
@@ -442,7 +494,7 @@ class RouteDelete(_OnDevice):
     route: Route
 
     def describe(self) -> str:
-        return f"- route {self.route.describe()} dev {self.dev}{_where(self.netns)}"
+        return f"- route {self.route.describe()}{route_dev(self.route, self.dev)}{_where(self.netns)}"
 
 
 @dataclass(frozen=True)

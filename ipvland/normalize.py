@@ -40,6 +40,43 @@ def route_table(table: int | None) -> int:
     return MAIN_TABLE if table is None else table
 
 
+# What identifies a route (read in the kernel's fib code): IPv4 fib_table_insert() finds an existing
+# route by [table, prefix, TOS (DSCP), priority]; IPv6 fib6_add_rt2node() by [table, prefix, source
+# prefix (subtrees), metric]. ipvland sends neither TOS nor a source prefix (both always 0), so its
+# key is (family, destination, table, metric): Route.key. Everything else (gateway or nexthops,
+# type, scope, src, onlink, MTU) is replaced in place (NLM_F_REPLACE on the same key).
+
+# rtm_type of the route types the spec can say (include/uapi/linux/rtnetlink.h).
+ROUTE_TYPES = {"unicast": 1, "local": 2, "blackhole": 6, "unreachable": 7, "prohibit": 8}
+# These drop what they match: the kernel refuses a device, gateway or nexthops with them (IPv4:
+# "Gateway, device and multipath can not be specified for this route type"). An IPv6 one is
+# attached to lo, and the dump says so (RTA_OIF lo): ipvland ignores the device of a reject route.
+REJECT_TYPES = frozenset({"blackhole", "unreachable", "prohibit"})
+# rtm_scope by name. IPv6 routes have no scope: the kernel dumps every one as global (universe),
+# so `scope:` on an IPv6 route is refused (it could never be read back).
+ROUTE_SCOPES = {"global": 0, "link": 253, "host": 254}
+# A route's MTU metric above 65535 - 15 is stored as 65520 (ip_metrics_convert()); the schema's
+# bound, so a spec never asks for what the kernel would rewrite.
+ROUTE_MTU_MAX = 65520
+# RTNH_F_ONLINK: an on-link gateway. Without a gateway the kernel refuses it (IPv4: "Invalid flags
+# for nexthop - PERVASIVE and ONLINK can not be set"): validation requires `via`.
+RTNH_F_ONLINK = 4
+# A multipath route of ONE nexthop is stored as a plain route (its weight is lost): nexthops need 2+.
+
+
+def route_scope(version: int, rtype: str, scope: str | None, has_gateway: bool) -> int:
+    """The rtm_scope the kernel stores for a route (iproute2's defaults when the spec says none)."""
+    if version == 6:
+        return ROUTE_SCOPES["global"]
+    if scope is not None:
+        return ROUTE_SCOPES[scope]
+    if rtype == "local":
+        return ROUTE_SCOPES["host"]
+    if rtype == "unicast" and not has_gateway:
+        return ROUTE_SCOPES["link"]
+    return ROUTE_SCOPES["global"]
+
+
 def has_prefix_route(version: int, prefixlen: int) -> bool:
     """Whether an address of this length gets a kernel prefix route (not a host address)."""
     return prefixlen < (32 if version == 4 else 128)

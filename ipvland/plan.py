@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ipvland import normalize
 from ipvland.model import (
@@ -297,10 +297,13 @@ class _Planner:
 
     def _routes(self, ns: Ns, dev: str, ifindex: int | None, routes: Iterable[Route]) -> None:
         for route in routes:
+            route = _through(route, dev)
             self.wanted_routes.add((ns, route.key))
             same_key = self.ix.routes.get((ns, route.key), [])
             ours = [r for r in same_key if r.owned]
-            if ours and all(r.ifindex == ifindex and r.route.attrs == route.attrs for r in ours):
+            # a reject route has no device; a multipath one names its devices in its nexthops
+            anywhere = route.reject or bool(route.nexthops)
+            if ours and all((anywhere or r.ifindex == ifindex) and r.route.attrs == route.attrs for r in ours):
                 continue  # in place; another agent's route beside it (an RA's, say) is not fought
             foreign = [r for r in same_key if not r.owned]
             if foreign:
@@ -346,7 +349,7 @@ class _Planner:
             if (r.netns, r.ifindex) in self.waiting:
                 continue
             if r.owned and (r.netns, r.route.key) not in self.wanted_routes:
-                dev = self._surviving_name(r.netns, r.ifindex)
+                dev = "" if r.route.reject else self._surviving_name(r.netns, r.ifindex)
                 if dev is not None:
                     self.changes.append(RouteDelete(r.netns, dev, r.route))
         for n in self.observed.neighbors:
@@ -386,6 +389,14 @@ class _Rank:
         if isinstance(change, LinkSysctlSet):
             return self.order["sysctl-new" if change.device in self.created else "sysctl-kept"]
         return self.order[type(change)]
+
+
+def _through(route: Route, dev: str) -> Route:
+    """The route with every nexthop's device named: one without `dev` goes through `dev`, the
+    device (or parent) the route is listed under; the kernel reports each nexthop's device."""
+    if not any(n.dev is None for n in route.nexthops):
+        return route
+    return replace(route, nexthops=tuple(n if n.dev is not None else replace(n, dev=dev) for n in route.nexthops))
 
 
 def _hint(route: ObservedRoute) -> str:

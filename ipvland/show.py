@@ -16,29 +16,46 @@ from ipvland.model import MAIN_TABLE, Observed, ObservedLink, Route
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
 
 
-def _route(route: Route) -> dict[str, Any]:
+def _route(route: Route, dev: str | None = None) -> dict[str, Any]:
+    """A route as the spec says it; `dev`: the device it is listed under (its nexthops' default)."""
+    gateway = route.via is not None or any(n.via is not None for n in route.nexthops)
     if route.to.prefixlen == 0:
         # "default" means IPv4 unless via says otherwise; say ::/0 for an IPv6 default without via
         to = "default" if route.to.version == 4 or route.via is not None else "::/0"
     else:
         to = str(route.to)
     out: dict[str, Any] = {"to": to}
+    if route.type != "unicast":
+        out["type"] = route.type
     if route.via is not None:
         out["via"] = str(route.via)
+    if route.onlink:
+        out["onlink"] = True
     if route.src is not None:
         out["src"] = str(route.src)
+    if route.scope is not None and route.scope != normalize.route_scope(route.to.version, route.type, None, gateway):
+        out["scope"] = next(k for k, v in normalize.ROUTE_SCOPES.items() if v == route.scope)
     if route.metric is not None and route.metric != normalize.DEFAULT_METRIC[route.to.version]:
         out["metric"] = route.metric
     if route.table is not None and route.table != MAIN_TABLE:
         out["table"] = route.table
+    if route.mtu is not None:
+        out["mtu"] = route.mtu
+    if route.nexthops:
+        out["nexthops"] = [{k: v for k, v in (("via", str(n.via) if n.via else None),
+                                              ("dev", n.dev if n.dev != dev else None),
+                                              ("weight", n.weight if n.weight != 1 else None)) if v is not None}
+                           for n in route.nexthops]
     return out
 
 
 def to_document(observed: Observed, include_foreign: bool = False) -> dict[str, Any]:
     routes = defaultdict(list)
+    names = {(link.netns, link.index): link.name for link in observed.links}
     for r in observed.routes:
         if r.owned:
-            routes[(r.netns, r.ifindex)].append(_route(r.route))
+            # a reject route (no device) is listed under the first device shown in its namespace
+            routes[(r.netns, r.ifindex)].append(_route(r.route, names.get((r.netns, r.ifindex))))
     neighbors = defaultdict(list)
     for n in observed.neighbors:
         if n.owned:
@@ -52,8 +69,8 @@ def to_document(observed: Observed, include_foreign: bool = False) -> dict[str, 
 
     def extras(link: ObservedLink, body: dict[str, Any]) -> dict[str, Any]:
         key = (link.netns, link.index)
-        if routes.get(key):
-            body["routes"] = routes[key]
+        if routes.get(key) or routes.get((link.netns, 0)):
+            body["routes"] = routes[key] + routes.pop((link.netns, 0), [])
         if neighbors.get(key):
             body["neighbors"] = neighbors[key]
         return body
@@ -85,4 +102,9 @@ def to_document(observed: Observed, include_foreign: bool = False) -> dict[str, 
         key = (None, link.index)
         if link.kind != "ipvlan" and (routes.get(key) or neighbors.get(key)):
             extras(link, parents.setdefault(name, {}))
+    rejects = routes.pop((None, 0), [])  # in ipvland's own namespace, and no device of ours took them
+    if rejects:
+        home = min(parents) if parents else min((n for n, x in root.items() if x.kind != "ipvlan"), default=None)
+        if home is not None:
+            parents.setdefault(home, {}).setdefault("routes", []).extend(rejects)
     return {"version": 1, "parents": dict(sorted(parents.items()))}

@@ -48,6 +48,7 @@ from ipvland.model import (
     IPNetwork,
     Mode,
     Neighbor,
+    Nexthop,
     Parent,
     Probe,
     Route,
@@ -640,6 +641,8 @@ def _schema_errors(doc: _Doc, errors: _Errors) -> None:
         elif kind == "const" and path == ("version",):
             out.append((doc.at(path), path, f"unsupported version {excerpt(inst)}; this ipvland reads version 1",
                         False))
+        elif kind == "minItems" and isinstance(inst, list):
+            out.append((doc.at(path), path, f"needs at least {err.validator_value} items, not {len(inst)}", False))
         elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             out.append((doc.at(path), path, f"{_range(sub)}, not {excerpt(inst)}", False))
         else:  # pattern, minLength, maxLength, not, const: the value checks say it better
@@ -924,9 +927,80 @@ def _route(doc: _Doc, errors: _Errors, r: dict[str, Any], path: PathT) -> Route 
         ok = False
     if table == MAIN_TABLE:
         table = None
-    if not ok:
+    extras = _route_extras(doc, errors, r, path, to, via)
+    if not ok or extras is None:
         return None
-    return Route(to, via, metric, table, src)
+    return Route(to, via, metric, table, src, **extras)
+
+
+def _route_extras(doc: _Doc, errors: _Errors, r: dict[str, Any], path: PathT, to: IPNetwork,
+                  via: IPAddress | None) -> dict[str, Any] | None:
+    """type, onlink, scope, mtu, nexthops: what the kernel would refuse or rewrite (normalize) is an
+    error here, at the key that says it. None when any of them is wrong."""
+    out: dict[str, Any] = {}
+    ok = True
+
+    def refuse(key: str, message: str) -> None:
+        nonlocal ok
+        errors.add(doc.at((*path, key)), (*path, key), message)
+        ok = False
+
+    rtype = r.get("type", "unicast")
+    if rtype not in normalize.ROUTE_TYPES:
+        return None  # the schema reported it
+    out["type"] = rtype
+    if rtype in normalize.REJECT_TYPES or rtype == "local":
+        for key in ("via", "nexthops", "onlink") if rtype == "local" else ("via", "nexthops", "onlink", "src"):
+            if key in r:
+                refuse(key, f"a {rtype} route has no {key} (the kernel refuses it)")
+    if r.get("onlink") is True:
+        out["onlink"] = True
+        if via is None and "via" not in r and rtype not in normalize.REJECT_TYPES:
+            refuse("onlink", "onlink needs a gateway ('via'): the kernel refuses an on-link route without one")
+    scope = r.get("scope")
+    if isinstance(scope, str) and scope in normalize.ROUTE_SCOPES:
+        if to.version == 6:
+            refuse("scope", "IPv6 routes have no scope (the kernel keeps none); leave it out")
+        elif scope != "global" and (via is not None or "nexthops" in r):
+            refuse("scope", f"scope {scope} with a gateway: the kernel refuses it (a gateway needs scope global)")
+        else:
+            out["scope"] = normalize.ROUTE_SCOPES[scope]
+    mtu = r.get("mtu")
+    if isinstance(mtu, int) and not isinstance(mtu, bool):
+        if to.version == 6 and mtu < normalize.IPV6_MIN_MTU:
+            refuse("mtu", f"mtu {mtu} is below 1280, the minimum for IPv6")
+        out["mtu"] = mtu
+    hops = r.get("nexthops")
+    if isinstance(hops, list):
+        if "via" in r:
+            refuse("nexthops", "a route has either 'via' or 'nexthops', not both")
+        nexthops = []
+        for i, h in enumerate(hops):
+            hpath: PathT = (*path, "nexthops", i)
+            h = h if isinstance(h, dict) else {}
+            hvia = _ip(h["via"]) if isinstance(h.get("via"), str) else None
+            if isinstance(h.get("via"), str) and (hvia is None or hvia.is_multicast or hvia.is_unspecified):
+                errors.add(doc.at((*hpath, "via")), (*hpath, "via"), f"{excerpt(h['via'])} is not a gateway "
+                                                                     "address (a unicast IP address without prefix)")
+                ok = False
+            elif hvia is not None and hvia.version != to.version:
+                errors.add(doc.at((*hpath, "via")), (*hpath, "via"),
+                           f"gateway {hvia} is IPv{hvia.version} but destination {to} is IPv{to.version}")
+                ok = False
+            elif hvia is None and to.version == 6:
+                errors.add(doc.at(hpath), hpath, "an IPv6 nexthop needs a gateway ('via'): the kernel makes "
+                                                 "multipath routes of gateways only")
+                ok = False
+            dev = h.get("dev") if isinstance(h.get("dev"), str) else None
+            weight = h.get("weight", 1)
+            if not (isinstance(weight, int) and not isinstance(weight, bool) and 1 <= weight <= 256):
+                ok = False  # the schema reported it
+                continue
+            nexthops.append(Nexthop(hvia, dev, weight))
+        if len(nexthops) < 2:
+            ok = False  # the schema reported it
+        out["nexthops"] = tuple(nexthops)
+    return out if ok else None
 
 
 def _prefix(doc: _Doc, errors: _Errors, text: str, path: PathT) -> IPNetwork | None:
@@ -1170,8 +1244,14 @@ def _route_places(merged: dict[str, _Merged], errors: _Errors) -> None:
                 if normalize.has_prefix_route(iface.version, iface.network.prefixlen):
                     kernels = Route(iface.network, metric=normalize.PREFIX_ROUTE_METRIC[iface.version])
                     prefix.setdefault((d.netns, kernels.key), (d.name, iface, loc))
+    devices = {(None, name) for name in merged} | {(d.netns, d.name) for m in merged.values()
+                                                    for d in m.devices.values()}
     for netns, where, path, routes in places:
         for item in routes:
+            for hop in item.route.nexthops:
+                if hop.dev is not None and (netns, hop.dev) not in devices:
+                    ns = f"netns {netns}" if netns else "ipvland's own namespace (a parent or a device without netns)"
+                    errors.add(item.loc, path, f"nexthop dev {hop.dev} is not a device of the spec in {ns}")
             key = (netns, item.route.key)
             if key in prefix:
                 dev, iface, loc = prefix[key]
