@@ -28,6 +28,8 @@ from ipvland.model import (
     PortModeSet,
     RouteDelete,
     RouteSet,
+    RuleAdd,
+    RuleDelete,
 )
 
 if TYPE_CHECKING:
@@ -98,6 +100,10 @@ def execute(kernel: Kernel, change: Change) -> None:
             kernel.set_neighbor(ns, dev, neighbor, replace)
         case NeighborDelete(netns=ns, dev=dev, neighbor=neighbor):
             kernel.delete_neighbor(ns, dev, neighbor)
+        case RuleAdd(rule=rule):
+            kernel.add_rule(rule)
+        case RuleDelete(rule=rule):
+            kernel.delete_rule(rule)
 
 
 def apply(kernel: Kernel, plan: Plan) -> tuple[Outcome, ...]:

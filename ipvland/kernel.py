@@ -57,6 +57,7 @@ from ipvland import normalize
 from ipvland.model import (
     MAIN_TABLE,
     RT_PROTO,
+    RULE_ACTIONS,
     Flag,
     IPInterface,
     Mode,
@@ -66,7 +67,9 @@ from ipvland.model import (
     ObservedLink,
     ObservedNeighbor,
     ObservedRoute,
+    ObservedRule,
     Route,
+    Rule,
     route_dev,
 )
 from ipvland.netns import NETNS_DIR, entered, mount_new_namespace
@@ -237,6 +240,22 @@ _RTM_GETLINK = 18
 _RTM_GETADDR = 22
 _RTM_GETROUTE = 26
 _RTM_GETNEIGH = 30
+_RTM_NEWRULE = 32
+_RTM_DELRULE = 33
+_RTM_GETRULE = 34
+# fib_rule_hdr's attributes (include/uapi/linux/fib_rules.h)
+_FRA_DST = 1
+_FRA_SRC = 2
+_FRA_IIFNAME = 3
+_FRA_PRIORITY = 6
+_FRA_FWMARK = 10
+_FRA_TABLE = 15
+_FRA_FWMASK = 16
+_FRA_OIFNAME = 17
+_FRA_PROTOCOL = 21
+_FIB_RULE_INVERT = 2
+_RULE_ACTION_NAMES = {v: k for k, v in RULE_ACTIONS.items()}
+_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 _RTM_GETNSID = 90
 _IFLA_ADDRESS = 1
 _IFLA_IFNAME = 3
@@ -701,6 +720,67 @@ class Kernel:
         return out
 
     # -- writes
+
+    def rules(self, netns: str | None) -> list[ObservedRule]:
+        """Every IPv4 and IPv6 rule of the namespace (one dump, family AF_UNSPEC)."""
+        out = []
+        for data in self._dump(netns, "list rules", _RTM_GETRULE, struct.pack("BBBBBBBBI", *[0] * 9)):
+            family, dst_len, src_len, _, table, _, _, action, flags = struct.unpack_from("BBBBBBBBI", data, 16)
+            if family not in _AF or action not in _RULE_ACTION_NAMES:
+                continue
+            a = _attrs(data, 28, len(data))
+            mark = _u32(a[_FRA_FWMARK]) if _FRA_FWMARK in a else None
+            rule = Rule(
+                priority=_u32(a[_FRA_PRIORITY]) if _FRA_PRIORITY in a else 0,
+                family=_AF[family], netns=netns,
+                src=_network(family, a[_FRA_SRC], src_len) if _FRA_SRC in a else None,
+                dst=_network(family, a[_FRA_DST], dst_len) if _FRA_DST in a else None,
+                iif=_str(a[_FRA_IIFNAME]) if _FRA_IIFNAME in a else None,
+                oif=_str(a[_FRA_OIFNAME]) if _FRA_OIFNAME in a else None,
+                fwmark=mark or None,
+                fwmask=_u32(a[_FRA_FWMASK]) if _FRA_FWMASK in a and mark else None,
+                table=(_u32(a[_FRA_TABLE]) if _FRA_TABLE in a else table) if _RULE_ACTION_NAMES[action] == "table"
+                else None,
+                action=_RULE_ACTION_NAMES[action],
+                invert=bool(flags & _FIB_RULE_INVERT),
+            )
+            out.append(ObservedRule(rule, a[_FRA_PROTOCOL][0] if _FRA_PROTOCOL in a else 0))
+        return out
+
+    def _rule_request(self, netns: str | None, op: str, msg_type: int, rule: Rule, flags: int) -> None:
+        """A rule by all its attributes and ipvland's protocol: a delete then matches only that rule of ours."""
+        family = _FAMILY[rule.family]
+        table = rule.table or 0
+        body = struct.pack("BBBBBBBBI", family, rule.dst.prefixlen if rule.dst else 0,
+                           rule.src.prefixlen if rule.src else 0, 0, table if table < 256 else 0, 0, 0,
+                           RULE_ACTIONS[rule.action], _FIB_RULE_INVERT if rule.invert else 0)
+        body += _nla(_FRA_PRIORITY, struct.pack("I", rule.priority))
+        body += _nla(_FRA_PROTOCOL, struct.pack("B", RT_PROTO))
+        if table:
+            body += _nla(_FRA_TABLE, struct.pack("I", table))
+        if rule.src is not None:
+            body += _nla(_FRA_SRC, rule.src.network_address.packed)
+        if rule.dst is not None:
+            body += _nla(_FRA_DST, rule.dst.network_address.packed)
+        if rule.iif is not None:
+            body += _nla(_FRA_IIFNAME, rule.iif.encode() + b"\0")
+        if rule.oif is not None:
+            body += _nla(_FRA_OIFNAME, rule.oif.encode() + b"\0")
+        if rule.fwmark:
+            body += _nla(_FRA_FWMARK, struct.pack("I", rule.fwmark))
+            if rule.fwmask is not None:
+                body += _nla(_FRA_FWMASK, struct.pack("I", rule.fwmask))
+        self.writes += 1
+        try:
+            self._channel(netns).write(msg_type, body, flags)
+        except OSError as e:
+            raise _kernel_error(op, e) from None
+
+    def add_rule(self, rule: Rule) -> None:
+        self._rule_request(rule.netns, f"add {rule.describe()}", _RTM_NEWRULE, rule, NLM_F_CREATE | NLM_F_EXCL)
+
+    def delete_rule(self, rule: Rule) -> None:
+        self._rule_request(rule.netns, f"delete {rule.describe()}", _RTM_DELRULE, rule, 0)
 
     def _write(self, netns: str | None, op: str, msg: Any, msg_type: int, flags: int, extra: bytes = b"") -> None:
         """Encode `msg` (a pyroute2 message) and send it on the namespace's socket; wait for the ACK.

@@ -158,6 +158,55 @@ class Neighbor:
     lladdr: str
 
 
+RULE_ACTIONS = {"table": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}  # FR_ACT_*
+FULL_MARK_MASK = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A policy routing rule (ip rule) in one namespace. ipvland's own carry FRA_PROTOCOL RT_PROTO."""
+
+    priority: int
+    family: int  # 4 or 6: a rule lives in one family's list
+    netns: str | None = None
+    src: IPNetwork | None = None  # from
+    dst: IPNetwork | None = None  # to
+    iif: str | None = None
+    oif: str | None = None
+    fwmark: int | None = None
+    fwmask: int | None = None  # None with a fwmark: the kernel's 0xffffffff
+    table: int | None = None  # action "table" (lookup) only
+    action: str = "table"  # a key of RULE_ACTIONS
+    invert: bool = False  # ip rule not ...
+
+    @property
+    def key(self) -> tuple[str | None, int, int]:
+        return (self.netns, self.family, self.priority)
+
+    @property
+    def attrs(self) -> tuple[object, ...]:
+        """Everything the kernel compares; the mask as it stores it (normalize)."""
+        mask = self.fwmask if self.fwmask is not None else (FULL_MARK_MASK if self.fwmark else None)
+        return (self.src, self.dst, self.iif, self.oif, self.fwmark or None, mask, self.table, self.action,
+                self.invert)
+
+    def describe(self) -> str:
+        parts = [f"rule {self.priority}" + ("" if self.family == 4 else " (ipv6)")]
+        if self.invert:
+            parts.append("not")
+        parts.append(f"from {self.src or 'all'}")
+        if self.dst is not None:
+            parts.append(f"to {self.dst}")
+        if self.iif is not None:
+            parts.append(f"iif {self.iif}")
+        if self.oif is not None:
+            parts.append(f"oif {self.oif}")
+        if self.fwmark:
+            parts.append(f"fwmark {self.fwmark:#x}" + (f"/{self.fwmask:#x}" if self.fwmask is not None else ""))
+        parts.append(f"lookup {self.table}" if self.action == "table" else self.action)
+        return " ".join(parts) + _where(self.netns)
+
+
 @dataclass(frozen=True)
 class Device:
     name: str
@@ -198,6 +247,7 @@ class Spec:
     parents: tuple[Parent, ...] = ()
     sources: tuple[str, ...] = ()  # the files it was read from, in merge order
     probes: tuple[Probe, ...] = ()
+    rules: tuple[Rule, ...] = ()
 
     @property
     def devices(self) -> tuple[Device, ...]:
@@ -281,6 +331,16 @@ class ObservedNeighbor:
 
 
 @dataclass(frozen=True)
+class ObservedRule:
+    rule: Rule  # netns set
+    protocol: int  # FRA_PROTOCOL (0 on a kernel before 4.17)
+
+    @property
+    def owned(self) -> bool:
+        return self.protocol == RT_PROTO
+
+
+@dataclass(frozen=True)
 class Observed:
     """A snapshot of what the kernel has, in ipvland's own namespace and in named namespaces.
 
@@ -299,6 +359,7 @@ class Observed:
     neighbors: tuple[ObservedNeighbor, ...] = ()
     scanned: frozenset[str | None] = field(default_factory=lambda: frozenset({None}))
     scope: frozenset[str | None] | None = None
+    rules: tuple[ObservedRule, ...] = ()  # read where addresses are (scanned)
 
     def sees(self, netns: str | None) -> bool:
         return self.scope is None or netns in self.scope
@@ -523,8 +584,35 @@ class NeighborDelete(_OnDevice):
         return f"- neighbor {n.address} lladdr {n.lladdr} dev {self.dev}{_where(self.netns)}"
 
 
+@dataclass(frozen=True)
+class RuleAdd:
+    rule: Rule
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.rule.netns, "")  # no device; a namespace that failed to be made skips it
+
+    def describe(self) -> str:
+        return f"+ {self.rule.describe()}"
+
+
+@dataclass(frozen=True)
+class RuleDelete:
+    rule: Rule
+    reason: str = ""
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.rule.netns, "")
+
+    def describe(self) -> str:
+        why = f" ({self.reason})" if self.reason else ""
+        return f"- {self.rule.describe()}{why}"
+
+
 Change = (NamespaceCreate | LinkCreate | LinkDelete | PortModeSet | LinkMtuSet | LinkStateSet
-          | LinkSysctlSet | AddressAdd | AddressDelete | RouteSet | RouteDelete | NeighborSet | NeighborDelete)
+          | LinkSysctlSet | AddressAdd | AddressDelete | RouteSet | RouteDelete | NeighborSet | NeighborDelete
+          | RuleAdd | RuleDelete)
 
 
 @dataclass(frozen=True)

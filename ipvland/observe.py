@@ -15,6 +15,7 @@ from ipvland.model import (
     ObservedLink,
     ObservedNeighbor,
     ObservedRoute,
+    ObservedRule,
     Spec,
 )
 
@@ -47,14 +48,16 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
     addresses: list[ObservedAddress] = []
     routes: list[ObservedRoute] = []
     neighbors: list[ObservedNeighbor] = []
+    rules: list[ObservedRule] = []
     try:
         for where in sorted(scanned, key=lambda n: (n is not None, n or "")):
             addresses.extend(kernel.addresses(where))
             routes.extend(kernel.routes(where))
             neighbors.extend(kernel.neighbors(where))
+            rules.extend(kernel.rules(where))
     finally:
         # Sockets stay open only in the namespaces the spec names: one left in another tool's
         # namespace (or one that left the spec) would keep it alive after `ip netns del`.
         kernel.retain(spec.namespaces if spec is not None else frozenset())
     return Observed(namespaces, tuple(links), tuple(addresses), tuple(routes), tuple(neighbors),
-                    frozenset(scanned), scope)
+                    frozenset(scanned), scope, tuple(rules))

@@ -38,12 +38,15 @@ from ipvland.model import (
     ObservedLink,
     ObservedNeighbor,
     ObservedRoute,
+    ObservedRule,
     Parent,
     Plan,
     PortModeSet,
     Route,
     RouteDelete,
     RouteSet,
+    RuleAdd,
+    RuleDelete,
     Spec,
     State,
 )
@@ -56,7 +59,7 @@ from ipvland.model import (
 _ORDER: tuple[type | str, ...] = (
     "sysctl-kept", NeighborDelete, RouteDelete, "address-freed", LinkDelete,
     NamespaceCreate, PortModeSet, LinkCreate, "sysctl-new", LinkMtuSet, AddressAdd, AddressDelete,
-    LinkStateSet, RouteSet, NeighborSet,
+    LinkStateSet, RouteSet, NeighborSet, RuleAdd, RuleDelete,
 )
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
 _DAD_FAILED = "DAD failed: a duplicate on the link; re-added"
@@ -131,6 +134,7 @@ class _Planner:
         for parent in self.spec.parents:
             self._parent(parent, namespaces_made)
         self._prune()
+        self._rules()
         changes = sorted(self.changes, key=_Rank(self.changes))  # stable: spec order within a kind
         return Plan(tuple(changes), tuple(self.conflicts), tuple(self.pending), self.needs_full_view)
 
@@ -359,6 +363,36 @@ class _Planner:
                 dev = self._surviving_name(n.netns, n.ifindex)
                 if dev is not None:
                     self.changes.append(NeighborDelete(n.netns, dev, n.neighbor))
+
+    def _rules(self) -> None:
+        """Rules per namespace: ours (FRA_PROTOCOL) are added, and deleted once no spec rule has their
+        attributes; a changed rule is added before the old one goes (the kernel takes two rules at one
+        priority), so no packet meets a gap. Foreign rules, the kernel's 0/32766/32767 included,
+        are never touched; one identical to a spec rule makes that rule a conflict."""
+        observed: dict[tuple[Ns, int, int], list[ObservedRule]] = defaultdict(list)
+        for r in self.observed.rules:
+            observed[r.rule.key].append(r)
+        wanted: set[tuple[tuple[Ns, int, int], tuple[object, ...]]] = set()
+        for rule in self.spec.rules:
+            if not self.observed.sees(rule.netns) or rule.netns not in self.observed.scanned | self._made:
+                continue  # out of view, or a namespace not read: unknown
+            wanted.add((rule.key, rule.attrs))
+            same = [r for r in observed.get(rule.key, []) if r.rule.attrs == rule.attrs]
+            if any(r.owned for r in same):
+                continue
+            if same:
+                self.conflicts.append(Conflict(rule.describe(), f"an identical rule ipvland does not own "
+                                                                f"(proto {same[0].protocol}) is there; left "
+                                                                "untouched"))
+                continue
+            self.changes.append(RuleAdd(rule))
+        for r in self.observed.rules:
+            if r.owned and self.observed.sees(r.rule.netns) and (r.rule.key, r.rule.attrs) not in wanted:
+                self.changes.append(RuleDelete(r.rule))
+
+    @property
+    def _made(self) -> set[Ns]:
+        return {c.name for c in self.changes if isinstance(c, NamespaceCreate)}
 
     def _surviving_name(self, ns: Ns, ifindex: int) -> str | None:
         """The name of a device that is not being deleted (its routes and neighbors go with it)."""

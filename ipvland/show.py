@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from ipvland import normalize
-from ipvland.model import MAIN_TABLE, Observed, ObservedLink, Route
+from ipvland.model import FULL_MARK_MASK, MAIN_TABLE, Observed, ObservedLink, Route, Rule
 
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
 
@@ -107,4 +107,29 @@ def to_document(observed: Observed, include_foreign: bool = False) -> dict[str, 
         home = min(parents) if parents else min((n for n, x in root.items() if x.kind != "ipvlan"), default=None)
         if home is not None:
             parents.setdefault(home, {}).setdefault("routes", []).extend(rejects)
-    return {"version": 1, "parents": dict(sorted(parents.items()))}
+    doc: dict[str, Any] = {"version": 1, "parents": dict(sorted(parents.items()))}
+    rules = [_rule(r.rule) for r in observed.rules if r.owned]
+    if rules:
+        doc["rules"] = rules
+    return doc
+
+
+def _rule(rule: Rule) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if rule.netns is not None:
+        out["netns"] = rule.netns
+    out["priority"] = rule.priority
+    out["family"] = f"ipv{rule.family}"
+    selectors: tuple[tuple[str, object], ...] = (
+        ("from", str(rule.src) if rule.src else None), ("to", str(rule.dst) if rule.dst else None),
+        ("iif", rule.iif), ("oif", rule.oif), ("fwmark", rule.fwmark))
+    out.update((key, value) for key, value in selectors if value is not None)
+    if rule.fwmask is not None and rule.fwmask != FULL_MARK_MASK:
+        out["fwmask"] = rule.fwmask
+    if rule.action == "table":
+        out["table"] = rule.table
+    else:
+        out["action"] = rule.action
+    if rule.invert:
+        out["not"] = True
+    return out

@@ -52,6 +52,7 @@ from ipvland.model import (
     Parent,
     Probe,
     Route,
+    Rule,
     Spec,
     State,
 )
@@ -752,10 +753,18 @@ class _ParentD:
 
 
 @dataclass
+class _RuleD:
+    rule: Rule
+    loc: Loc
+    path: PathT
+
+
+@dataclass
 class _FileD:
     file: str
     parents: list[_ParentD] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)
+    rules: list[_RuleD] = field(default_factory=list)
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -783,7 +792,57 @@ def _extract(doc: _Doc, errors: _Errors, main: bool) -> _FileD:
         probe = _probe(doc, errors, _dict(pv), ("probes", i))
         if probe is not None:
             out.probes.append(probe)
+    for i, rv in enumerate(_list(data.get("rules"))):
+        out.rules.extend(_RuleD(rule, doc.at(("rules", i)), ("rules", i))
+                         for rule in _rule(doc, errors, _dict(rv), ("rules", i)))
     return out
+
+
+def _rule(doc: _Doc, errors: _Errors, r: dict[str, Any], path: PathT) -> list[Rule]:
+    """One `rules:` entry: one rule, or two (IPv4 and IPv6) when nothing says the family."""
+    ok = True
+    netns = r.get("netns") if isinstance(r.get("netns"), str) else None
+    if netns is not None and _netns_problem(netns):
+        errors.add(doc.at((*path, "netns")), (*path, "netns"), _netns_problem(netns) or "")
+        ok = False
+    nets: dict[str, IPNetwork | None] = {}
+    for key in ("from", "to"):
+        nets[key] = _prefix(doc, errors, r[key], (*path, key)) if isinstance(r.get(key), str) else None
+        ok = ok and (nets[key] is not None or key not in r)
+    versions = {n.version for n in nets.values() if n is not None}
+    if len(versions) > 1:
+        errors.add(doc.at((*path, "to")), (*path, "to"), "from and to are of different families")
+        ok = False
+    family = {"ipv4": 4, "ipv6": 6}.get(r.get("family", ""))
+    if family is not None and versions and versions != {family}:
+        errors.add(doc.at((*path, "family")), (*path, "family"), f"family {r['family']} but from/to are "
+                                                                  f"IPv{versions.pop()}")
+        ok = False
+    families = [family] if family is not None else sorted(versions) or [4, 6]
+    for key, net in nets.items():
+        if net is not None and net.prefixlen == 0:
+            nets[key] = None  # "from all": the kernel keeps no prefix (and dumps none)
+    action = r.get("action", "table")
+    table = r.get("table") if isinstance(r.get("table"), int) and not isinstance(r.get("table"), bool) else None
+    if action == "table" and table is None and "table" not in r:
+        errors.add(doc.at(path), path, "a rule that looks up a table needs 'table' (or another action)")
+        ok = False
+    if action != "table" and "table" in r:
+        errors.add(doc.at((*path, "table")), (*path, "table"), f"action {action} looks up no table")
+        ok = False
+    if "fwmask" in r and "fwmark" not in r:
+        errors.add(doc.at((*path, "fwmask")), (*path, "fwmask"), "fwmask needs fwmark")
+        ok = False
+    priority, fwmark, fwmask = r.get("priority"), r.get("fwmark"), r.get("fwmask")
+    ints = [v for v in (priority, fwmark, fwmask, table) if v is not None]
+    if not ok or not isinstance(priority, int) or any(isinstance(v, bool) or not isinstance(v, int) for v in ints):
+        return []  # the schema reported a wrong type or range
+    if action not in ("table", "blackhole", "unreachable", "prohibit"):
+        return []
+    iif = r.get("iif") if isinstance(r.get("iif"), str) else None
+    oif = r.get("oif") if isinstance(r.get("oif"), str) else None
+    return [Rule(priority, f, netns, nets["from"], nets["to"], iif, oif, fwmark, fwmask, table, action,
+                 r.get("not") is True) for f in families]
 
 
 def _parent(doc: _Doc, errors: _Errors, name: str, p: dict[str, Any], path: PathT) -> _ParentD:
@@ -1221,7 +1280,25 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
     for f in files:
         probes.extend(p for p in f.probes if p not in probes)
     return Spec(version=1, parents=tuple(parents), sources=tuple(f.file for f in files),
-                probes=tuple(probes))
+                probes=tuple(probes), rules=_unite_rules(files, {d.netns for d in by_ns.values()}, errors))
+
+
+def _unite_rules(files: list[_FileD], namespaces: set[str | None], errors: _Errors) -> tuple[Rule, ...]:
+    """Rules of every file; one per namespace, family and priority (the same one twice collapses)."""
+    seen: dict[tuple[str | None, int, int], _RuleD] = {}
+    for f in files:
+        for item in f.rules:
+            rule = item.rule
+            if rule.netns is not None and rule.netns not in namespaces:
+                errors.add(item.loc, item.path, f"netns {rule.netns} holds none of the spec's devices; a rule "
+                                                "goes in ipvland's own namespace or a device's")
+                continue
+            other = seen.setdefault(rule.key, item)
+            if other is not item and other.rule != rule:
+                errors.add(item.loc, item.path, f"{rule.describe()} has the priority of {other.rule.describe()} "
+                                                f"at {_at(other.loc)} (one rule per priority, family and "
+                                                "namespace)")
+    return tuple(i.rule for i in seen.values())
 
 
 def _route_places(merged: dict[str, _Merged], errors: _Errors) -> None:

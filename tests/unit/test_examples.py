@@ -12,7 +12,7 @@ import pytest
 from ipvland import spec as spec_mod
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "etc" / "examples").glob("*.yaml")) + [ROOT / "etc" / "ipvland" / "config.yaml"]
+EXAMPLES = [*sorted((ROOT / "etc" / "examples").glob("*.yaml")), ROOT / "etc" / "ipvland" / "config.yaml"]
 
 
 def test_there_are_examples() -> None:
