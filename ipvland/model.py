@@ -62,6 +62,11 @@ class State(Enum):
 # ---------------------------------------------------------------- desired state (the spec)
 
 
+def _said(*pairs: tuple[str, object]) -> list[str]:
+    """"key value" for each value that is set ("" for a flag: the key alone)."""
+    return [f"{k} {v}".rstrip() for k, v in pairs if v is not None]
+
+
 @dataclass(frozen=True, order=True)
 class Nexthop:
     """One path of a multipath route. `dev` None: the device the route is listed under."""
@@ -131,21 +136,10 @@ class Route:
         to = "default" if self.to.prefixlen == 0 else str(self.to)
         parts = [] if self.type == "unicast" else [self.type]
         parts.append(to if self.to.version == 4 or to != "default" else "default (ipv6)")
-        if self.via is not None:
-            parts.append(f"via {self.via}")
-        if self.onlink:
-            parts.append("onlink")
-        if self.src is not None:
-            parts.append(f"src {self.src}")
-        if self.scope is not None:
-            label = next((k for k, v in normalize.ROUTE_SCOPES.items() if v == self.scope), str(self.scope))
-            parts.append(f"scope {label}")
-        if self.metric is not None:
-            parts.append(f"metric {self.metric}")
-        if self.table is not None:
-            parts.append(f"table {self.table}")
-        if self.mtu is not None:
-            parts.append(f"mtu {self.mtu}")
+        scope = None if self.scope is None else next(
+            (k for k, v in normalize.ROUTE_SCOPES.items() if v == self.scope), str(self.scope))
+        parts += _said(("via", self.via), ("onlink", "" if self.onlink else None), ("src", self.src),
+                       ("scope", scope), ("metric", self.metric), ("table", self.table), ("mtu", self.mtu))
         parts.extend(n.describe() for n in self.nexthops)
         return " ".join(parts)
 
@@ -195,12 +189,7 @@ class Rule:
         if self.invert:
             parts.append("not")
         parts.append(f"from {self.src or 'all'}")
-        if self.dst is not None:
-            parts.append(f"to {self.dst}")
-        if self.iif is not None:
-            parts.append(f"iif {self.iif}")
-        if self.oif is not None:
-            parts.append(f"oif {self.oif}")
+        parts += _said(("to", self.dst), ("iif", self.iif), ("oif", self.oif))
         if self.fwmark:
             parts.append(f"fwmark {self.fwmark:#x}" + (f"/{self.fwmask:#x}" if self.fwmask is not None else ""))
         parts.append(f"lookup {self.table}" if self.action == "table" else self.action)

@@ -7,22 +7,18 @@ for eth0 and carries the host's own address 192.0.2.1/24, as a real NIC would.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from iproute import converge, ipj
+from wire import sh, wired_lab
 
 from ipvland import spec as spec_mod
 from ipvland.model import Spec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "examples" / "host-access.yaml"
-
-
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
 
 
 def ping(target: str, netns: str | None = None, deadline: float = 10.0) -> bool:
@@ -48,16 +44,7 @@ def example(tmp: Path, mode: str, without_host: bool = False) -> Spec:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    sh("ip", "netns", "add", "wire")
-    sh("ip", "link", "add", "lab0", "address", "02:00:00:00:0a:01", "type", "veth", "peer", "name", "lab0p",
-       "address", "02:00:00:00:0a:02", "netns", "wire")
-    sh("ip", "addr", "add", "192.0.2.1/24", "dev", "lab0")  # the host's own address on its NIC
-    sh("ip", "link", "set", "lab0", "up")
-    sh("ip", "-n", "wire", "link", "set", "lab0p", "up")
-    yield tmp_path_factory.mktemp("host-access")
-    sh("ip", "link", "del", "lab0", check=False)
-    for ns in Path("/run/netns").glob("*"):
-        sh("ip", "netns", "del", ns.name, check=False)
+    yield from wired_lab(tmp_path_factory, "host-access", "192.0.2.1/24")  # the host's own address on its NIC
 
 
 def test_without_the_host_side_device_the_host_cannot_reach_its_containers(lab: Path) -> None:

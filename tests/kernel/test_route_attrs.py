@@ -8,7 +8,6 @@ One lab for the module: lab0 (a veth, its peer up in namespace `wire`), ipvlan d
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 from iproute import converge, ip, ipj
+from wire import sh, wired_lab
 
 from ipvland import spec as spec_mod
 from ipvland.model import RouteDelete, RouteSet, Spec
@@ -48,10 +48,6 @@ SECOND = {"reject": "unreachable", "mtu": 1300, "onlink_gw": "203.0.113.2", "sco
           "mtu6": 1400}
 
 
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
-
-
 def load(tmp: Path, name: str, text: str) -> Spec:
     path = tmp / f"{name}.yaml"
     path.write_text(textwrap.dedent(text))
@@ -64,18 +60,10 @@ def ours(netns: str | None, family: str = "-4") -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    sh("ip", "netns", "add", "wire")
-    sh("ip", "link", "add", "lab0", "address", "02:00:00:00:0a:01", "type", "veth", "peer", "name", "lab0p",
-       "address", "02:00:00:00:0a:02", "netns", "wire")
-    sh("ip", "link", "set", "lab0", "up")
-    sh("ip", "-n", "wire", "link", "set", "lab0p", "up")
     # a foreign route beside ours, of a kind ipvland now reads: never touched
     sh("ip", "route", "add", "blackhole", "198.51.100.128/25", "proto", "static")
-    yield tmp_path_factory.mktemp("route-attrs")
+    yield from wired_lab(tmp_path_factory, "route-attrs")
     sh("ip", "route", "del", "blackhole", "198.51.100.128/25", check=False)
-    sh("ip", "link", "del", "lab0", check=False)
-    for ns in Path("/run/netns").glob("*"):
-        sh("ip", "netns", "del", ns.name, check=False)
 
 
 def _check(values: dict[str, Any]) -> None:

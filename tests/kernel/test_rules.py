@@ -4,7 +4,6 @@ to zero writes, removed; the kernel's default rules and a foreign rule at the sa
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 from iproute import converge, ipj
+from wire import sh, wired_lab
 
 from ipvland import spec as spec_mod
 from ipvland.model import RuleAdd, RuleDelete
@@ -30,10 +30,6 @@ rules:
 """
 
 
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
-
-
 def rules(family: str, netns: str | None = None) -> list[dict[str, Any]]:
     return ipj(family, "rule", "show", netns=netns)
 
@@ -44,15 +40,9 @@ def ours(family: str, netns: str | None = None) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    sh("ip", "netns", "add", "wire")
-    sh("ip", "link", "add", "lab0", "type", "veth", "peer", "name", "lab0p", "netns", "wire")
-    sh("ip", "link", "set", "lab0", "up")
     sh("ip", "rule", "add", "priority", "100", "from", "198.51.100.0/24", "table", "7", "proto", "static")
-    yield tmp_path_factory.mktemp("rules")
+    yield from wired_lab(tmp_path_factory, "rules")
     sh("ip", "rule", "del", "priority", "100", "from", "198.51.100.0/24", "table", "7", check=False)
-    sh("ip", "link", "del", "lab0", check=False)
-    for ns in Path("/run/netns").glob("*"):
-        sh("ip", "netns", "del", ns.name, check=False)
 
 
 def apply(tmp: Path, name: str, text: str) -> Any:
