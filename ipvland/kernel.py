@@ -274,6 +274,12 @@ _DEVCONF = {
     normalize.PROMOTE_SECONDARIES: (socket.AF_INET, _IFLA_INET_CONF, 19),  # IPV4_DEVCONF_PROMOTE_SECONDARIES=20
     "ipv6.accept_ra": (socket.AF_INET6, _IFLA_INET6_CONF, 3),  # DEVCONF_ACCEPT_RA
     "ipv6.autoconf": (socket.AF_INET6, _IFLA_INET6_CONF, 5),  # DEVCONF_AUTOCONF
+    "ipv6.disable_ipv6": (socket.AF_INET6, _IFLA_INET6_CONF, 26),  # DEVCONF_DISABLE_IPV6
+    "ipv6.addr_gen_mode": (socket.AF_INET6, _IFLA_INET6_CONF, 47),  # DEVCONF_ADDR_GEN_MODE
+    "ipv4.forwarding": (socket.AF_INET, _IFLA_INET_CONF, 0),  # IPV4_DEVCONF_FORWARDING=1
+    "ipv4.rp_filter": (socket.AF_INET, _IFLA_INET_CONF, 7),  # IPV4_DEVCONF_RP_FILTER=8
+    "ipv4.arp_announce": (socket.AF_INET, _IFLA_INET_CONF, 17),  # IPV4_DEVCONF_ARP_ANNOUNCE=18
+    "ipv4.arp_ignore": (socket.AF_INET, _IFLA_INET_CONF, 18),  # IPV4_DEVCONF_ARP_IGNORE=19
 }
 _IPV4_DEVCONF_PROMOTE_SECONDARIES = 20
 _RTEXT_FILTER_SKIP_STATS = 1 << 3

@@ -114,20 +114,44 @@ class Sysctl:
 
     key: str  # as plans print it, e.g. ipv6.accept_ra
     proc: str  # e.g. ipv6/conf/{dev}/accept_ra
+    default: int = 0  # the kernel's own value on a device of a new namespace (show leaves it out)
+    exact: bool = False  # compared by value; otherwise only on/off is managed
+    labels: tuple[str, ...] = ()  # the spec's names of values 0, 1, ... (addr_gen_mode)
+    in_spec: bool = True  # False: ipvland's own setting, never in a config
+
+
+def _conf(family: str, name: str, default: int = 0, exact: bool = False, labels: tuple[str, ...] = ()) -> Sysctl:
+    return Sysctl(f"{family}.{name}", f"{family}/conf/{{dev}}/{name}", default, exact, labels)
 
 
 SYSCTLS = {
-    PROMOTE_SECONDARIES: Sysctl(PROMOTE_SECONDARIES, "ipv4/conf/{dev}/promote_secondaries"),
+    PROMOTE_SECONDARIES: Sysctl(PROMOTE_SECONDARIES, "ipv4/conf/{dev}/promote_secondaries", in_spec=False),
     # 1 in a new namespace: an ipvlan that hears router advertisements gets SLAAC addresses and an
     # RA default route (proto ra). ipv6: {accept_ra: false, autoconf: false} turns that off.
-    "ipv6.accept_ra": Sysctl("ipv6.accept_ra", "ipv6/conf/{dev}/accept_ra"),
-    "ipv6.autoconf": Sysctl("ipv6.autoconf", "ipv6/conf/{dev}/autoconf"),
+    "ipv6.accept_ra": _conf("ipv6", "accept_ra", 1),
+    "ipv6.autoconf": _conf("ipv6", "autoconf", 1),
+    # 1: the device has no IPv6 at all (its addresses go); it then keeps its other ipv6 settings.
+    "ipv6.disable_ipv6": _conf("ipv6", "disable_ipv6"),
+    # How the link-local (and SLAAC) interface id is made. stable_privacy needs a stable_secret
+    # (the kernel refuses it otherwise); none: no link-local address at all.
+    "ipv6.addr_gen_mode": _conf("ipv6", "addr_gen_mode", exact=True,
+                                labels=("eui64", "none", "stable_privacy", "random")),
+    # The kernel uses the larger of conf/all and conf/DEV for rp_filter (0 off, 1 strict, 2 loose)
+    # and arp_ignore; the device's own value is what ipvland sets and reads.
+    "ipv4.rp_filter": _conf("ipv4", "rp_filter", exact=True),
+    "ipv4.arp_ignore": _conf("ipv4", "arp_ignore", exact=True),
+    "ipv4.arp_announce": _conf("ipv4", "arp_announce", exact=True),
+    "ipv4.forwarding": _conf("ipv4", "forwarding"),
 }
 
 
-def sysctl_matches(wanted: int, observed: int | None) -> bool:
-    """accept_ra 2 ("even when forwarding") is as much "on" as 1: only on/off is managed."""
-    return observed is not None and bool(observed) == bool(wanted)
+def sysctl_matches(wanted: int, observed: int | None, key: str = "") -> bool:
+    """accept_ra 2 ("even when forwarding") is as much "on" as 1: only on/off is managed, except
+    for the settings with several meaningful values (exact)."""
+    if observed is None:
+        return False
+    sysctl = SYSCTLS.get(key)
+    return observed == wanted if sysctl is not None and sysctl.exact else bool(observed) == bool(wanted)
 
 
 # ---------------------------------------------------------------- route protocols

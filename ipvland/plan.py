@@ -275,7 +275,7 @@ class _Planner:
             wanted.setdefault(normalize.PROMOTE_SECONDARIES, 1)
         for key, value in wanted.items():
             old = existing.sysctl(key) if existing is not None else None
-            if not normalize.sysctl_matches(value, old):
+            if not normalize.sysctl_matches(value, old, key):
                 self.changes.append(LinkSysctlSet(device.netns, device.name, key, old, value))
 
     def _addresses(self, device: Device, present: dict[IPInterface, ObservedAddress]) -> None:

@@ -49,6 +49,18 @@ def _route(route: Route, dev: str | None = None) -> dict[str, Any]:
     return out
 
 
+def _default(key: str, value: int) -> bool:
+    sysctl = normalize.SYSCTLS[key]
+    return normalize.sysctl_matches(sysctl.default, value, key)
+
+
+def _sysctl_value(key: str, value: int) -> object:
+    sysctl = normalize.SYSCTLS[key]
+    if sysctl.labels:
+        return sysctl.labels[value] if 0 <= value < len(sysctl.labels) else value
+    return value if sysctl.exact else bool(value)
+
+
 def to_document(observed: Observed, include_foreign: bool = False) -> dict[str, Any]:
     routes = defaultdict(list)
     names = {(link.netns, link.index): link.name for link in observed.links}
@@ -91,11 +103,12 @@ def to_document(observed: Observed, include_foreign: bool = False) -> dict[str, 
         device["addresses"] = addresses.get((link.netns, link.index), [])
         device["mtu"] = link.mtu
         device["state"] = "up" if link.up else "down"
-        # what is off (1 is the kernel's default in a new namespace), so a rollback restores it
-        ipv6 = {key.split(".", 1)[1]: False for key, value in link.sysctls
-                if key.startswith("ipv6.") and value == 0}
-        if ipv6:
-            device["ipv6"] = ipv6
+        # what differs from the kernel's default on a device of a new namespace, so a rollback restores it
+        for family in ("ipv6", "ipv4"):
+            block = {key.split(".", 1)[1]: _sysctl_value(key, value) for key, value in link.sysctls
+                     if key.startswith(f"{family}.") and normalize.SYSCTLS[key].in_spec and not _default(key, value)}
+            if block:
+                device[family] = block
         parent.setdefault("devices", {})[link.name] = extras(link, device)
     # parents that carry only our routes or neighbors (a peer host's side)
     for name, link in sorted(root.items()):

@@ -893,12 +893,23 @@ def _device(doc: _Doc, errors: _Errors, name: str, parent: str, d: dict[str, Any
         draft.state = State.DOWN
     draft.routes = _routes(doc, errors, d.get("routes"), (*path, "routes"))
     draft.neighbors = _neighbors(doc, errors, d.get("neighbors"), (*path, "neighbors"))
-    ipv6 = _dict(d.get("ipv6"))
-    for key in ("accept_ra", "autoconf"):
-        if isinstance(ipv6.get(key), bool):
-            draft.sysctls.append((f"ipv6.{key}", int(ipv6[key])))
-    if draft.sysctls:
-        draft.sysctls_loc = doc.at((*path, "ipv6"))
+    for family in ("ipv6", "ipv4"):
+        block = _dict(d.get(family))
+        for name, value in block.items():
+            sysctl = normalize.SYSCTLS.get(f"{family}.{name}")
+            if sysctl is None:
+                continue  # the schema reported it
+            if sysctl.labels and isinstance(value, str) and value in sysctl.labels:
+                draft.sysctls.append((sysctl.key, sysctl.labels.index(value)))
+            elif isinstance(value, bool) or (sysctl.exact and isinstance(value, int) and not sysctl.labels):
+                draft.sysctls.append((sysctl.key, int(value)))
+        if block and draft.sysctls_loc is None:
+            draft.sysctls_loc = doc.at((*path, family))
+    if ("ipv6.disable_ipv6", 1) in draft.sysctls:
+        for iface, loc, apath in draft.addresses:
+            if iface.version == 6:
+                errors.add(loc, apath, f"{iface} on a device with ipv6: {{disable_ipv6: true}}: the kernel "
+                                       "keeps no IPv6 address there")
     return draft
 
 
@@ -1258,7 +1269,7 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
                 if any(a.version == 6 for a, _, _ in d.addresses):
                     errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280, the minimum for the "
                                                            "device's IPv6 addresses")
-                elif d.sysctls:
+                elif any(key.startswith("ipv6.") for key, _ in d.sysctls):
                     errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280: the kernel drops "
                                                            f"IPv6 from the device, so its ipv6 settings at "
                                                            f"{_at(d.sysctls_loc or d.loc)} cannot be kept")
