@@ -22,6 +22,7 @@ from ipvland.model import (
     LinkStateSet,
     LinkSysctlSet,
     NamespaceCreate,
+    NamespaceSysctlSet,
     NeighborDelete,
     NeighborSet,
     Plan,
@@ -100,6 +101,8 @@ def execute(kernel: Kernel, change: Change) -> None:
             kernel.set_neighbor(ns, dev, neighbor, replace)
         case NeighborDelete(netns=ns, dev=dev, neighbor=neighbor):
             kernel.delete_neighbor(ns, dev, neighbor)
+        case NamespaceSysctlSet(netns=ns, new=value):
+            kernel.set_ip_forward(ns, value)
         case RuleAdd(rule=rule):
             kernel.add_rule(rule)
         case RuleDelete(rule=rule):

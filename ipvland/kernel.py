@@ -241,6 +241,9 @@ _RTM_GETADDR = 22
 _RTM_GETROUTE = 26
 _RTM_GETNEIGH = 30
 _RTM_NEWRULE = 32
+_RTM_GETNETCONF = 82
+_NETCONFA_IFINDEX = 1
+_NETCONFA_FORWARDING = 2
 _RTM_DELRULE = 33
 _RTM_GETRULE = 34
 # fib_rule_hdr's attributes (include/uapi/linux/fib_rules.h)
@@ -918,7 +921,11 @@ class Kernel:
         if key == normalize.PROMOTE_SECONDARIES and value == 1:
             self._write(netns, op, self._link_msg(netns, name, []), RTM_NEWLINK, 0, _promote_secondaries())
             return
-        path = os.path.join("/proc/sys/net", normalize.SYSCTLS[key].proc.format(dev=name))
+        self._write_proc(netns, op, normalize.SYSCTLS[key].proc.format(dev=name), value)
+
+    def _write_proc(self, netns: str | None, op: str, proc: str, value: int) -> None:
+        """Write /proc/sys/net/PROC as seen from the namespace (the file is opened inside it)."""
+        path = os.path.join("/proc/sys/net", proc)
         self.writes += 1
         try:
             with entered(netns):
@@ -929,6 +936,22 @@ class Kernel:
                 os.close(fd)
         except OSError as e:
             raise _kernel_error(op, e) from None
+
+    def set_ip_forward(self, netns: str | None, value: int) -> None:
+        """net.ipv4.ip_forward of the namespace (every device's forwarding follows, normalize.IP_FORWARD)."""
+        self._write_proc(netns, f"set {normalize.IP_FORWARD}{_where(netns)}", normalize.IP_FORWARD_PROC, value)
+
+    def ip_forward(self, netns: str | None) -> int | None:
+        """The namespace's IPv4 forwarding: the RTM_GETNETCONF entry of NETCONFA_IFINDEX_ALL (-1)."""
+        body = struct.pack("Bxxx", socket.AF_INET) + _nla(_NETCONFA_IFINDEX, struct.pack("i", -1))
+        try:
+            for _, data, off in self._channel(netns).request(_RTM_GETNETCONF, body, NLM_F_REQUEST):
+                a = _attrs(data, off + 4, len(data))
+                if _NETCONFA_FORWARDING in a:
+                    return int(struct.unpack_from("i", a[_NETCONFA_FORWARDING])[0])
+        except OSError as e:
+            raise _kernel_error(f"read ip_forward{_where(netns)}", e) from None
+        return None
 
     def set_alias(self, netns: str | None, name: str, alias: str) -> None:
         msg = self._link_msg(netns, name, [("IFLA_IFALIAS", alias)])

@@ -208,6 +208,7 @@ class Device:
     neighbors: tuple[Neighbor, ...] = ()
     # Per-device sysctls the spec sets, as (normalize.SYSCTLS key, value), e.g. ("ipv6.accept_ra", 0).
     sysctls: tuple[tuple[str, int], ...] = ()
+    ip_forward: bool | None = None  # its namespace's net.ipv4.ip_forward (normalize.IP_FORWARD)
 
 
 @dataclass(frozen=True)
@@ -349,6 +350,8 @@ class Observed:
     scanned: frozenset[str | None] = field(default_factory=lambda: frozenset({None}))
     scope: frozenset[str | None] | None = None
     rules: tuple[ObservedRule, ...] = ()  # read where addresses are (scanned)
+    # (netns, value) of net.ipv4.ip_forward, read only in the namespaces whose spec sets it
+    ip_forward: tuple[tuple[str | None, int], ...] = ()
 
     def sees(self, netns: str | None) -> bool:
         return self.scope is None or netns in self.scope
@@ -502,6 +505,25 @@ class LinkSysctlSet(_OnLink):
 
 
 @dataclass(frozen=True)
+class NamespaceSysctlSet:
+    """A namespace's own sysctl (normalize.IP_FORWARD); old None: not known yet."""
+
+    netns: str | None
+    key: str
+    old: int | None
+    new: int
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.netns, "")
+
+    def describe(self) -> str:
+        old = "?" if self.old is None else str(self.old)
+        where = f"netns {self.netns}" if self.netns is not None else "ipvland's own namespace"
+        return f"~ {where} {self.key} {old} -> {self.new}"
+
+
+@dataclass(frozen=True)
 class AddressAdd(_OnDevice):
     netns: str | None
     dev: str
@@ -601,7 +623,7 @@ class RuleDelete:
 
 Change = (NamespaceCreate | LinkCreate | LinkDelete | PortModeSet | LinkMtuSet | LinkStateSet
           | LinkSysctlSet | AddressAdd | AddressDelete | RouteSet | RouteDelete | NeighborSet | NeighborDelete
-          | RuleAdd | RuleDelete)
+          | RuleAdd | RuleDelete | NamespaceSysctlSet)
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,14 @@ SYSCTLS = {
 }
 
 
+# A namespace's own setting, said on a device for its namespace (ipv4: {ip_forward: true}).
+# Writing it sets conf.all.forwarding AND every device's forwarding in the namespace (the kernel's
+# inet_forward_change()), so a spec may not set both on one namespace. The kernel reports it in
+# the RTM_GETNETCONF dump as the forwarding of ifindex NETCONFA_IFINDEX_ALL.
+IP_FORWARD = "ipv4.ip_forward"
+IP_FORWARD_PROC = "ipv4/ip_forward"
+
+
 def sysctl_matches(wanted: int, observed: int | None, key: str = "") -> bool:
     """accept_ra 2 ("even when forwarding") is as much "on" as 1: only on/off is managed, except
     for the settings with several meaningful values (exact)."""

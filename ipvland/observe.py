@@ -59,5 +59,12 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
         # Sockets stay open only in the namespaces the spec names: one left in another tool's
         # namespace (or one that left the spec) would keep it alive after `ip netns del`.
         kernel.retain(spec.namespaces if spec is not None else frozenset())
+    forwarding = []
+    for where in sorted({d.netns for d in spec.devices if d.ip_forward is not None} if spec else (),
+                        key=lambda n: (n is not None, n or "")):
+        if where in scanned:
+            value = kernel.ip_forward(where)
+            if value is not None:
+                forwarding.append((where, value))
     return Observed(namespaces, tuple(links), tuple(addresses), tuple(routes), tuple(neighbors),
-                    frozenset(scanned), scope, tuple(rules))
+                    frozenset(scanned), scope, tuple(rules), tuple(forwarding))

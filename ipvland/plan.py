@@ -30,6 +30,7 @@ from ipvland.model import (
     LinkSysctlSet,
     Mode,
     NamespaceCreate,
+    NamespaceSysctlSet,
     Neighbor,
     NeighborDelete,
     NeighborSet,
@@ -58,7 +59,7 @@ from ipvland.model import (
 # neighbors. See _rank.
 _ORDER: tuple[type | str, ...] = (
     "sysctl-kept", NeighborDelete, RouteDelete, "address-freed", LinkDelete,
-    NamespaceCreate, PortModeSet, LinkCreate, "sysctl-new", LinkMtuSet, AddressAdd, AddressDelete,
+    NamespaceCreate, NamespaceSysctlSet, PortModeSet, LinkCreate, "sysctl-new", LinkMtuSet, AddressAdd, AddressDelete,
     LinkStateSet, RouteSet, NeighborSet, RuleAdd, RuleDelete,
 )
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
@@ -135,6 +136,7 @@ class _Planner:
             self._parent(parent, namespaces_made)
         self._prune()
         self._rules()
+        self._ip_forward()
         changes = sorted(self.changes, key=_Rank(self.changes))  # stable: spec order within a kind
         return Plan(tuple(changes), tuple(self.conflicts), tuple(self.pending), self.needs_full_view)
 
@@ -389,6 +391,17 @@ class _Planner:
         for r in self.observed.rules:
             if r.owned and self.observed.sees(r.rule.netns) and (r.rule.key, r.rule.attrs) not in wanted:
                 self.changes.append(RuleDelete(r.rule))
+
+    def _ip_forward(self) -> None:
+        """The namespaces' ip_forward (normalize.IP_FORWARD), once per namespace the spec sets it in."""
+        seen = dict(self.observed.ip_forward)
+        wanted = {d.netns: int(d.ip_forward) for d in self.spec.devices if d.ip_forward is not None}
+        for ns, value in wanted.items():
+            if not self.observed.sees(ns) or (ns not in self.observed.scanned and ns not in self._made):
+                continue
+            old = seen.get(ns)
+            if not normalize.sysctl_matches(value, old):
+                self.changes.append(NamespaceSysctlSet(ns, normalize.IP_FORWARD, old, value))
 
     @property
     def _made(self) -> set[Ns]:

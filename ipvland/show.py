@@ -88,6 +88,8 @@ def to_document(observed: Observed, include_foreign: bool = False) -> dict[str, 
         return body
 
     parents: dict[str, dict[str, Any]] = {}
+    forwarding = dict(observed.ip_forward)
+    said_forwarding = set(forwarding)
     root = {link.name: link for link in observed.links if link.netns is None}
     for link in sorted(observed.links, key=lambda x: (x.parent or "", x.netns or "", x.name)):
         if link.kind != "ipvlan" or link.parent is None or not (link.owned or include_foreign):
@@ -109,6 +111,13 @@ def to_document(observed: Observed, include_foreign: bool = False) -> dict[str, 
                      if key.startswith(f"{family}.") and normalize.SYSCTLS[key].in_spec and not _default(key, value)}
             if block:
                 device[family] = block
+        forward = forwarding.pop(link.netns, None)  # the namespace's: said on its first device shown
+        if forward is not None:
+            device.setdefault("ipv4", {})["ip_forward"] = bool(forward)
+        if link.netns in said_forwarding and "ipv4" in device:
+            device["ipv4"].pop("forwarding", None)  # ip_forward sets them all (normalize.IP_FORWARD)
+            if not device["ipv4"]:
+                del device["ipv4"]
         parent.setdefault("devices", {})[link.name] = extras(link, device)
     # parents that carry only our routes or neighbors (a peer host's side)
     for name, link in sorted(root.items()):

@@ -739,6 +739,7 @@ class _DevD:
     neighbors: list[_NeighD] = field(default_factory=list)
     sysctls: list[tuple[str, int]] = field(default_factory=list)
     sysctls_loc: Loc | None = None
+    ip_forward: tuple[bool, Loc] | None = None
 
 
 @dataclass
@@ -905,6 +906,8 @@ def _device(doc: _Doc, errors: _Errors, name: str, parent: str, d: dict[str, Any
                 draft.sysctls.append((sysctl.key, int(value)))
         if block and draft.sysctls_loc is None:
             draft.sysctls_loc = doc.at((*path, family))
+        if family == "ipv4" and isinstance(block.get("ip_forward"), bool):
+            draft.ip_forward = (block["ip_forward"], doc.at((*path, "ipv4", "ip_forward")))
     if ("ipv6.disable_ipv6", 1) in draft.sysctls:
         for iface, loc, apath in draft.addresses:
             if iface.version == 6:
@@ -1278,7 +1281,7 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
                 addresses=tuple(a for a, _, _ in d.addresses), mtu=d.mtu, state=d.state,
                 routes=_unite_routes(d.routes, errors, (*dpath, "routes")),
                 neighbors=_unite_neighbors(d.neighbors, errors, (*dpath, "neighbors")),
-                sysctls=tuple(d.sysctls)))
+                sysctls=tuple(d.sysctls), ip_forward=d.ip_forward[0] if d.ip_forward else None))
         parents.append(Parent(
             name=m.name,
             mode=m.mode[0] if m.mode is not None else None,
@@ -1287,6 +1290,7 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
             neighbors=_unite_neighbors(m.neighbors, errors, (*ppath, "neighbors")),
             devices=tuple(devices)))
     _route_places(merged, errors)
+    _ip_forward(merged, errors)
     probes: list[Probe] = []
     for f in files:
         probes.extend(p for p in f.probes if p not in probes)
@@ -1310,6 +1314,26 @@ def _unite_rules(files: list[_FileD], namespaces: set[str | None], errors: _Erro
                                                 f"at {_at(other.loc)} (one rule per priority, family and "
                                                 "namespace)")
     return tuple(i.rule for i in seen.values())
+
+
+def _ip_forward(merged: dict[str, _Merged], errors: _Errors) -> None:
+    """ip_forward belongs to a namespace: its devices agree on it, and none of them also sets its own
+    forwarding (writing ip_forward sets every device's, normalize.IP_FORWARD)."""
+    first: dict[str | None, tuple[_DevD, bool, Loc]] = {}
+    devices = [(m.name, d) for m in merged.values() for d in m.devices.values()]
+    for pname, d in devices:
+        if d.ip_forward is not None:
+            other = first.setdefault(d.netns, (d, *d.ip_forward))
+            if other[1] != d.ip_forward[0]:
+                kpath: PathT = ("parents", pname, "devices", d.name, "ipv4", "ip_forward")
+                errors.add(d.ip_forward[1], kpath, f"ip_forward {str(d.ip_forward[0]).lower()} conflicts with "
+                                                   f"ip_forward {str(other[1]).lower()} at {_at(other[2])} "
+                                                   "(one value per namespace)")
+    for pname, d in devices:
+        if d.netns in first and any(key == "ipv4.forwarding" for key, _ in d.sysctls):
+            errors.add(d.sysctls_loc or d.loc, ("parents", pname, "devices", d.name, "ipv4", "forwarding"),
+                       f"forwarding on {d.name}, and ip_forward for its namespace at {_at(first[d.netns][2])}: "
+                       "writing ip_forward sets every device's forwarding; say one or the other")
 
 
 def _route_places(merged: dict[str, _Merged], errors: _Errors) -> None:

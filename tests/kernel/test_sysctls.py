@@ -33,6 +33,9 @@ parents:
         netns: sy
         ipv6: {disable_ipv6: true}
         ipv4: {rp_filter: 1}
+      d2:
+        netns: fw
+        ipv4: {ip_forward: true}
 """
 EXPECTED = {
     "d0": {"ipv6/conf/d0/accept_ra": "0", "ipv6/conf/d0/autoconf": "0", "ipv6/conf/d0/addr_gen_mode": "3",
@@ -42,14 +45,14 @@ EXPECTED = {
 }
 
 
-def proc(path: str) -> str:
-    done = subprocess.run(["ip", "netns", "exec", "sy", "cat", f"/proc/sys/net/{path}"], capture_output=True,
+def proc(path: str, netns: str = "sy") -> str:
+    done = subprocess.run(["ip", "netns", "exec", netns, "cat", f"/proc/sys/net/{path}"], capture_output=True,
                           text=True, check=True)
     return done.stdout.strip()
 
 
-def write_proc(path: str, value: str) -> None:
-    subprocess.run(["ip", "netns", "exec", "sy", "sh", "-c", f"echo {value} > /proc/sys/net/{path}"], check=True)
+def write_proc(path: str, value: str, netns: str = "sy") -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "sh", "-c", f"echo {value} > /proc/sys/net/{path}"], check=True)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,18 @@ def test_settings_are_set_in_the_devices_namespace_and_read_back(spec: spec_mod.
     converge(spec)  # a second run writes nothing: the link dump reads every slot back as written
     for values in EXPECTED.values():
         assert {path: proc(path) for path in values} == values
+    # the namespace's ip_forward, and with it every device's forwarding there
+    assert (proc("ipv4/ip_forward", "fw"), proc("ipv4/conf/d2/forwarding", "fw")) == ("1", "1")
+    assert proc("ipv4/ip_forward") == "0"  # not in the other namespace
+
+
+def test_ip_forward_changed_by_hand_is_repaired(spec: spec_mod.Spec) -> None:
+    write_proc("ipv4/ip_forward", "0", "fw")
+    with Kernel() as kernel:
+        changes = [c.describe() for c in plan(spec, observe(kernel, spec)).changes]
+    assert changes == ["~ netns fw ipv4.ip_forward 0 -> 1"]
+    converge(spec)
+    assert proc("ipv4/ip_forward", "fw") == "1"
 
 
 @pytest.mark.parametrize(("path", "drift"), [

@@ -79,3 +79,28 @@ def test_show_prints_what_differs_from_a_new_namespace_and_round_trips(tmp_path:
     path = tmp_path / "shown.yaml"
     path.write_text(yaml.safe_dump(to_document(observed)))
     assert _sysctl_changes(plan(spec_mod.load(path), observed)) == []
+
+
+def test_ip_forward_is_the_namespaces_and_said_once(tmp_path: Path) -> None:
+    two = HEAD + "        ipv4: {ip_forward: true}\n      web1:\n        netns: web\n"
+    spec = spec_mod.load(write(tmp_path, two + "        ipv4: {ip_forward: true}\n"))
+    assert [d.ip_forward for d in spec.devices] == [True, True]
+    errors = errors_of(write(tmp_path, two + "        ipv4: {ip_forward: false}\n"))
+    assert any(e.path == "parents.eth0.devices.web1.ipv4.ip_forward" and "conflicts with ip_forward true at"
+               in e.message for e in errors), [str(e) for e in errors]
+    errors = errors_of(write(tmp_path, two + "        ipv4: {forwarding: false}\n"))
+    assert any("writing ip_forward sets every device's forwarding" in e.message for e in errors)
+
+
+def test_ip_forward_is_planned_once_per_namespace_and_shown(tmp_path: Path) -> None:
+    spec = spec_mod.load(write(tmp_path, HEAD + "        ipv4: {ip_forward: true}\n"))
+    observed = _observed(ipv4_forwarding=0)
+    p = plan(spec, type(observed)(**{**observed.__dict__, "ip_forward": (("web", 0),)}))
+    assert [c.describe() for c in p.changes] == ["~ netns web ipv4.ip_forward 0 -> 1"]
+    converged = type(observed)(**{**_observed(ipv4_forwarding=1).__dict__, "ip_forward": (("web", 1),)})
+    assert plan(spec, converged).empty
+    doc = to_document(converged)
+    assert doc["parents"]["eth0"]["devices"]["web0"]["ipv4"] == {"ip_forward": True}  # not also forwarding
+    path = tmp_path / "shown.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert plan(spec_mod.load(path), converged).empty
