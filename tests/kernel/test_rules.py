@@ -11,17 +11,12 @@ from typing import Any
 
 import pytest
 from iproute import converge, ipj
-from wire import sh, wired_lab
+from wire import LAB_HEAD, sh, wired_lab
 
 from ipvland import spec as spec_mod
 from ipvland.model import RuleAdd, RuleDelete
 
-CONFIG = """\
-version: 1
-parents:
-  lab0:
-    mode: l3s
-    devices:
+CONFIG = LAB_HEAD + """\
       d0: {{netns: rl, addresses: [192.0.2.10/24]}}
 rules:
   - {{priority: 100, from: 192.0.2.0/24, table: {table}}}
@@ -74,8 +69,7 @@ def test_a_changed_rule_is_replaced_make_before_break(lab: Path) -> None:
 
 
 def test_rules_leaving_the_spec_go_and_nothing_else(lab: Path) -> None:
-    apply(lab, "none", "version: 1\nparents:\n  lab0:\n    mode: l3s\n    devices:\n"
-                       "      d0: {netns: rl, addresses: [192.0.2.10/24]}\n")
+    apply(lab, "none", LAB_HEAD + "      d0: {netns: rl, addresses: [192.0.2.10/24]}\n")
     assert ours("-4") == [] and ours("-4", "rl") == [] and ours("-6", "rl") == []
     assert any(r["priority"] == 100 and r["table"] == "7" for r in rules("-4"))
     assert {r["priority"] for r in rules("-6", "rl")} == {0, 32766}

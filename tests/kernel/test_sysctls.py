@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from iproute import converge
-from wire import wired_lab
+from wire import LAB_HEAD, wired_lab
 
 from ipvland import spec as spec_mod
 from ipvland.kernel import Kernel
@@ -18,12 +18,7 @@ from ipvland.model import LinkSysctlSet
 from ipvland.observe import observe
 from ipvland.plan import plan
 
-CONFIG = """\
-version: 1
-parents:
-  lab0:
-    mode: l3s
-    devices:
+CONFIG = LAB_HEAD + """\
       d0:
         netns: sy
         addresses: [192.0.2.10/24]

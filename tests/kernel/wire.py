@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# The start of every config of these tests: lab0 in l3s, its devices follow (indented 6).
+LAB_HEAD = "version: 1\nparents:\n  lab0:\n    mode: l3s\n    devices:\n"
+
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=check)
