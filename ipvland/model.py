@@ -136,8 +136,10 @@ class Route:
         to = "default" if self.to.prefixlen == 0 else str(self.to)
         parts = [] if self.type == "unicast" else [self.type]
         parts.append(to if self.to.version == 4 or to != "default" else "default (ipv6)")
-        scope = None if self.scope is None else next(
-            (k for k, v in normalize.ROUTE_SCOPES.items() if v == self.scope), str(self.scope))
+        scope = None
+        if self.scope is not None and self.scope != normalize.route_scope(self.to.version, self.type, None, bool(
+                self.via is not None or any(n.via is not None for n in self.nexthops))):
+            scope = next((k for k, v in normalize.ROUTE_SCOPES.items() if v == self.scope), str(self.scope))
         parts += _said(("via", self.via), ("onlink", "" if self.onlink else None), ("src", self.src),
                        ("scope", scope), ("metric", self.metric), ("table", self.table), ("mtu", self.mtu))
         parts.extend(n.describe() for n in self.nexthops)

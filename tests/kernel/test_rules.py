@@ -21,7 +21,8 @@ CONFIG = LAB_HEAD + """\
 rules:
   - {{priority: 100, from: 192.0.2.0/24, table: {table}}}
   - {{netns: rl, priority: 200, to: "2001:db8::/32", iif: d0, table: 300}}
-  - {{netns: rl, priority: 300, fwmark: 7, fwmask: 255, action: prohibit, not: true}}
+  - {{netns: rl, priority: 300, fwmark: 7, fwmask: 255, action: prohibit}}
+  - {{netns: rl, priority: 400, from: 192.0.2.0/24, not: true, table: 300}}
 """
 
 
@@ -53,8 +54,10 @@ def test_rules_are_added_where_the_spec_says_and_read_back(lab: Path) -> None:
     assert [(r["priority"], r["src"], r["srclen"], r["table"]) for r in root] == [(100, "192.0.2.0", 24, "100")]
     rl6 = ours("-6", "rl")
     assert [(r["priority"], r["dst"], r["iif"], r["table"]) for r in rl6] == [(200, "2001:db8::", "d0", "300")]
-    marks = {(r["priority"], r["action"], "not" in r, r["fwmark"], r["fwmask"]) for r in ours("-4", "rl")}
-    assert marks == {(300, "prohibit", True, "0x7", "0xff")}
+    rl4 = {r["priority"]: r for r in ours("-4", "rl")}
+    assert (rl4[300]["action"], rl4[300]["fwmark"], rl4[300]["fwmask"]) == ("prohibit", "0x7", "0xff"), rl4
+    assert ("not" in rl4[400], rl4[400]["src"], rl4[400]["table"]) == (True, "192.0.2.0", "300"), rl4
+    assert sorted(rl4) == [300, 400]
     assert len(ours("-6", "rl")) == 2  # the family-less rule is in both lists
     # the kernel's defaults and the foreign rule at priority 100 are as they were
     assert [r for r in rules("-4") if r["priority"] in (0, 32766, 32767)] == defaults4

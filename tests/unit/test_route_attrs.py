@@ -141,7 +141,7 @@ def test_a_reject_route_of_ours_leaving_the_spec_is_deleted_without_a_device() -
     gone = Route(NET("10.1.0.0/16"), type="prohibit", scope=0)
     changes = _route_changes(plan(spec_of(WEB1), _observed(ObservedRoute("web", 0, gone, RT_PROTO))))
     assert changes == [RouteDelete("web", "", gone)]
-    assert changes[0].describe() == "- route prohibit 10.1.0.0/16 scope global netns web"
+    assert changes[0].describe() == "- route prohibit 10.1.0.0/16 netns web"
 
 
 def test_scope_defaults_compare_equal_to_what_the_kernel_stores() -> None:
