@@ -89,10 +89,10 @@ def execute(kernel: Kernel, change: Change) -> None:
             kernel.set_up(ns, name, up)
         case LinkSysctlSet(netns=ns, name=name, key=key, new=value):
             kernel.set_sysctl(ns, name, key, value)
-        case AddressAdd(netns=ns, dev=dev, address=address):
-            kernel.add_address(ns, dev, address)
-        case AddressDelete(netns=ns, dev=dev, address=address):
-            kernel.delete_address(ns, dev, address)
+        case AddressAdd(netns=ns, dev=dev, address=address, options=options, replace=replace):
+            kernel.add_address(ns, dev, address, options, replace)
+        case AddressDelete(netns=ns, dev=dev, address=address, peer=peer):
+            kernel.delete_address(ns, dev, address, peer)
         case RouteSet(netns=ns, dev=dev, route=route, replace=replace):
             kernel.set_route(ns, dev, route, replace)
         case RouteDelete(netns=ns, dev=dev, route=route):

@@ -56,9 +56,12 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 from ipvland import normalize
 from ipvland.model import (
     MAIN_TABLE,
+    PLAIN,
     RT_PROTO,
     RULE_ACTIONS,
+    AddressOptions,
     Flag,
+    IPAddress,
     IPInterface,
     Mode,
     Neighbor,
@@ -678,10 +681,18 @@ class Kernel:
             flags = _u32(a[_IFA_FLAGS]) if _IFA_FLAGS in a else data[18]
             # ifa_cacheinfo: preferred, valid (seconds left; INFINITY_LIFE_TIME for a static one), ...
             valid = _u32(a[_IFA_CACHEINFO][4:8]) if len(a.get(_IFA_CACHEINFO, b"")) >= 8 else None
+            peer = None
+            if _IFA_LOCAL in a and _IFA_ADDRESS in a and a[_IFA_LOCAL] != a[_IFA_ADDRESS]:
+                peer = _ip(family, a[_IFA_ADDRESS])
+            preferred = _u32(a[_IFA_CACHEINFO][:4]) if len(a.get(_IFA_CACHEINFO, b"")) >= 8 else None
+            options = AddressOptions(
+                nodad=bool(flags & normalize.IFA_F_NODAD), noprefixroute=bool(flags & normalize.IFA_F_NOPREFIXROUTE),
+                home=bool(flags & normalize.IFA_F_HOMEADDRESS),
+                deprecated=bool(flags & normalize.IFA_F_DEPRECATED) or preferred == 0, peer=peer)
             out.append(ObservedAddress(
                 netns=netns, ifindex=index, address=iface,
                 dynamic=valid is not None and valid != normalize.INFINITY_LIFE_TIME,
-                dad_failed=bool(flags & _IFA_F_DADFAILED)))
+                dad_failed=bool(flags & _IFA_F_DADFAILED), options=PLAIN if options == PLAIN else options))
         return out
 
     def routes(self, netns: str | None) -> list[ObservedRoute]:
@@ -963,24 +974,35 @@ class Kernel:
         msg["change"] = _IFF_UP
         self._write(netns, f"set link {name}{_where(netns)} {'up' if up else 'down'}", msg, RTM_NEWLINK, 0)
 
-    def _addr_msg(self, netns: str | None, dev: str, iface: IPInterface) -> Any:
+    def _addr_msg(self, netns: str | None, dev: str, iface: IPInterface, peer: IPAddress | None = None) -> Any:
+        """IFA_LOCAL is the address, IFA_ADDRESS the peer of a point-to-point one (else the address
+        again): the kernel finds an IPv4 address by both."""
         msg = ifaddrmsg()
         msg["family"] = socket.AF_INET if iface.version == 4 else socket.AF_INET6
         msg["prefixlen"] = iface.network.prefixlen
         msg["index"] = self.ifindex(netns, dev)
-        attrs: list[tuple[str, Any]] = [("IFA_ADDRESS", str(iface.ip))]
-        if iface.version == 4:
+        attrs: list[tuple[str, Any]] = [("IFA_ADDRESS", str(peer if peer is not None else iface.ip))]
+        if iface.version == 4 or peer is not None:
             attrs.append(("IFA_LOCAL", str(iface.ip)))
         msg["attrs"] = attrs
         return msg
 
-    def add_address(self, netns: str | None, dev: str, iface: IPInterface) -> None:
-        msg = self._addr_msg(netns, dev, iface)
-        self._write(netns, f"add address {iface} dev {dev}{_where(netns)}", msg, RTM_NEWADDR,
-                    NLM_F_CREATE | NLM_F_EXCL)
+    def add_address(self, netns: str | None, dev: str, iface: IPInterface, options: AddressOptions = PLAIN,
+                    replace: bool = False) -> None:
+        """Add (or, replace, change in place) an address with its flags and preferred lifetime."""
+        msg = self._addr_msg(netns, dev, iface, options.peer)
+        flags = ((normalize.IFA_F_NODAD if options.nodad else 0) | (normalize.IFA_F_HOMEADDRESS if options.home else 0)
+                 | (normalize.IFA_F_NOPREFIXROUTE if options.noprefixroute else 0))
+        extra = _nla(_IFA_FLAGS, struct.pack("I", flags)) if flags or replace else b""
+        if options.deprecated or replace:
+            forever = normalize.INFINITY_LIFE_TIME
+            extra += _nla(_IFA_CACHEINFO, struct.pack("4I", 0 if options.deprecated else forever, forever, 0, 0))
+        self._write(netns, f"{'replace' if replace else 'add'} address {iface}{options.describe()} dev {dev}"
+                    f"{_where(netns)}", msg, RTM_NEWADDR, NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL),
+                    extra)
 
-    def delete_address(self, netns: str | None, dev: str, iface: IPInterface) -> None:
-        msg = self._addr_msg(netns, dev, iface)
+    def delete_address(self, netns: str | None, dev: str, iface: IPInterface, peer: IPAddress | None = None) -> None:
+        msg = self._addr_msg(netns, dev, iface, peer)
         self._write(netns, f"delete address {iface} dev {dev}{_where(netns)}", msg, RTM_DELADDR, 0)
 
     def _route_msg(self, netns: str | None, dev: str, route: Route, delete: bool = False) -> tuple[Any, bytes]:

@@ -154,6 +154,26 @@ class Neighbor:
     lladdr: str
 
 
+@dataclass(frozen=True)
+class AddressOptions:
+    """What an address may say beside its IP and prefix length (all off: a plain static address)."""
+
+    nodad: bool = False  # IPv6: no duplicate address detection (usable at once)
+    noprefixroute: bool = False  # the kernel adds no prefix route for it
+    home: bool = False  # IPv6: Mobile IPv6 home address
+    deprecated: bool = False  # preferred lifetime 0: never chosen as a source (valid forever)
+    peer: IPAddress | None = None  # point-to-point: the other end (the prefix length is the peer's)
+
+    def describe(self) -> str:
+        words = [k for k in ("nodad", "noprefixroute", "home", "deprecated") if getattr(self, k)]
+        if self.peer is not None:
+            words.append(f"peer {self.peer}")
+        return "".join(f" {w}" for w in words)
+
+
+PLAIN = AddressOptions()
+
+
 RULE_ACTIONS = {"table": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}  # FR_ACT_*
 FULL_MARK_MASK = 0xFFFFFFFF
 
@@ -211,6 +231,11 @@ class Device:
     # Per-device sysctls the spec sets, as (normalize.SYSCTLS key, value), e.g. ("ipv6.accept_ra", 0).
     sysctls: tuple[tuple[str, int], ...] = ()
     ip_forward: bool | None = None  # its namespace's net.ipv4.ip_forward (normalize.IP_FORWARD)
+    # The addresses that say more than IP and prefix length, and what (AddressOptions).
+    address_options: tuple[tuple[IPInterface, AddressOptions], ...] = ()
+
+    def options(self, address: IPInterface) -> AddressOptions:
+        return next((o for a, o in self.address_options if a == address), PLAIN)
 
 
 @dataclass(frozen=True)
@@ -291,6 +316,7 @@ class ObservedAddress:
     # A finite valid lifetime: SLAAC, temporary or DHCP, another agent's; ipvland leaves it alone.
     dynamic: bool = False
     dad_failed: bool = False  # IPv6 duplicate address detection failed: present but unusable
+    options: AddressOptions = PLAIN
 
 
 @dataclass(frozen=True)
@@ -527,12 +553,18 @@ class NamespaceSysctlSet:
 
 @dataclass(frozen=True)
 class AddressAdd(_OnDevice):
+    """Add an address, or change the options of one in place (replace: IPv6 flags and peer, the
+    preferred lifetime of both families)."""
+
     netns: str | None
     dev: str
     address: IPInterface
+    options: AddressOptions = PLAIN
+    replace: bool = False
 
     def describe(self) -> str:
-        return f"+ address {self.address} dev {self.dev}{_where(self.netns)}"
+        sign = "~" if self.replace else "+"
+        return f"{sign} address {self.address}{self.options.describe()} dev {self.dev}{_where(self.netns)}"
 
 
 @dataclass(frozen=True)
@@ -541,6 +573,7 @@ class AddressDelete(_OnDevice):
     dev: str
     address: IPInterface
     reason: str = ""  # said only when it is not "not in the spec"
+    peer: IPAddress | None = None  # what finds a point-to-point IPv4 address in the kernel
 
     def describe(self) -> str:
         why = f" ({self.reason})" if self.reason else ""

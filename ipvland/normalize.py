@@ -101,6 +101,19 @@ PROMOTE_SECONDARIES = "ipv4.promote_secondaries"
 # SLAAC, temporary (privacy) or DHCP addresses, owned by whoever keeps refreshing them (nmstate and
 # ifstate leave them alone too).
 INFINITY_LIFE_TIME = 0xFFFFFFFF
+# Address options (AddressOptions) the kernel can change in place with a replace (RTM_NEWADDR
+# NLM_F_REPLACE): IPv6 inet6_addr_modify() takes the flags (nodad, noprefixroute, home), the peer
+# and the lifetimes; IPv4 only the lifetimes (its flags and peer are fixed at the add, and the peer
+# is part of what finds an IPv4 address). Anything else is a delete and an add.
+IFA_F_NODAD = 0x02
+IFA_F_HOMEADDRESS = 0x10
+IFA_F_DEPRECATED = 0x20
+IFA_F_NOPREFIXROUTE = 0x200
+IPV4_REPLACEABLE = frozenset({"deprecated"})
+# A static address with a finite *valid* lifetime would vanish and be re-added forever: the spec
+# has only "deprecated" (preferred lifetime 0, valid forever), as `ip addr ... preferred_lft 0`.
+# The dump of an address with an infinite valid lifetime says "preferred forever" even then (seen):
+# IFA_F_DEPRECATED is what tells.
 # A new IPv6 address is tentative for DAD (~1-2 s); a duplicate leaves it "dadfailed" for good,
 # present but unusable: ipvland deletes and re-adds it, and reports the duplicate.
 

@@ -289,17 +289,26 @@ class _Planner:
         for address in sorted(present.keys() - wanted, key=_address_order):
             if (address.version == 6 and address.ip in _LINK_LOCAL) or present[address].dynamic:
                 continue
-            self.changes.append(AddressDelete(ns, name, address))
+            self.changes.append(AddressDelete(ns, name, address, peer=present[address].options.peer))
         for address in device.addresses:
             seen = present.get(address)
+            options = device.options(address)
             if seen is not None and seen.dad_failed:
-                self.changes.append(AddressDelete(ns, name, address, _DAD_FAILED))
+                self.changes.append(AddressDelete(ns, name, address, _DAD_FAILED, seen.options.peer))
                 self.conflicts.append(Conflict(
                     f"address {address} dev {name}{_where(ns)}",
                     "duplicate address detected on the link (IPv6 DAD failed): another host has it; "
                     "re-added"))
             if seen is None or seen.dad_failed:
-                self.changes.append(AddressAdd(ns, name, address))
+                self.changes.append(AddressAdd(ns, name, address, options))
+            elif seen.options != options:
+                changed = {k for k in vars(options) if getattr(options, k) != getattr(seen.options, k)}
+                if address.version == 6 or changed <= normalize.IPV4_REPLACEABLE:
+                    self.changes.append(AddressAdd(ns, name, address, options, replace=True))
+                else:  # an IPv4 address keeps its flags and peer: delete it, add it anew
+                    self.changes.append(AddressDelete(ns, name, address, f"{', '.join(sorted(changed))} "
+                                                                         "changed: re-added", seen.options.peer))
+                    self.changes.append(AddressAdd(ns, name, address, options))
 
     def _routes(self, ns: Ns, dev: str, ifindex: int | None, routes: Iterable[Route]) -> None:
         for route in routes:

@@ -11,7 +11,17 @@ from collections import defaultdict
 from typing import Any
 
 from ipvland import normalize
-from ipvland.model import FULL_MARK_MASK, MAIN_TABLE, Observed, ObservedLink, Route, Rule
+from ipvland.model import (
+    FULL_MARK_MASK,
+    MAIN_TABLE,
+    PLAIN,
+    AddressOptions,
+    IPInterface,
+    Observed,
+    ObservedLink,
+    Route,
+    Rule,
+)
 
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
 
@@ -49,6 +59,19 @@ def _route(route: Route, dev: str | None = None) -> dict[str, Any]:
     return out
 
 
+def _address(address: IPInterface, options: AddressOptions) -> Any:
+    """The short form, or the long one when the address says more than IP and prefix length."""
+    if options == PLAIN:
+        return str(address)
+    out: dict[str, Any] = {"address": str(address)}
+    out.update((k, True) for k in ("nodad", "noprefixroute", "home") if getattr(options, k))
+    if options.deprecated:
+        out["preferred_lft"] = 0
+    if options.peer is not None:
+        out["peer"] = str(options.peer)
+    return out
+
+
 def _default(key: str, value: int) -> bool:
     sysctl = normalize.SYSCTLS[key]
     return normalize.sysctl_matches(sysctl.default, value, key)
@@ -77,7 +100,7 @@ def to_document(observed: Observed, include_foreign: bool = False) -> dict[str, 
     for a in observed.addresses:
         # link-local: the kernel's; dynamic (finite lifetime): another agent's, never ipvland's
         if not (a.address.version == 6 and a.address.ip in _LINK_LOCAL) and not a.dynamic:
-            addresses[(a.netns, a.ifindex)].append(str(a.address))
+            addresses[(a.netns, a.ifindex)].append(_address(a.address, a.options))
 
     def extras(link: ObservedLink, body: dict[str, Any]) -> dict[str, Any]:
         key = (link.netns, link.index)

@@ -40,7 +40,9 @@ from yaml.resolver import BaseResolver
 from ipvland import normalize
 from ipvland.model import (
     MAIN_TABLE,
+    PLAIN,
     TEMP_PREFIX,
+    AddressOptions,
     Device,
     Flag,
     IPAddress,
@@ -740,6 +742,7 @@ class _DevD:
     sysctls: list[tuple[str, int]] = field(default_factory=list)
     sysctls_loc: Loc | None = None
     ip_forward: tuple[bool, Loc] | None = None
+    address_options: list[tuple[IPInterface, AddressOptions]] = field(default_factory=list)
 
 
 @dataclass
@@ -880,13 +883,18 @@ def _device(doc: _Doc, errors: _Errors, name: str, parent: str, d: dict[str, Any
         if problem:
             errors.add(doc.at((*path, "netns")), (*path, "netns"), problem)
         draft.netns = netns
-    for i, text in enumerate(_list(d.get("addresses"))):
+    for i, item in enumerate(_list(d.get("addresses"))):
         apath = (*path, "addresses", i)
+        long = item if isinstance(item, dict) else {}
+        text = long.get("address", item)
         if not isinstance(text, str):
             continue
-        iface = _interface(doc, errors, text, apath)
+        iface = _interface(doc, errors, text, (*apath, "address") if long else apath)
         if iface is not None:
             draft.addresses.append((iface, doc.at(apath), apath))
+            options = _address_options(doc, errors, iface, long, apath)
+            if options != PLAIN:
+                draft.address_options.append((iface, options))
     mtu = d.get("mtu")
     if isinstance(mtu, int) and not isinstance(mtu, bool) and 68 <= mtu <= 65535:
         draft.mtu, draft.mtu_loc = mtu, doc.at((*path, "mtu"))
@@ -914,6 +922,24 @@ def _device(doc: _Doc, errors: _Errors, name: str, parent: str, d: dict[str, Any
                 errors.add(loc, apath, f"{iface} on a device with ipv6: {{disable_ipv6: true}}: the kernel "
                                        "keeps no IPv6 address there")
     return draft
+
+
+def _address_options(doc: _Doc, errors: _Errors, iface: IPInterface, a: dict[str, Any],
+                     path: PathT) -> AddressOptions:
+    """The long form of an address: {address, nodad, noprefixroute, home, preferred_lft, peer}."""
+    flags = {k: a.get(k) is True for k in ("nodad", "noprefixroute", "home")}
+    for key in ("nodad", "home"):
+        if flags[key] and iface.version == 4:
+            errors.add(doc.at((*path, key)), (*path, key), f"{key} is for IPv6 addresses only")
+    peer = None
+    if isinstance(a.get("peer"), str):
+        peer = _ip(a["peer"])
+        if peer is None or peer.version != iface.version or peer.is_multicast or peer.is_unspecified:
+            errors.add(doc.at((*path, "peer")), (*path, "peer"), f"{excerpt(a['peer'])} is not a peer address of "
+                                                                 f"the same family (no prefix length: the address's is "
+                                                                 "the peer's)")
+            peer = None
+    return AddressOptions(**flags, deprecated=a.get("preferred_lft") == 0, peer=peer)
 
 
 def _interface(doc: _Doc, errors: _Errors, text: str, path: PathT) -> IPInterface | None:
@@ -1281,7 +1307,8 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
                 addresses=tuple(a for a, _, _ in d.addresses), mtu=d.mtu, state=d.state,
                 routes=_unite_routes(d.routes, errors, (*dpath, "routes")),
                 neighbors=_unite_neighbors(d.neighbors, errors, (*dpath, "neighbors")),
-                sysctls=tuple(d.sysctls), ip_forward=d.ip_forward[0] if d.ip_forward else None))
+                sysctls=tuple(d.sysctls), ip_forward=d.ip_forward[0] if d.ip_forward else None,
+                address_options=tuple(d.address_options)))
         parents.append(Parent(
             name=m.name,
             mode=m.mode[0] if m.mode is not None else None,
@@ -1353,6 +1380,8 @@ def _route_places(merged: dict[str, _Merged], errors: _Errors) -> None:
             places.append((d.netns, f"device {d.name}", ("parents", m.name, "devices", d.name, "routes"),
                            d.routes))
             for iface, loc, _ in d.addresses:
+                if any(a == iface and o.noprefixroute for a, o in d.address_options):
+                    continue  # the kernel adds no prefix route for it
                 if normalize.has_prefix_route(iface.version, iface.network.prefixlen):
                     kernels = Route(iface.network, metric=normalize.PREFIX_ROUTE_METRIC[iface.version])
                     prefix.setdefault((d.netns, kernels.key), (d.name, iface, loc))
