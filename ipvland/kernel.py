@@ -271,6 +271,7 @@ _IFLA_LINKINFO = 18
 _IFLA_IFALIAS = 20
 _IFLA_EXT_MASK = 29
 _IFLA_LINK_NETNSID = 37
+_IFLA_PERM_ADDRESS = 54
 _IFLA_AF_SPEC = 26
 _IFLA_INET_CONF = 1  # in IFLA_AF_SPEC/AF_INET: u32 per IPV4_DEVCONF_* (1-based), dumped as an array
 _IFLA_INET6_CONF = 2  # in IFLA_AF_SPEC/AF_INET6: s32 per DEVCONF_* (0-based), dumped as an array
@@ -645,6 +646,7 @@ class Kernel:
                 mac=_mac(a[_IFLA_ADDRESS]) if a.get(_IFLA_ADDRESS) else None,
                 alias=_str(a[_IFLA_IFALIAS]) or None if _IFLA_IFALIAS in a else None,
                 parent=parent, mode=mode, flags=flags, sysctls=sysctls,
+                permanent_mac=_mac(a[_IFLA_PERM_ADDRESS]) if a.get(_IFLA_PERM_ADDRESS) else None,
             ))
         return out
 

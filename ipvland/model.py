@@ -239,13 +239,26 @@ class Device:
 
 
 @dataclass(frozen=True)
+class ParentMatch:
+    """A stable key for a NIC whose name differs between hosts (os-net-config's nic1 -> a MAC)."""
+
+    mac: str | None = None  # the current MAC address (IFLA_ADDRESS)
+    permanent_mac: str | None = None  # the burnt-in one (IFLA_PERM_ADDRESS; a bond port's stays)
+    path: str | None = None  # udev's ID_PATH, e.g. pci-0000:3b:00.0
+
+    def describe(self) -> str:
+        return ", ".join(f"{k} {v}" for k, v in vars(self).items() if v is not None)
+
+
+@dataclass(frozen=True)
 class Parent:
-    name: str
+    name: str  # with match: a label, replaced by the matching NIC's name at every plan
     mode: Mode | None = None  # required once the parent has devices
     flags: Flag = Flag.BRIDGE
     routes: tuple[Route, ...] = ()
     neighbors: tuple[Neighbor, ...] = ()
     devices: tuple[Device, ...] = ()
+    match: ParentMatch | None = None
 
 
 @dataclass(frozen=True)
@@ -294,6 +307,8 @@ class ObservedLink:
     # For an ipvlan: the per-device sysctls of normalize.SYSCTLS the link dump reports, as
     # (key, value); a key is missing when the device has no such setting (no IPv6 below 1280).
     sysctls: tuple[tuple[str, int], ...] = ()
+    permanent_mac: str | None = None  # IFLA_PERM_ADDRESS (Linux 5.6+; physical NICs)
+    path: str | None = None  # udev's ID_PATH, read only when a parent is matched by it
 
     @property
     def owned(self) -> bool:
@@ -680,6 +695,8 @@ class Plan:
     # Set on a plan from a partial view (Observed.scope) when a decision needs the whole picture
     # (a parent's mode would change): the plan must not be applied; plan again from a full view.
     needs_full_view: str | None = None
+    # (label, NIC name) of each parent matched by a stable key (ParentMatch) in this plan
+    resolved: tuple[tuple[str, str], ...] = ()
 
     @property
     def empty(self) -> bool:

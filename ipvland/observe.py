@@ -7,6 +7,8 @@ can matter: ipvland's own namespace, the namespaces the spec names, and those ho
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ipvland.model import (
@@ -21,6 +23,21 @@ from ipvland.model import (
 
 if TYPE_CHECKING:
     from ipvland.kernel import Kernel
+
+
+UDEV_DATA = "/run/udev/data"
+
+
+def udev_path(ifindex: int) -> str | None:
+    """udev's ID_PATH of a NIC (what systemd-networkd's Path= matches), from its database entry."""
+    try:
+        with open(os.path.join(UDEV_DATA, f"n{ifindex}"), encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("E:ID_PATH="):
+                    return line[len("E:ID_PATH="):].strip() or None
+    except OSError:
+        return None
+    return None
 
 
 def _ours(link: ObservedLink) -> bool:
@@ -38,6 +55,8 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
         # known to be absent, and the plan creates the namespace and them.
         scope = frozenset({None, *scope})
     links = list(kernel.links(None))
+    if spec is not None and any(p.match and p.match.path for p in spec.parents):
+        links = [replace(x, path=udev_path(x.index)) if x.kind is None else x for x in links]
     for ns in sorted(namespaces):
         if scope is None or ns in scope:
             links.extend(kernel.links(ns))

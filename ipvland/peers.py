@@ -21,6 +21,8 @@ def peer_neighbors(spec: Spec, parent_macs: Mapping[str, str]) -> tuple[list[Nei
         if parent.mode not in (Mode.L3, Mode.L3S) or not parent.devices:
             continue
         mac = parent_macs.get(parent.name)
+        if mac is None and parent.match is not None:
+            mac = parent.match.mac  # matched by its MAC: an ipvlan's is its parent's
         if mac is None:
             problems.append(f"parent {parent.name}: not found, its MAC address is unknown")
             continue

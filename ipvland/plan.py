@@ -41,6 +41,7 @@ from ipvland.model import (
     ObservedRoute,
     ObservedRule,
     Parent,
+    ParentMatch,
     Plan,
     PortModeSet,
     Route,
@@ -123,6 +124,8 @@ class _Planner:
         self.wanted_routes: set[tuple[Ns, tuple[int, object, int, int]]] = set()
         self.wanted_neighbors: set[tuple[Ns, int, object]] = set()
         self.needs_full_view: str | None = None
+        # parents given by a match that found no NIC, or several: (reason, an error rather than pending)
+        self.unresolved: dict[str, tuple[str, bool]] = {}
         self.port_unseen: set[str] = set()  # parents with no ipvlan in a partial view
         # (netns, ifindex) of links whose owned routes and neighbors wait with them: the devices and
         # the renamed parent of a spec parent that is missing (they are never pruned meanwhile).
@@ -132,19 +135,54 @@ class _Planner:
 
     def run(self) -> Plan:
         namespaces_made: set[str] = set()
+        resolved = self._resolve()
         for parent in self.spec.parents:
             self._parent(parent, namespaces_made)
         self._prune()
         self._rules()
         self._ip_forward()
         changes = sorted(self.changes, key=_Rank(self.changes))  # stable: spec order within a kind
-        return Plan(tuple(changes), tuple(self.conflicts), tuple(self.pending), self.needs_full_view)
+        return Plan(tuple(changes), tuple(self.conflicts), tuple(self.pending), self.needs_full_view,
+                    tuple(resolved))
+
+    def _resolve(self) -> list[tuple[str, str]]:
+        """Parents given by a stable key (ParentMatch) get the name of the one NIC that matches, now.
+        No match: the parent is missing (its devices pending, as for a missing name); two or more,
+        or a NIC another parent names too: an error for that parent alone, which then plans nothing."""
+        if not any(p.match for p in self.spec.parents):
+            return []
+        named = {p.name for p in self.spec.parents if p.match is None}
+        nics = [x for x in self.observed.links if x.netns is None and x.kind != "ipvlan"]
+        parents: list[Parent] = []
+        resolved: list[tuple[str, str]] = []
+        for parent in self.spec.parents:
+            if parent.match is None:
+                parents.append(parent)
+                continue
+            hits = sorted(x.name for x in nics if _matches(x, parent.match))
+            what = parent.match.describe()
+            if len(hits) == 1 and hits[0] not in named and hits[0] not in (n for _, n in resolved):
+                resolved.append((parent.name, hits[0]))
+                parents.append(_renamed(parent, hits[0]))
+                continue
+            # unresolved: planned as a missing parent (its devices wait and are never deleted meanwhile)
+            if len(hits) > 1:
+                self.unresolved[parent.name] = (f"{what} matches {len(hits)} NICs ({', '.join(hits)}); make "
+                                                "the match say one", True)
+            elif hits:
+                self.unresolved[parent.name] = (f"{what} matches {hits[0]}, which another parent of the spec "
+                                                "is already", True)
+            else:
+                self.unresolved[parent.name] = (f"no NIC matches {what}", False)
+            parents.append(parent)
+        self.spec = replace(self.spec, parents=tuple(parents))
+        return resolved
 
     # ------------------------------------------------------------ per parent
 
     def _parent(self, parent: Parent, namespaces_made: set[str]) -> None:
         link = self.ix.links.get((None, parent.name))
-        if link is None:
+        if link is None or parent.name in self.unresolved:
             self._missing_parent(parent)
             return
         if link.kind == "ipvlan":
@@ -183,7 +221,9 @@ class _Planner:
             self.wanted_routes.add((None, route.key))
         kept = "".join(f"; {', '.join(names)} found on parent {on} (renamed?): kept as they are until "
                        f"the spec names their parent" for on, names in sorted(found.items()))
-        self.pending.append(Conflict(f"parent {parent.name}", f"not found{waiting}{kept}"))
+        reason, error = self.unresolved.get(parent.name, ("not found", False))
+        problem = Conflict(f"parent {parent.name}", f"{reason}{waiting}{kept}")
+        (self.conflicts if error else self.pending).append(problem)
 
     def _port(self, parent: Parent, mode: Mode) -> bool:
         """Plan the parent's mode and flags. False when creating on it would re-mode a foreign ipvlan."""
@@ -447,6 +487,17 @@ class _Rank:
         return self.order[type(change)]
 
 
+def _matches(link: ObservedLink, match: ParentMatch) -> bool:
+    return ((match.mac is None or link.mac == match.mac)
+            and (match.permanent_mac is None or link.permanent_mac == match.permanent_mac)
+            and (match.path is None or link.path == match.path))
+
+
+def _renamed(parent: Parent, name: str) -> Parent:
+    """The parent under the name of the NIC it matched, its devices with it."""
+    return replace(parent, name=name, match=None, devices=tuple(replace(d, parent=name) for d in parent.devices))
+
+
 def _through(route: Route, dev: str) -> Route:
     """The route with every nexthop's device named: one without `dev` goes through `dev`, the
     device (or parent) the route is listed under; the kernel reports each nexthop's device."""
@@ -475,6 +526,8 @@ def plan(spec: Spec, observed: Observed) -> Plan:
 
 
 def iter_lines(p: Plan) -> Iterator[str]:
+    for label, name in p.resolved:
+        yield f"= parent {label} is {name}"
     for change in p.changes:
         yield change.describe()
     for conflict in (*p.conflicts, *p.pending):

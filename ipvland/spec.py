@@ -52,6 +52,7 @@ from ipvland.model import (
     Neighbor,
     Nexthop,
     Parent,
+    ParentMatch,
     Probe,
     Route,
     Rule,
@@ -644,6 +645,9 @@ def _schema_errors(doc: _Doc, errors: _Errors) -> None:
         elif kind == "const" and path == ("version",):
             out.append((doc.at(path), path, f"unsupported version {excerpt(inst)}; this ipvland reads version 1",
                         False))
+        elif kind == "minProperties" and isinstance(inst, dict):
+            keys = ", ".join(sorted(sub.get("properties", {})))
+            out.append((doc.at(path), path, f"needs at least one of {keys}", False))
         elif kind == "minItems" and isinstance(inst, list):
             out.append((doc.at(path), path, f"needs at least {err.validator_value} items, not {len(inst)}", False))
         elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
@@ -754,6 +758,7 @@ class _ParentD:
     routes: list[_RouteD] = field(default_factory=list)
     neighbors: list[_NeighD] = field(default_factory=list)
     devices: dict[str, _DevD] = field(default_factory=dict)
+    match: tuple[ParentMatch, Loc] | None = None
 
 
 @dataclass
@@ -861,6 +866,12 @@ def _parent(doc: _Doc, errors: _Errors, name: str, p: dict[str, Any], path: Path
         draft.flags = (Flag.from_label(flags) if valid else None, doc.at((*path, "flags")))
     draft.routes = _routes(doc, errors, p.get("routes"), (*path, "routes"))
     draft.neighbors = _neighbors(doc, errors, p.get("neighbors"), (*path, "neighbors"))
+    if isinstance(p.get("match"), dict):
+        m = p["match"]
+        macs = {k: _mac(doc, errors, m.get(k), (*path, "match", k)) for k in ("mac", "permanent_mac")}
+        match = ParentMatch(macs["mac"], macs["permanent_mac"], m["path"] if isinstance(m.get("path"), str) else None)
+        if match != ParentMatch():
+            draft.match = (match, doc.at((*path, "match")))
     for dname, dval in _dict(p.get("devices")).items():
         dpath = (*path, "devices", dname)
         draft.devices[dname] = _device(doc, errors, dname, name, _dict(dval), dpath)
@@ -1233,6 +1244,7 @@ class _Merged:
     routes: list[_RouteD] = field(default_factory=list)
     neighbors: list[_NeighD] = field(default_factory=list)
     devices: dict[str, _DevD] = field(default_factory=dict)
+    match: tuple[ParentMatch, Loc] | None = None
 
 
 def _merge(files: list[_FileD], errors: _Errors) -> Spec:
@@ -1253,6 +1265,11 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
                                f"parent {p.name} {label} {new[0].label} conflicts with {label} "
                                f"{old[0].label} at {_at(old[1])} (one value per parent)")
             m.routes.extend(p.routes)
+            if p.match is not None and m.match is None:
+                m.match = p.match
+            elif p.match is not None and m.match is not None and p.match[0] != m.match[0]:
+                errors.add(p.match[1], (*ppath, "match"), f"parent {p.name} match ({p.match[0].describe()}) "
+                                                          f"conflicts with the match at {_at(m.match[1])}")
             m.neighbors.extend(p.neighbors)
             for dname, d in p.devices.items():
                 if dname in m.devices:
@@ -1315,7 +1332,7 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
             flags=(m.flags[0] or Flag.BRIDGE) if m.flags is not None else Flag.BRIDGE,
             routes=_unite_routes(m.routes, errors, (*ppath, "routes")),
             neighbors=_unite_neighbors(m.neighbors, errors, (*ppath, "neighbors")),
-            devices=tuple(devices)))
+            devices=tuple(devices), match=m.match[0] if m.match is not None else None))
     _route_places(merged, errors)
     _ip_forward(merged, errors)
     probes: list[Probe] = []

@@ -281,7 +281,7 @@ def test_unknown_key_suggests_the_closest(tmp_path: Path) -> None:
 
 def test_unknown_key_without_close_match_lists_keys(tmp_path: Path) -> None:
     p = write(tmp_path, "version: 1\nparents:\n  eth0:\n    zzz: 1\n")
-    expect(p, 4, 5, "valid keys: devices, flags, mode, neighbors, routes")
+    expect(p, 4, 5, "valid keys: devices, flags, match, mode, neighbors, routes")
 
 
 # ---------------------------------------------------------------- enums, types, ranges
