@@ -73,9 +73,10 @@ from ipvland.model import (
     ObservedRule,
     Route,
     Rule,
+    is_path_netns,
     route_dev,
 )
-from ipvland.netns import NETNS_DIR, entered, mount_new_namespace
+from ipvland.netns import NETNS_DIR, entered, is_namespace, mount_new_namespace
 
 # ---------------------------------------------------------------- pyroute2: the ipvlan link kind
 
@@ -592,7 +593,8 @@ class Kernel:
     def list_namespaces(self) -> frozenset[str]:
         """The named namespaces; the sockets of those that are gone are closed (see _channel)."""
         names = list_namespaces()
-        for netns in [ns for ns in self._channels if ns is not None and ns not in names]:
+        for netns in [ns for ns in self._channels if ns is not None and ns not in names
+                      and not (is_path_netns(ns) and is_namespace(ns))]:  # one by path stays while it exists
             self.forget(netns)
         return names
 

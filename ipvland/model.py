@@ -218,6 +218,13 @@ class Rule:
         return " ".join(parts) + _where(self.netns)
 
 
+def is_path_netns(netns: str | None) -> bool:
+    """A namespace given by path (`netns: {path: ...}`, a container runtime's), not by name: its
+    absolute path is its key everywhere (os.path.join(NETNS_DIR, path) is the path itself). ipvland
+    never creates nor deletes one."""
+    return netns is not None and netns.startswith("/")
+
+
 @dataclass(frozen=True)
 class Device:
     name: str

@@ -19,7 +19,9 @@ from ipvland.model import (
     ObservedRoute,
     ObservedRule,
     Spec,
+    is_path_netns,
 )
+from ipvland.netns import NETNS_DIR, is_namespace
 
 if TYPE_CHECKING:
     from ipvland.kernel import Kernel
@@ -40,6 +42,25 @@ def udev_path(ifindex: int) -> str | None:
     return None
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _with_paths(named: frozenset[str], spec: Spec | None) -> frozenset[str]:
+    """The named namespaces, plus the spec's namespaces by path that exist now (model.is_path_netns).
+    A namespace that is both (`ln -s /proc/PID/ns/net /run/netns/NAME`) is read once, by its path:
+    read twice, its devices would look like two sets, one of them not in the spec."""
+    paths = {ns for ns in (spec.namespaces if spec is not None else ()) if is_path_netns(ns) and is_namespace(ns)}
+    if not paths:
+        return named
+    taken = {_identity(p) for p in paths}
+    return frozenset({n for n in named if _identity(os.path.join(NETNS_DIR, n)) not in taken} | paths)
+
+
 def _ours(link: ObservedLink) -> bool:
     return link.owned or link.leftover
 
@@ -49,7 +70,7 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
 
     scope: read only these namespaces (and ipvland's own): a partial view, see Observed.scope.
     """
-    namespaces = kernel.list_namespaces()
+    namespaces = _with_paths(kernel.list_namespaces(), spec)
     if scope is not None:
         # A namespace in scope that does not exist (any more) stays in scope: its devices are then
         # known to be absent, and the plan creates the namespace and them.

@@ -51,6 +51,7 @@ from ipvland.model import (
     RuleDelete,
     Spec,
     State,
+    is_path_netns,
 )
 
 # The order in which changes run: sysctls of kept devices first (promote_secondaries must be set
@@ -266,6 +267,11 @@ class _Planner:
         if not self.observed.sees(ns):
             return  # out of view: unknown, not absent
         subject = f"link {name}{_where(ns)}"
+        if is_path_netns(ns) and ns not in self.observed.namespaces:
+            # never created by ipvland: a container runtime's, gone with its container (or not yet there)
+            self.pending.append(Conflict(subject, "the namespace path is no network namespace now (its container "
+                                                  "stopped?); the device waits for it"))
+            return
         existing = self.ix.links.get((ns, name))
         if existing is not None and not existing.owned:
             kind = existing.kind or "physical"

@@ -21,6 +21,7 @@ from ipvland.model import (
     ObservedLink,
     Route,
     Rule,
+    is_path_netns,
 )
 
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
@@ -124,7 +125,7 @@ def to_document(observed: Observed, include_foreign: bool = False) -> dict[str, 
             parent.setdefault("flags", link.flags.label)
         device: dict[str, Any] = {}
         if link.netns is not None:
-            device["netns"] = link.netns
+            device["netns"] = {"path": link.netns} if is_path_netns(link.netns) else link.netns
         device["addresses"] = addresses.get((link.netns, link.index), [])
         device["mtu"] = link.mtu
         device["state"] = "up" if link.up else "down"

@@ -894,6 +894,13 @@ def _device(doc: _Doc, errors: _Errors, name: str, parent: str, d: dict[str, Any
         if problem:
             errors.add(doc.at((*path, "netns")), (*path, "netns"), problem)
         draft.netns = netns
+    elif isinstance(netns, dict) and isinstance(netns.get("path"), str):
+        npath = (*path, "netns", "path")
+        given = netns["path"]
+        if not given.startswith("/") or any(part in (".", "..") for part in given.split("/")) or "\0" in given:
+            errors.add(doc.at(npath), npath, f"{excerpt(given)} is not an absolute path without '.' or '..'")
+        else:
+            draft.netns = os.path.normpath(given)  # a namespace by path: model.is_path_netns
     for i, item in enumerate(_list(d.get("addresses"))):
         apath = (*path, "addresses", i)
         long = item if isinstance(item, dict) else {}

@@ -3,12 +3,11 @@ renamed under ipvland keeps its devices (same ifindex) and the plan says which N
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 
 import pytest
 from iproute import converge, ip, link
-from wire import wired_lab
+from wire import lab_spec, wired_lab
 
 from ipvland import spec as spec_mod
 from ipvland.kernel import Kernel
@@ -29,9 +28,7 @@ parents:
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[spec_mod.Spec]:
     for tmp in wired_lab(tmp_path_factory, "parent-match"):
-        path = tmp / "config.yaml"
-        path.write_text(textwrap.dedent(CONFIG))
-        yield spec_mod.load(path)
+        yield lab_spec(tmp, CONFIG)
         ip("link", "del", "lab9", check=False)
 
 

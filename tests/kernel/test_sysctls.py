@@ -5,12 +5,11 @@ a change by hand is drift that the next reconcile repairs, and converged means z
 from __future__ import annotations
 
 import subprocess
-import textwrap
 from collections.abc import Iterator
 
 import pytest
 from iproute import converge
-from wire import LAB_HEAD, wired_lab
+from wire import LAB_HEAD, lab_spec, wired_lab
 
 from ipvland import spec as spec_mod
 from ipvland.kernel import Kernel
@@ -53,9 +52,7 @@ def write_proc(path: str, value: str, netns: str = "sy") -> None:
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[spec_mod.Spec]:
     for tmp in wired_lab(tmp_path_factory, "sysctls"):
-        path = tmp / "config.yaml"
-        path.write_text(textwrap.dedent(CONFIG))
-        yield spec_mod.load(path)
+        yield lab_spec(tmp, CONFIG)
 
 
 def test_settings_are_set_in_the_devices_namespace_and_read_back(spec: spec_mod.Spec) -> None:

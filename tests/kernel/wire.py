@@ -4,10 +4,14 @@ in for this host's NIC, its other end up in namespace `wire` (so lab0 has a carr
 from __future__ import annotations
 
 import subprocess
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from ipvland import spec as spec_mod
+from ipvland.model import Spec
 
 # The start of every config of these tests: lab0 in l3s, its devices follow (indented 6).
 LAB_HEAD = "version: 1\nparents:\n  lab0:\n    mode: l3s\n    devices:\n"
@@ -31,3 +35,10 @@ def wired_lab(factory: pytest.TempPathFactory, name: str, host_address: str | No
     sh("ip", "link", "del", "lab0", check=False)
     for ns in Path("/run/netns").glob("*"):
         sh("ip", "netns", "del", ns.name, check=False)
+
+
+def lab_spec(tmp: Path, text: str) -> Spec:
+    """The config `text` written to tmp/config.yaml and loaded."""
+    path = tmp / "config.yaml"
+    path.write_text(textwrap.dedent(text))
+    return spec_mod.load(path)

@@ -13,6 +13,7 @@ from ipvland.model import LinkCreate, LinkDelete, Observed, ObservedLink, Spec
 from ipvland.observe import udev_path
 from ipvland.peers import peer_neighbors
 from ipvland.plan import iter_lines, plan
+from tests.unit.issue15 import assert_error
 from tests.unit.test_plan import ipvlan
 from tests.unit.test_spec import errors_of, write
 
@@ -41,8 +42,7 @@ def test_match_is_read(tmp_path: Path) -> None:
     ("{name: eth0}", "parents.nic1.match.name", "unknown key 'name'"),
 ])
 def test_bad_match(tmp_path: Path, match: str, epath: str, fragment: str) -> None:
-    errors = errors_of(write(tmp_path, HEAD + f"    match: {match}\n"))
-    assert any(e.path == epath and fragment in e.message for e in errors), [str(e) for e in errors]
+    assert_error(write(tmp_path, HEAD + f"    match: {match}\n"), epath, fragment)
 
 
 def test_two_files_that_match_one_parent_differently_name_both(tmp_path: Path) -> None:
