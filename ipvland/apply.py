@@ -22,12 +22,15 @@ from ipvland.model import (
     LinkStateSet,
     LinkSysctlSet,
     NamespaceCreate,
+    NamespaceSysctlSet,
     NeighborDelete,
     NeighborSet,
     Plan,
     PortModeSet,
     RouteDelete,
     RouteSet,
+    RuleAdd,
+    RuleDelete,
 )
 
 if TYPE_CHECKING:
@@ -86,10 +89,10 @@ def execute(kernel: Kernel, change: Change) -> None:
             kernel.set_up(ns, name, up)
         case LinkSysctlSet(netns=ns, name=name, key=key, new=value):
             kernel.set_sysctl(ns, name, key, value)
-        case AddressAdd(netns=ns, dev=dev, address=address):
-            kernel.add_address(ns, dev, address)
-        case AddressDelete(netns=ns, dev=dev, address=address):
-            kernel.delete_address(ns, dev, address)
+        case AddressAdd(netns=ns, dev=dev, address=address, options=options, replace=replace):
+            kernel.add_address(ns, dev, address, options, replace)
+        case AddressDelete(netns=ns, dev=dev, address=address, peer=peer):
+            kernel.delete_address(ns, dev, address, peer)
         case RouteSet(netns=ns, dev=dev, route=route, replace=replace):
             kernel.set_route(ns, dev, route, replace)
         case RouteDelete(netns=ns, dev=dev, route=route):
@@ -98,6 +101,12 @@ def execute(kernel: Kernel, change: Change) -> None:
             kernel.set_neighbor(ns, dev, neighbor, replace)
         case NeighborDelete(netns=ns, dev=dev, neighbor=neighbor):
             kernel.delete_neighbor(ns, dev, neighbor)
+        case NamespaceSysctlSet(netns=ns, new=value):
+            kernel.set_ip_forward(ns, value)
+        case RuleAdd(rule=rule):
+            kernel.add_rule(rule)
+        case RuleDelete(rule=rule):
+            kernel.delete_rule(rule)
 
 
 def apply(kernel: Kernel, plan: Plan) -> tuple[Outcome, ...]:

@@ -163,8 +163,12 @@ def build_parser() -> _Parser:
 
     p = _sub(sub, "peers")
     _config_arg(p)
-    p.add_argument("--format", choices=["ip", "yaml"], default="ip",
-                   help="ip: `ip neigh replace` lines; yaml: a config for the peer's own ipvland (default: ip)")
+    p.add_argument("--format", choices=["ip", "yaml", "route", "frr", "bird"], default="ip",
+                   help="ip: `ip neigh replace` lines; yaml: a config for the peer's own ipvland; route, frr, "
+                        "bird: an upstream router's host routes to each address via this host (default: ip)")
+    p.add_argument("--via", action="append", metavar="ADDR",
+                   help="with route/frr/bird: this host's address to route through, one per IP version "
+                        "(default: its first address of that family on the parent)")
     p.add_argument("--peer-dev", default="eth0", metavar="DEV",
                    help="the peer's NIC on the shared wire (default: eth0)")
 
@@ -343,6 +347,8 @@ def _peers(args: argparse.Namespace) -> int:
     loaded = _load(args)
     if loaded is None:
         return EXIT_ERROR
+    if args.format in ("route", "frr", "bird"):
+        return _upstream(args, loaded)
     with Kernel() as kernel:  # the MAC is read from the live parent, never guessed
         macs = {link.name: link.mac for link in kernel.links(None) if link.mac}
     entries, problems = peer_neighbors(loaded, macs)
@@ -352,6 +358,35 @@ def _peers(args: argparse.Namespace) -> int:
         print(as_ip_commands(entries, args.peer_dev), end="")
     else:
         print(yaml.safe_dump(as_document(entries, args.peer_dev), sort_keys=False), end="")
+    return EXIT_ERROR if problems else EXIT_OK
+
+
+def _upstream(args: argparse.Namespace, loaded: Spec) -> int:
+    """`peers --format route|frr|bird`: the host routes an upstream router needs (peers.upstream_routes)."""
+    import ipaddress
+
+    from ipvland.kernel import Kernel
+    from ipvland.peers import as_bird, as_frr, as_route_commands, upstream_routes
+
+    via: dict[int, Any] = {}
+    for text in args.via or []:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            print(f"ipvland peers: --via {text}: not an IP address", file=sys.stderr)
+            return EXIT_USAGE
+        via[address.version] = address
+    with Kernel() as kernel:  # the host's own addresses on each parent, read live
+        names = {link.index: link.name for link in kernel.links(None)}
+        on: dict[str, list[Any]] = {}
+        for a in kernel.addresses(None):
+            if a.ifindex in names and not a.address.ip.is_link_local and not a.dynamic:
+                on.setdefault(names[a.ifindex], []).append(a.address.ip)
+    routes, problems = upstream_routes(loaded, on, via)
+    for problem in problems:
+        print(f"ipvland peers: {problem}", file=sys.stderr)
+    render = {"route": as_route_commands, "frr": as_frr, "bird": as_bird}[args.format]
+    print(render(routes), end="")
     return EXIT_ERROR if problems else EXIT_OK
 
 

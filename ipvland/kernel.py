@@ -56,18 +56,27 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 from ipvland import normalize
 from ipvland.model import (
     MAIN_TABLE,
+    PLAIN,
     RT_PROTO,
+    RULE_ACTIONS,
+    AddressOptions,
     Flag,
+    IPAddress,
     IPInterface,
     Mode,
     Neighbor,
+    Nexthop,
     ObservedAddress,
     ObservedLink,
     ObservedNeighbor,
     ObservedRoute,
+    ObservedRule,
     Route,
+    Rule,
+    is_path_netns,
+    route_dev,
 )
-from ipvland.netns import NETNS_DIR, entered, mount_new_namespace
+from ipvland.netns import NETNS_DIR, entered, is_namespace, mount_new_namespace
 
 # ---------------------------------------------------------------- pyroute2: the ipvlan link kind
 
@@ -235,6 +244,25 @@ _RTM_GETLINK = 18
 _RTM_GETADDR = 22
 _RTM_GETROUTE = 26
 _RTM_GETNEIGH = 30
+_RTM_NEWRULE = 32
+_RTM_GETNETCONF = 82
+_NETCONFA_IFINDEX = 1
+_NETCONFA_FORWARDING = 2
+_RTM_DELRULE = 33
+_RTM_GETRULE = 34
+# fib_rule_hdr's attributes (include/uapi/linux/fib_rules.h)
+_FRA_DST = 1
+_FRA_SRC = 2
+_FRA_IIFNAME = 3
+_FRA_PRIORITY = 6
+_FRA_FWMARK = 10
+_FRA_TABLE = 15
+_FRA_FWMASK = 16
+_FRA_OIFNAME = 17
+_FRA_PROTOCOL = 21
+_FIB_RULE_INVERT = 2
+_RULE_ACTION_NAMES = {v: k for k, v in RULE_ACTIONS.items()}
+_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 _RTM_GETNSID = 90
 _IFLA_ADDRESS = 1
 _IFLA_IFNAME = 3
@@ -244,6 +272,7 @@ _IFLA_LINKINFO = 18
 _IFLA_IFALIAS = 20
 _IFLA_EXT_MASK = 29
 _IFLA_LINK_NETNSID = 37
+_IFLA_PERM_ADDRESS = 54
 _IFLA_AF_SPEC = 26
 _IFLA_INET_CONF = 1  # in IFLA_AF_SPEC/AF_INET: u32 per IPV4_DEVCONF_* (1-based), dumped as an array
 _IFLA_INET6_CONF = 2  # in IFLA_AF_SPEC/AF_INET6: s32 per DEVCONF_* (0-based), dumped as an array
@@ -253,6 +282,12 @@ _DEVCONF = {
     normalize.PROMOTE_SECONDARIES: (socket.AF_INET, _IFLA_INET_CONF, 19),  # IPV4_DEVCONF_PROMOTE_SECONDARIES=20
     "ipv6.accept_ra": (socket.AF_INET6, _IFLA_INET6_CONF, 3),  # DEVCONF_ACCEPT_RA
     "ipv6.autoconf": (socket.AF_INET6, _IFLA_INET6_CONF, 5),  # DEVCONF_AUTOCONF
+    "ipv6.disable_ipv6": (socket.AF_INET6, _IFLA_INET6_CONF, 26),  # DEVCONF_DISABLE_IPV6
+    "ipv6.addr_gen_mode": (socket.AF_INET6, _IFLA_INET6_CONF, 47),  # DEVCONF_ADDR_GEN_MODE
+    "ipv4.forwarding": (socket.AF_INET, _IFLA_INET_CONF, 0),  # IPV4_DEVCONF_FORWARDING=1
+    "ipv4.rp_filter": (socket.AF_INET, _IFLA_INET_CONF, 7),  # IPV4_DEVCONF_RP_FILTER=8
+    "ipv4.arp_announce": (socket.AF_INET, _IFLA_INET_CONF, 17),  # IPV4_DEVCONF_ARP_ANNOUNCE=18
+    "ipv4.arp_ignore": (socket.AF_INET, _IFLA_INET_CONF, 18),  # IPV4_DEVCONF_ARP_IGNORE=19
 }
 _IPV4_DEVCONF_PROMOTE_SECONDARIES = 20
 _RTEXT_FILTER_SKIP_STATS = 1 << 3
@@ -271,9 +306,14 @@ _RTA_DST = 1
 _RTA_OIF = 4
 _RTA_GATEWAY = 5
 _RTA_PRIORITY = 6
+_RTA_PREFSRC = 7
 _RTA_TABLE = 15
 _RTA_VIA = 18
+_RTA_METRICS = 8
+_RTA_MULTIPATH = 9
+_RTAX_MTU = 2
 _RTN_UNICAST = 1
+_ROUTE_TYPE_NAMES = {v: k for k, v in normalize.ROUTE_TYPES.items()}
 _LOCAL_TABLE = 255
 _NDA_DST = 1
 _NDA_LLADDR = 2
@@ -355,6 +395,53 @@ def _promote_secondaries() -> bytes:
     """IFLA_AF_SPEC setting net.ipv4.conf.DEV.promote_secondaries=1, for a changelink."""
     conf = _nla(_IFLA_INET_CONF | _NLA_F_NESTED, _nla(_IPV4_DEVCONF_PROMOTE_SECONDARIES, struct.pack("I", 1)))
     return _nla(_IFLA_AF_SPEC | _NLA_F_NESTED, _nla(socket.AF_INET | _NLA_F_NESTED, conf))
+
+
+def _gateway(family: int, a: Attrs) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if _RTA_GATEWAY in a:
+        return _ip(family, a[_RTA_GATEWAY])
+    if _RTA_VIA in a:
+        vfam = struct.unpack_from("H", a[_RTA_VIA])[0]
+        return _ip(vfam, a[_RTA_VIA][2:])
+    return None
+
+
+def _route_of(family: int, dst_len: int, table: int, scope: int, rtype: str, rflags: int, a: Attrs,
+              names: dict[int, str]) -> tuple[int, Route] | None:
+    """(output ifindex, Route) of one route message; None for a route through no device that is
+    not a reject route (ipvland makes none). A reject route's device (IPv6: lo) is 0 here; a
+    multipath route's is its first nexthop's, and each nexthop names its device."""
+    nexthops: list[Nexthop] = []
+    ifindex = _u32(a[_RTA_OIF]) if _RTA_OIF in a else 0
+    mp = a.get(_RTA_MULTIPATH, b"")
+    off = 0
+    while off + 8 <= len(mp):
+        length, _, hops, index = struct.unpack_from("HBBi", mp, off)
+        if length < 8:
+            break
+        nexthops.append(Nexthop(_gateway(family, _attrs(mp, off + 8, off + length)), names.get(index, str(index)),
+                                hops + 1))
+        ifindex = ifindex or index
+        off += (length + 3) & ~3
+    if rtype in normalize.REJECT_TYPES:
+        ifindex = 0
+    elif not ifindex:
+        return None
+    metrics = a.get(_RTA_METRICS, b"")
+    mtu = _attrs(metrics, 0, len(metrics)).get(_RTAX_MTU)
+    metric = _u32(a[_RTA_PRIORITY]) if _RTA_PRIORITY in a else None
+    return ifindex, Route(
+        to=_network(family, a.get(_RTA_DST, bytes(16)), dst_len),
+        via=_gateway(family, a),
+        metric=metric or None,
+        table=None if table == MAIN_TABLE else table,
+        src=_ip(family, a[_RTA_PREFSRC]) if _RTA_PREFSRC in a else None,
+        type=rtype,
+        onlink=bool(rflags & normalize.RTNH_F_ONLINK),
+        scope=scope,
+        mtu=_u32(mtu) if mtu else None,
+        nexthops=tuple(nexthops),
+    )
 
 
 def _network(family: int, packed: bytes, prefixlen: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -507,7 +594,8 @@ class Kernel:
     def list_namespaces(self) -> frozenset[str]:
         """The named namespaces; the sockets of those that are gone are closed (see _channel)."""
         names = list_namespaces()
-        for netns in [ns for ns in self._channels if ns is not None and ns not in names]:
+        for netns in [ns for ns in self._channels if ns is not None and ns not in names
+                      and not (is_path_netns(ns) and is_namespace(ns))]:  # one by path stays while it exists
             self.forget(netns)
         return names
 
@@ -561,6 +649,7 @@ class Kernel:
                 mac=_mac(a[_IFLA_ADDRESS]) if a.get(_IFLA_ADDRESS) else None,
                 alias=_str(a[_IFLA_IFALIAS]) or None if _IFLA_IFALIAS in a else None,
                 parent=parent, mode=mode, flags=flags, sysctls=sysctls,
+                permanent_mac=_mac(a[_IFLA_PERM_ADDRESS]) if a.get(_IFLA_PERM_ADDRESS) else None,
             ))
         return out
 
@@ -597,42 +686,44 @@ class Kernel:
             flags = _u32(a[_IFA_FLAGS]) if _IFA_FLAGS in a else data[18]
             # ifa_cacheinfo: preferred, valid (seconds left; INFINITY_LIFE_TIME for a static one), ...
             valid = _u32(a[_IFA_CACHEINFO][4:8]) if len(a.get(_IFA_CACHEINFO, b"")) >= 8 else None
+            peer = None
+            if _IFA_LOCAL in a and _IFA_ADDRESS in a and a[_IFA_LOCAL] != a[_IFA_ADDRESS]:
+                peer = _ip(family, a[_IFA_ADDRESS])
+            preferred = _u32(a[_IFA_CACHEINFO][:4]) if len(a.get(_IFA_CACHEINFO, b"")) >= 8 else None
+            options = AddressOptions(
+                nodad=bool(flags & normalize.IFA_F_NODAD), noprefixroute=bool(flags & normalize.IFA_F_NOPREFIXROUTE),
+                home=bool(flags & normalize.IFA_F_HOMEADDRESS),
+                deprecated=bool(flags & normalize.IFA_F_DEPRECATED) or preferred == 0, peer=peer)
             out.append(ObservedAddress(
                 netns=netns, ifindex=index, address=iface,
                 dynamic=valid is not None and valid != normalize.INFINITY_LIFE_TIME,
-                dad_failed=bool(flags & _IFA_F_DADFAILED),
+                dad_failed=bool(flags & _IFA_F_DADFAILED), options=PLAIN if options == PLAIN else options,
                 # a failed DAD leaves the tentative bit set too: that one is dad_failed, not settling
                 tentative=bool(flags & _IFA_F_TENTATIVE) and not flags & _IFA_F_DADFAILED))
         return out
 
     def routes(self, netns: str | None) -> list[ObservedRoute]:
         out = []
+        names = {index: name for name, index in self._index.get(netns, {}).items()}
+        seen: set[tuple[object, ...]] = set()  # an IPv6 multipath route may come once per sibling
         for data in self._dump(netns, "list routes", _RTM_GETROUTE, struct.pack("BBBBBBBBI", *[0] * 9)):
-            family, dst_len, _, _, table, proto, _, rtype, _ = struct.unpack_from("BBBBBBBBI", data, 16)
-            if family not in _AF or rtype != _RTN_UNICAST:
+            family, dst_len, _, _, table, proto, scope, rtype, rflags = struct.unpack_from("BBBBBBBBI", data, 16)
+            if family not in _AF or rtype not in _ROUTE_TYPE_NAMES:
                 continue
             a = _attrs(data, 28, len(data))
-            if _RTA_OIF not in a:  # multipath or no device: not ipvland's kind of route
-                continue
             if _RTA_TABLE in a:
                 table = _u32(a[_RTA_TABLE])
             if table == _LOCAL_TABLE:
                 continue
-            dst = a.get(_RTA_DST, bytes(16))
-            via: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-            if _RTA_GATEWAY in a:
-                via = _ip(family, a[_RTA_GATEWAY])
-            elif _RTA_VIA in a:
-                vfam = struct.unpack_from("H", a[_RTA_VIA])[0]
-                via = _ip(vfam, a[_RTA_VIA][2:])
-            metric = _u32(a[_RTA_PRIORITY]) if _RTA_PRIORITY in a else None
-            route = Route(
-                to=_network(family, dst, dst_len),
-                via=via,
-                metric=metric or None,
-                table=None if table == MAIN_TABLE else table,
-            )
-            out.append(ObservedRoute(netns=netns, ifindex=_u32(a[_RTA_OIF]), route=route, protocol=proto))
+            found = _route_of(family, dst_len, table, scope, _ROUTE_TYPE_NAMES[rtype], rflags, a, names)
+            if found is None:
+                continue
+            ifindex, route = found
+            if route.nexthops:
+                if (route.key, route.attrs) in seen:
+                    continue
+                seen.add((route.key, route.attrs))
+            out.append(ObservedRoute(netns=netns, ifindex=ifindex, route=route, protocol=proto))
         return out
 
     def neighbors(self, netns: str | None) -> list[ObservedNeighbor]:
@@ -656,6 +747,67 @@ class Kernel:
         return out
 
     # -- writes
+
+    def rules(self, netns: str | None) -> list[ObservedRule]:
+        """Every IPv4 and IPv6 rule of the namespace (one dump, family AF_UNSPEC)."""
+        out = []
+        for data in self._dump(netns, "list rules", _RTM_GETRULE, struct.pack("BBBBBBBBI", *[0] * 9)):
+            family, dst_len, src_len, _, table, _, _, action, flags = struct.unpack_from("BBBBBBBBI", data, 16)
+            if family not in _AF or action not in _RULE_ACTION_NAMES:
+                continue
+            a = _attrs(data, 28, len(data))
+            mark = _u32(a[_FRA_FWMARK]) if _FRA_FWMARK in a else None
+            rule = Rule(
+                priority=_u32(a[_FRA_PRIORITY]) if _FRA_PRIORITY in a else 0,
+                family=_AF[family], netns=netns,
+                src=_network(family, a[_FRA_SRC], src_len) if _FRA_SRC in a else None,
+                dst=_network(family, a[_FRA_DST], dst_len) if _FRA_DST in a else None,
+                iif=_str(a[_FRA_IIFNAME]) if _FRA_IIFNAME in a else None,
+                oif=_str(a[_FRA_OIFNAME]) if _FRA_OIFNAME in a else None,
+                fwmark=mark or None,
+                fwmask=_u32(a[_FRA_FWMASK]) if _FRA_FWMASK in a and mark else None,
+                table=(_u32(a[_FRA_TABLE]) if _FRA_TABLE in a else table) if _RULE_ACTION_NAMES[action] == "table"
+                else None,
+                action=_RULE_ACTION_NAMES[action],
+                invert=bool(flags & _FIB_RULE_INVERT),
+            )
+            out.append(ObservedRule(rule, a[_FRA_PROTOCOL][0] if _FRA_PROTOCOL in a else 0))
+        return out
+
+    def _rule_request(self, netns: str | None, op: str, msg_type: int, rule: Rule, flags: int) -> None:
+        """A rule by all its attributes and ipvland's protocol: a delete then matches only that rule of ours."""
+        family = _FAMILY[rule.family]
+        table = rule.table or 0
+        body = struct.pack("BBBBBBBBI", family, rule.dst.prefixlen if rule.dst else 0,
+                           rule.src.prefixlen if rule.src else 0, 0, table if table < 256 else 0, 0, 0,
+                           RULE_ACTIONS[rule.action], _FIB_RULE_INVERT if rule.invert else 0)
+        body += _nla(_FRA_PRIORITY, struct.pack("I", rule.priority))
+        body += _nla(_FRA_PROTOCOL, struct.pack("B", RT_PROTO))
+        if table:
+            body += _nla(_FRA_TABLE, struct.pack("I", table))
+        if rule.src is not None:
+            body += _nla(_FRA_SRC, rule.src.network_address.packed)
+        if rule.dst is not None:
+            body += _nla(_FRA_DST, rule.dst.network_address.packed)
+        if rule.iif is not None:
+            body += _nla(_FRA_IIFNAME, rule.iif.encode() + b"\0")
+        if rule.oif is not None:
+            body += _nla(_FRA_OIFNAME, rule.oif.encode() + b"\0")
+        if rule.fwmark:
+            body += _nla(_FRA_FWMARK, struct.pack("I", rule.fwmark))
+            if rule.fwmask is not None:
+                body += _nla(_FRA_FWMASK, struct.pack("I", rule.fwmask))
+        self.writes += 1
+        try:
+            self._channel(netns).write(msg_type, body, flags)
+        except OSError as e:
+            raise _kernel_error(op, e) from None
+
+    def add_rule(self, rule: Rule) -> None:
+        self._rule_request(rule.netns, f"add {rule.describe()}", _RTM_NEWRULE, rule, NLM_F_CREATE | NLM_F_EXCL)
+
+    def delete_rule(self, rule: Rule) -> None:
+        self._rule_request(rule.netns, f"delete {rule.describe()}", _RTM_DELRULE, rule, 0)
 
     def _write(self, netns: str | None, op: str, msg: Any, msg_type: int, flags: int, extra: bytes = b"") -> None:
         """Encode `msg` (a pyroute2 message) and send it on the namespace's socket; wait for the ACK.
@@ -787,7 +939,11 @@ class Kernel:
         if key == normalize.PROMOTE_SECONDARIES and value == 1:
             self._write(netns, op, self._link_msg(netns, name, []), RTM_NEWLINK, 0, _promote_secondaries())
             return
-        path = os.path.join("/proc/sys/net", normalize.SYSCTLS[key].proc.format(dev=name))
+        self._write_proc(netns, op, normalize.SYSCTLS[key].proc.format(dev=name), value)
+
+    def _write_proc(self, netns: str | None, op: str, proc: str, value: int) -> None:
+        """Write /proc/sys/net/PROC as seen from the namespace (the file is opened inside it)."""
+        path = os.path.join("/proc/sys/net", proc)
         self.writes += 1
         try:
             with entered(netns):
@@ -799,6 +955,22 @@ class Kernel:
         except OSError as e:
             raise _kernel_error(op, e) from None
 
+    def set_ip_forward(self, netns: str | None, value: int) -> None:
+        """net.ipv4.ip_forward of the namespace (every device's forwarding follows, normalize.IP_FORWARD)."""
+        self._write_proc(netns, f"set {normalize.IP_FORWARD}{_where(netns)}", normalize.IP_FORWARD_PROC, value)
+
+    def ip_forward(self, netns: str | None) -> int | None:
+        """The namespace's IPv4 forwarding: the RTM_GETNETCONF entry of NETCONFA_IFINDEX_ALL (-1)."""
+        body = struct.pack("Bxxx", socket.AF_INET) + _nla(_NETCONFA_IFINDEX, struct.pack("i", -1))
+        try:
+            for _, data, off in self._channel(netns).request(_RTM_GETNETCONF, body, NLM_F_REQUEST):
+                a = _attrs(data, off + 4, len(data))
+                if _NETCONFA_FORWARDING in a:
+                    return int(struct.unpack_from("i", a[_NETCONFA_FORWARDING])[0])
+        except OSError as e:
+            raise _kernel_error(f"read ip_forward{_where(netns)}", e) from None
+        return None
+
     def set_alias(self, netns: str | None, name: str, alias: str) -> None:
         msg = self._link_msg(netns, name, [("IFLA_IFALIAS", alias)])
         self._write(netns, f"set alias of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
@@ -809,36 +981,53 @@ class Kernel:
         msg["change"] = _IFF_UP
         self._write(netns, f"set link {name}{_where(netns)} {'up' if up else 'down'}", msg, RTM_NEWLINK, 0)
 
-    def _addr_msg(self, netns: str | None, dev: str, iface: IPInterface) -> Any:
+    def _addr_msg(self, netns: str | None, dev: str, iface: IPInterface, peer: IPAddress | None = None) -> Any:
+        """IFA_LOCAL is the address, IFA_ADDRESS the peer of a point-to-point one (else the address
+        again): the kernel finds an IPv4 address by both."""
         msg = ifaddrmsg()
         msg["family"] = socket.AF_INET if iface.version == 4 else socket.AF_INET6
         msg["prefixlen"] = iface.network.prefixlen
         msg["index"] = self.ifindex(netns, dev)
-        attrs: list[tuple[str, Any]] = [("IFA_ADDRESS", str(iface.ip))]
-        if iface.version == 4:
+        attrs: list[tuple[str, Any]] = [("IFA_ADDRESS", str(peer if peer is not None else iface.ip))]
+        if iface.version == 4 or peer is not None:
             attrs.append(("IFA_LOCAL", str(iface.ip)))
         msg["attrs"] = attrs
         return msg
 
-    def add_address(self, netns: str | None, dev: str, iface: IPInterface) -> None:
-        msg = self._addr_msg(netns, dev, iface)
-        self._write(netns, f"add address {iface} dev {dev}{_where(netns)}", msg, RTM_NEWADDR,
-                    NLM_F_CREATE | NLM_F_EXCL)
+    def add_address(self, netns: str | None, dev: str, iface: IPInterface, options: AddressOptions = PLAIN,
+                    replace: bool = False) -> None:
+        """Add (or, replace, change in place) an address with its flags and preferred lifetime."""
+        msg = self._addr_msg(netns, dev, iface, options.peer)
+        flags = ((normalize.IFA_F_NODAD if options.nodad else 0) | (normalize.IFA_F_HOMEADDRESS if options.home else 0)
+                 | (normalize.IFA_F_NOPREFIXROUTE if options.noprefixroute else 0))
+        extra = _nla(_IFA_FLAGS, struct.pack("I", flags)) if flags or replace else b""
+        if options.deprecated or replace:
+            forever = normalize.INFINITY_LIFE_TIME
+            extra += _nla(_IFA_CACHEINFO, struct.pack("4I", 0 if options.deprecated else forever, forever, 0, 0))
+        self._write(netns, f"{'replace' if replace else 'add'} address {iface}{options.describe()} dev {dev}"
+                    f"{_where(netns)}", msg, RTM_NEWADDR, NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL),
+                    extra)
 
-    def delete_address(self, netns: str | None, dev: str, iface: IPInterface) -> None:
-        msg = self._addr_msg(netns, dev, iface)
+    def delete_address(self, netns: str | None, dev: str, iface: IPInterface, peer: IPAddress | None = None) -> None:
+        msg = self._addr_msg(netns, dev, iface, peer)
         self._write(netns, f"delete address {iface} dev {dev}{_where(netns)}", msg, RTM_DELADDR, 0)
 
-    def _route_msg(self, netns: str | None, dev: str, route: Route) -> Any:
+    def _route_msg(self, netns: str | None, dev: str, route: Route, delete: bool = False) -> tuple[Any, bytes]:
+        """The request and the attributes appended raw (metrics, multipath). A delete names the route
+        by its key, type and protocol (scope: any), plus its device and gateway when it has one path."""
         table = route.table if route.table is not None else MAIN_TABLE
         msg = rtmsg()
         msg["family"] = socket.AF_INET if route.to.version == 4 else socket.AF_INET6
         msg["dst_len"] = route.to.prefixlen
         msg["table"] = table if table < 256 else 252  # RT_TABLE_COMPAT; the real id is in RTA_TABLE
+        # proto stays RT_PROTO in a delete: the kernel then refuses (ESRCH) one ipvland did not add
         msg["proto"] = RT_PROTO
-        msg["scope"] = 0 if route.via is not None else 253  # universe via a gateway, else link
-        msg["type"] = _RTN_UNICAST
-        attrs: list[tuple[str, Any]] = [("RTA_OIF", self.ifindex(netns, dev)), ("RTA_TABLE", table)]
+        msg["scope"] = 255 if delete else route.effective_scope  # RT_SCOPE_NOWHERE: any (a delete)
+        msg["type"] = normalize.ROUTE_TYPES[route.type]
+        msg["flags"] = normalize.RTNH_F_ONLINK if route.onlink and not delete else 0
+        attrs: list[tuple[str, Any]] = [("RTA_TABLE", table)]
+        if not route.reject and not route.nexthops:
+            attrs.append(("RTA_OIF", self.ifindex(netns, dev)))
         if route.to.prefixlen:
             attrs.append(("RTA_DST", str(route.to.network_address)))
         if route.via is not None:
@@ -849,20 +1038,33 @@ class Kernel:
                                           else socket.AF_INET, "addr": str(route.via)}))
         if route.metric is not None:
             attrs.append(("RTA_PRIORITY", route.metric))
+        extra = b""
+        if route.src is not None and not delete:
+            attrs.append(("RTA_PREFSRC", str(route.src)))
         msg["attrs"] = attrs
-        return msg
+        if delete:
+            return msg, extra
+        if route.mtu is not None:
+            extra += _nla(_RTA_METRICS | _NLA_F_NESTED, _nla(_RTAX_MTU, struct.pack("I", route.mtu)))
+        if route.nexthops:
+            hops = b""
+            for hop in route.nexthops:
+                gw = b"" if hop.via is None else _nla(_RTA_GATEWAY, hop.via.packed)
+                hops += struct.pack("HBBi", 8 + len(gw), 0, hop.weight - 1,
+                                    self.ifindex(netns, hop.dev or dev)) + gw
+            extra += _nla(_RTA_MULTIPATH, hops)
+        return msg, extra
 
     def set_route(self, netns: str | None, dev: str, route: Route, replace: bool = False) -> None:
-        msg = self._route_msg(netns, dev, route)
+        msg, extra = self._route_msg(netns, dev, route)
         flags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
-        self._write(netns, f"{'replace' if replace else 'add'} route {route.describe()} dev {dev}"
-                    f"{_where(netns)}", msg, RTM_NEWROUTE, flags)
+        self._write(netns, f"{'replace' if replace else 'add'} route {route.describe()}{route_dev(route, dev)}"
+                    f"{_where(netns)}", msg, RTM_NEWROUTE, flags, extra)
 
     def delete_route(self, netns: str | None, dev: str, route: Route) -> None:
-        msg = self._route_msg(netns, dev, route)
-        msg["scope"] = 255  # RT_SCOPE_NOWHERE: the kernel's wildcard, so any scope matches
-        # proto stays RT_PROTO: the kernel then refuses (ESRCH) to delete a route ipvland did not add
-        self._write(netns, f"delete route {route.describe()} dev {dev}{_where(netns)}", msg, RTM_DELROUTE, 0)
+        msg, _ = self._route_msg(netns, dev, route, delete=True)
+        self._write(netns, f"delete route {route.describe()}{route_dev(route, dev)}{_where(netns)}", msg,
+                    RTM_DELROUTE, 0)
 
     def _neigh_msg(self, netns: str | None, dev: str, neighbor: Neighbor) -> Any:
         msg = ndmsg()
@@ -897,3 +1099,4 @@ def _enum(cls: type[E], value: int) -> E | None:
 
 def _where(netns: str | None) -> str:
     return f" netns {netns}" if netns is not None else ""
+

@@ -62,7 +62,31 @@ class State(Enum):
 # ---------------------------------------------------------------- desired state (the spec)
 
 
+def _said(*pairs: tuple[str, object]) -> list[str]:
+    """"key value" for each value that is set ("" for a flag: the key alone)."""
+    return [f"{k} {v}".rstrip() for k, v in pairs if v is not None]
+
+
 @dataclass(frozen=True, order=True)
+class Nexthop:
+    """One path of a multipath route. `dev` None: the device the route is listed under."""
+
+    via: IPAddress | None = None
+    dev: str | None = None
+    weight: int = 1
+
+    def describe(self) -> str:
+        parts = ["nexthop"]
+        if self.via is not None:
+            parts.append(f"via {self.via}")
+        if self.dev is not None:
+            parts.append(f"dev {self.dev}")
+        if self.weight != 1:
+            parts.append(f"weight {self.weight}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
 class Route:
     """A route through a device. `to` of 0.0.0.0/0 or ::/0 is the default route."""
 
@@ -70,6 +94,12 @@ class Route:
     via: IPAddress | None = None
     metric: int | None = None
     table: int | None = None  # None means the main table
+    src: IPAddress | None = None  # preferred source (RTA_PREFSRC); not part of the key
+    type: str = "unicast"  # a key of normalize.ROUTE_TYPES
+    onlink: bool = False
+    scope: int | None = None  # rtm_scope; None: the kernel's default (normalize.route_scope)
+    mtu: int | None = None  # RTAX_MTU
+    nexthops: tuple[Nexthop, ...] = ()  # multipath, instead of via
 
     @property
     def family(self) -> int:
@@ -83,15 +113,36 @@ class Route:
         return (self.to.version, self.to, normalize.route_table(self.table),
                 normalize.route_metric(self.to.version, self.metric))
 
+    @property
+    def reject(self) -> bool:
+        """blackhole, unreachable, prohibit: no device, no gateway."""
+        return self.type in normalize.REJECT_TYPES
+
+    @property
+    def effective_scope(self) -> int:
+        gateway = self.via is not None or any(n.via is not None for n in self.nexthops)
+        label = next((k for k, v in normalize.ROUTE_SCOPES.items() if v == self.scope), None)
+        if self.scope is not None and label is None:
+            return self.scope  # observed: a scope the spec cannot say (site, say)
+        return normalize.route_scope(self.to.version, self.type, label, gateway)
+
+    @property
+    def attrs(self) -> tuple[object, ...]:
+        """What a route with the same key may differ in, changed in place (NLM_F_REPLACE)."""
+        hops = tuple(sorted(self.nexthops, key=lambda n: (n.dev or "", str(n.via), n.weight)))
+        return (self.via, self.src, self.type, self.onlink, self.effective_scope, self.mtu, hops)
+
     def describe(self) -> str:
         to = "default" if self.to.prefixlen == 0 else str(self.to)
-        parts = [to if self.to.version == 4 or to != "default" else "default (ipv6)"]
-        if self.via is not None:
-            parts.append(f"via {self.via}")
-        if self.metric is not None:
-            parts.append(f"metric {self.metric}")
-        if self.table is not None:
-            parts.append(f"table {self.table}")
+        parts = [] if self.type == "unicast" else [self.type]
+        parts.append(to if self.to.version == 4 or to != "default" else "default (ipv6)")
+        scope = None
+        if self.scope is not None and self.scope != normalize.route_scope(self.to.version, self.type, None, bool(
+                self.via is not None or any(n.via is not None for n in self.nexthops))):
+            scope = next((k for k, v in normalize.ROUTE_SCOPES.items() if v == self.scope), str(self.scope))
+        parts += _said(("via", self.via), ("onlink", "" if self.onlink else None), ("src", self.src),
+                       ("scope", scope), ("metric", self.metric), ("table", self.table), ("mtu", self.mtu))
+        parts.extend(n.describe() for n in self.nexthops)
         return " ".join(parts)
 
 
@@ -101,6 +152,77 @@ class Neighbor:
 
     address: IPAddress
     lladdr: str
+
+
+@dataclass(frozen=True)
+class AddressOptions:
+    """What an address may say beside its IP and prefix length (all off: a plain static address)."""
+
+    nodad: bool = False  # IPv6: no duplicate address detection (usable at once)
+    noprefixroute: bool = False  # the kernel adds no prefix route for it
+    home: bool = False  # IPv6: Mobile IPv6 home address
+    deprecated: bool = False  # preferred lifetime 0: never chosen as a source (valid forever)
+    peer: IPAddress | None = None  # point-to-point: the other end (the prefix length is the peer's)
+
+    def describe(self) -> str:
+        words = [k for k in ("nodad", "noprefixroute", "home", "deprecated") if getattr(self, k)]
+        if self.peer is not None:
+            words.append(f"peer {self.peer}")
+        return "".join(f" {w}" for w in words)
+
+
+PLAIN = AddressOptions()
+
+
+RULE_ACTIONS = {"table": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}  # FR_ACT_*
+FULL_MARK_MASK = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A policy routing rule (ip rule) in one namespace. ipvland's own carry FRA_PROTOCOL RT_PROTO."""
+
+    priority: int
+    family: int  # 4 or 6: a rule lives in one family's list
+    netns: str | None = None
+    src: IPNetwork | None = None  # from
+    dst: IPNetwork | None = None  # to
+    iif: str | None = None
+    oif: str | None = None
+    fwmark: int | None = None
+    fwmask: int | None = None  # None with a fwmark: the kernel's 0xffffffff
+    table: int | None = None  # action "table" (lookup) only
+    action: str = "table"  # a key of RULE_ACTIONS
+    invert: bool = False  # ip rule not ...
+
+    @property
+    def key(self) -> tuple[str | None, int, int]:
+        return (self.netns, self.family, self.priority)
+
+    @property
+    def attrs(self) -> tuple[object, ...]:
+        """Everything the kernel compares; the mask as it stores it (normalize)."""
+        mask = self.fwmask if self.fwmask is not None else (FULL_MARK_MASK if self.fwmark else None)
+        return (self.src, self.dst, self.iif, self.oif, self.fwmark or None, mask, self.table, self.action,
+                self.invert)
+
+    def describe(self) -> str:
+        parts = [f"rule {self.priority}" + ("" if self.family == 4 else " (ipv6)")]
+        if self.invert:
+            parts.append("not")
+        parts.append(f"from {self.src or 'all'}")
+        parts += _said(("to", self.dst), ("iif", self.iif), ("oif", self.oif))
+        if self.fwmark:
+            parts.append(f"fwmark {self.fwmark:#x}" + (f"/{self.fwmask:#x}" if self.fwmask is not None else ""))
+        parts.append(f"lookup {self.table}" if self.action == "table" else self.action)
+        return " ".join(parts) + _where(self.netns)
+
+
+def is_path_netns(netns: str | None) -> bool:
+    """A namespace given by path (`netns: {path: ...}`, a container runtime's), not by name: its
+    absolute path is its key everywhere (os.path.join(NETNS_DIR, path) is the path itself). ipvland
+    never creates nor deletes one."""
+    return netns is not None and netns.startswith("/")
 
 
 @dataclass(frozen=True)
@@ -115,16 +237,35 @@ class Device:
     neighbors: tuple[Neighbor, ...] = ()
     # Per-device sysctls the spec sets, as (normalize.SYSCTLS key, value), e.g. ("ipv6.accept_ra", 0).
     sysctls: tuple[tuple[str, int], ...] = ()
+    ip_forward: bool | None = None  # its namespace's net.ipv4.ip_forward (normalize.IP_FORWARD)
+    # The addresses that say more than IP and prefix length, and what (AddressOptions).
+    address_options: tuple[tuple[IPInterface, AddressOptions], ...] = ()
+
+    def options(self, address: IPInterface) -> AddressOptions:
+        return next((o for a, o in self.address_options if a == address), PLAIN)
+
+
+@dataclass(frozen=True)
+class ParentMatch:
+    """A stable key for a NIC whose name differs between hosts (os-net-config's nic1 -> a MAC)."""
+
+    mac: str | None = None  # the current MAC address (IFLA_ADDRESS)
+    permanent_mac: str | None = None  # the burnt-in one (IFLA_PERM_ADDRESS; a bond port's stays)
+    path: str | None = None  # udev's ID_PATH, e.g. pci-0000:3b:00.0
+
+    def describe(self) -> str:
+        return ", ".join(f"{k} {v}" for k, v in vars(self).items() if v is not None)
 
 
 @dataclass(frozen=True)
 class Parent:
-    name: str
+    name: str  # with match: a label, replaced by the matching NIC's name at every plan
     mode: Mode | None = None  # required once the parent has devices
     flags: Flag = Flag.BRIDGE
     routes: tuple[Route, ...] = ()
     neighbors: tuple[Neighbor, ...] = ()
     devices: tuple[Device, ...] = ()
+    match: ParentMatch | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +284,7 @@ class Spec:
     parents: tuple[Parent, ...] = ()
     sources: tuple[str, ...] = ()  # the files it was read from, in merge order
     probes: tuple[Probe, ...] = ()
+    rules: tuple[Rule, ...] = ()
 
     @property
     def devices(self) -> tuple[Device, ...]:
@@ -172,6 +314,8 @@ class ObservedLink:
     # For an ipvlan: the per-device sysctls of normalize.SYSCTLS the link dump reports, as
     # (key, value); a key is missing when the device has no such setting (no IPv6 below 1280).
     sysctls: tuple[tuple[str, int], ...] = ()
+    permanent_mac: str | None = None  # IFLA_PERM_ADDRESS (Linux 5.6+; physical NICs)
+    path: str | None = None  # udev's ID_PATH, read only when a parent is matched by it
 
     @property
     def owned(self) -> bool:
@@ -194,6 +338,7 @@ class ObservedAddress:
     # A finite valid lifetime: SLAAC, temporary or DHCP, another agent's; ipvland leaves it alone.
     dynamic: bool = False
     dad_failed: bool = False  # IPv6 duplicate address detection failed: present but unusable
+    options: AddressOptions = PLAIN
     # IPv6 DAD still running (IFA_F_TENTATIVE, ~1-2 s after an add): present, not yet usable
     # (a bind() to it fails with EADDRNOTAVAIL); the kernel sends RTM_NEWADDR when it is done.
     tentative: bool = False
@@ -229,6 +374,16 @@ class ObservedNeighbor:
 
 
 @dataclass(frozen=True)
+class ObservedRule:
+    rule: Rule  # netns set
+    protocol: int  # FRA_PROTOCOL (0 on a kernel before 4.17)
+
+    @property
+    def owned(self) -> bool:
+        return self.protocol == RT_PROTO
+
+
+@dataclass(frozen=True)
 class Observed:
     """A snapshot of what the kernel has, in ipvland's own namespace and in named namespaces.
 
@@ -247,6 +402,9 @@ class Observed:
     neighbors: tuple[ObservedNeighbor, ...] = ()
     scanned: frozenset[str | None] = field(default_factory=lambda: frozenset({None}))
     scope: frozenset[str | None] | None = None
+    rules: tuple[ObservedRule, ...] = ()  # read where addresses are (scanned)
+    # (netns, value) of net.ipv4.ip_forward, read only in the namespaces whose spec sets it
+    ip_forward: tuple[tuple[str | None, int], ...] = ()
 
     def sees(self, netns: str | None) -> bool:
         return self.scope is None or netns in self.scope
@@ -262,6 +420,11 @@ DeviceRef = tuple[str | None, str]  # (netns, name)
 
 def _where(netns: str | None) -> str:
     return f" netns {netns}" if netns is not None else ""
+
+
+def route_dev(route: Route, dev: str) -> str:
+    """' dev NAME' for a route through a device; a reject or multipath route says its own."""
+    return "" if route.reject or route.nexthops else f" dev {dev}"
 
 
 class _OnLink:
@@ -395,13 +558,38 @@ class LinkSysctlSet(_OnLink):
 
 
 @dataclass(frozen=True)
+class NamespaceSysctlSet:
+    """A namespace's own sysctl (normalize.IP_FORWARD); old None: not known yet."""
+
+    netns: str | None
+    key: str
+    old: int | None
+    new: int
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.netns, "")
+
+    def describe(self) -> str:
+        old = "?" if self.old is None else str(self.old)
+        where = f"netns {self.netns}" if self.netns is not None else "ipvland's own namespace"
+        return f"~ {where} {self.key} {old} -> {self.new}"
+
+
+@dataclass(frozen=True)
 class AddressAdd(_OnDevice):
+    """Add an address, or change the options of one in place (replace: IPv6 flags and peer, the
+    preferred lifetime of both families)."""
+
     netns: str | None
     dev: str
     address: IPInterface
+    options: AddressOptions = PLAIN
+    replace: bool = False
 
     def describe(self) -> str:
-        return f"+ address {self.address} dev {self.dev}{_where(self.netns)}"
+        sign = "~" if self.replace else "+"
+        return f"{sign} address {self.address}{self.options.describe()} dev {self.dev}{_where(self.netns)}"
 
 
 @dataclass(frozen=True)
@@ -410,6 +598,7 @@ class AddressDelete(_OnDevice):
     dev: str
     address: IPInterface
     reason: str = ""  # said only when it is not "not in the spec"
+    peer: IPAddress | None = None  # what finds a point-to-point IPv4 address in the kernel
 
     def describe(self) -> str:
         why = f" ({self.reason})" if self.reason else ""
@@ -427,7 +616,7 @@ class RouteSet(_OnDevice):
 
     def describe(self) -> str:
         sign = "~" if self.replace else "+"
-        return f"{sign} route {self.route.describe()} dev {self.dev}{_where(self.netns)}"
+        return f"{sign} route {self.route.describe()}{route_dev(self.route, self.dev)}{_where(self.netns)}"
 
 
 @dataclass(frozen=True)
@@ -437,7 +626,7 @@ class RouteDelete(_OnDevice):
     route: Route
 
     def describe(self) -> str:
-        return f"- route {self.route.describe()} dev {self.dev}{_where(self.netns)}"
+        return f"- route {self.route.describe()}{route_dev(self.route, self.dev)}{_where(self.netns)}"
 
 
 @dataclass(frozen=True)
@@ -466,8 +655,35 @@ class NeighborDelete(_OnDevice):
         return f"- neighbor {n.address} lladdr {n.lladdr} dev {self.dev}{_where(self.netns)}"
 
 
+@dataclass(frozen=True)
+class RuleAdd:
+    rule: Rule
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.rule.netns, "")  # no device; a namespace that failed to be made skips it
+
+    def describe(self) -> str:
+        return f"+ {self.rule.describe()}"
+
+
+@dataclass(frozen=True)
+class RuleDelete:
+    rule: Rule
+    reason: str = ""
+
+    @property
+    def device(self) -> DeviceRef:
+        return (self.rule.netns, "")
+
+    def describe(self) -> str:
+        why = f" ({self.reason})" if self.reason else ""
+        return f"- {self.rule.describe()}{why}"
+
+
 Change = (NamespaceCreate | LinkCreate | LinkDelete | PortModeSet | LinkMtuSet | LinkStateSet
-          | LinkSysctlSet | AddressAdd | AddressDelete | RouteSet | RouteDelete | NeighborSet | NeighborDelete)
+          | LinkSysctlSet | AddressAdd | AddressDelete | RouteSet | RouteDelete | NeighborSet | NeighborDelete
+          | RuleAdd | RuleDelete | NamespaceSysctlSet)
 
 
 @dataclass(frozen=True)
@@ -504,6 +720,8 @@ class Plan:
     # Spec'd addresses that are in place but not usable yet (IPv6 DAD running): converged, and
     # not yet "online" (wait-online waits for them).
     settling: tuple[Settling, ...] = ()
+    # (label, NIC name) of each parent matched by a stable key (ParentMatch) in this plan
+    resolved: tuple[tuple[str, str], ...] = ()
 
     @property
     def empty(self) -> bool:

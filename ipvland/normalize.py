@@ -40,6 +40,43 @@ def route_table(table: int | None) -> int:
     return MAIN_TABLE if table is None else table
 
 
+# What identifies a route (read in the kernel's fib code): IPv4 fib_table_insert() finds an existing
+# route by [table, prefix, TOS (DSCP), priority]; IPv6 fib6_add_rt2node() by [table, prefix, source
+# prefix (subtrees), metric]. ipvland sends neither TOS nor a source prefix (both always 0), so its
+# key is (family, destination, table, metric): Route.key. Everything else (gateway or nexthops,
+# type, scope, src, onlink, MTU) is replaced in place (NLM_F_REPLACE on the same key).
+
+# rtm_type of the route types the spec can say (include/uapi/linux/rtnetlink.h).
+ROUTE_TYPES = {"unicast": 1, "local": 2, "blackhole": 6, "unreachable": 7, "prohibit": 8}
+# These drop what they match: the kernel refuses a device, gateway or nexthops with them (IPv4:
+# "Gateway, device and multipath can not be specified for this route type"). An IPv6 one is
+# attached to lo, and the dump says so (RTA_OIF lo): ipvland ignores the device of a reject route.
+REJECT_TYPES = frozenset({"blackhole", "unreachable", "prohibit"})
+# rtm_scope by name. IPv6 routes have no scope: the kernel dumps every one as global (universe),
+# so `scope:` on an IPv6 route is refused (it could never be read back).
+ROUTE_SCOPES = {"global": 0, "link": 253, "host": 254}
+# A route's MTU metric above 65535 - 15 is stored as 65520 (ip_metrics_convert()); the schema's
+# bound, so a spec never asks for what the kernel would rewrite.
+ROUTE_MTU_MAX = 65520
+# RTNH_F_ONLINK: an on-link gateway. Without a gateway the kernel refuses it (IPv4: "Invalid flags
+# for nexthop - PERVASIVE and ONLINK can not be set"): validation requires `via`.
+RTNH_F_ONLINK = 4
+# A multipath route of ONE nexthop is stored as a plain route (its weight is lost): nexthops need 2+.
+
+
+def route_scope(version: int, rtype: str, scope: str | None, has_gateway: bool) -> int:
+    """The rtm_scope the kernel stores for a route (iproute2's defaults when the spec says none)."""
+    if version == 6:
+        return ROUTE_SCOPES["global"]
+    if scope is not None:
+        return ROUTE_SCOPES[scope]
+    if rtype == "local":
+        return ROUTE_SCOPES["host"]
+    if rtype == "unicast" and not has_gateway:
+        return ROUTE_SCOPES["link"]
+    return ROUTE_SCOPES["global"]
+
+
 def has_prefix_route(version: int, prefixlen: int) -> bool:
     """Whether an address of this length gets a kernel prefix route (not a host address)."""
     return prefixlen < (32 if version == 4 else 128)
@@ -64,6 +101,19 @@ PROMOTE_SECONDARIES = "ipv4.promote_secondaries"
 # SLAAC, temporary (privacy) or DHCP addresses, owned by whoever keeps refreshing them (nmstate and
 # ifstate leave them alone too).
 INFINITY_LIFE_TIME = 0xFFFFFFFF
+# Address options (AddressOptions) the kernel can change in place with a replace (RTM_NEWADDR
+# NLM_F_REPLACE): IPv6 inet6_addr_modify() takes the flags (nodad, noprefixroute, home), the peer
+# and the lifetimes; IPv4 only the lifetimes (its flags and peer are fixed at the add, and the peer
+# is part of what finds an IPv4 address). Anything else is a delete and an add.
+IFA_F_NODAD = 0x02
+IFA_F_HOMEADDRESS = 0x10
+IFA_F_DEPRECATED = 0x20
+IFA_F_NOPREFIXROUTE = 0x200
+IPV4_REPLACEABLE = frozenset({"deprecated"})
+# A static address with a finite *valid* lifetime would vanish and be re-added forever: the spec
+# has only "deprecated" (preferred lifetime 0, valid forever), as `ip addr ... preferred_lft 0`.
+# The dump of an address with an infinite valid lifetime says "preferred forever" even then (seen):
+# IFA_F_DEPRECATED is what tells.
 # A new IPv6 address is tentative for DAD (~1-2 s); a duplicate leaves it "dadfailed" for good,
 # present but unusable: ipvland deletes and re-adds it, and reports the duplicate.
 
@@ -77,20 +127,52 @@ class Sysctl:
 
     key: str  # as plans print it, e.g. ipv6.accept_ra
     proc: str  # e.g. ipv6/conf/{dev}/accept_ra
+    default: int = 0  # the kernel's own value on a device of a new namespace (show leaves it out)
+    exact: bool = False  # compared by value; otherwise only on/off is managed
+    labels: tuple[str, ...] = ()  # the spec's names of values 0, 1, ... (addr_gen_mode)
+    in_spec: bool = True  # False: ipvland's own setting, never in a config
+
+
+def _conf(family: str, name: str, default: int = 0, exact: bool = False, labels: tuple[str, ...] = ()) -> Sysctl:
+    return Sysctl(f"{family}.{name}", f"{family}/conf/{{dev}}/{name}", default, exact, labels)
 
 
 SYSCTLS = {
-    PROMOTE_SECONDARIES: Sysctl(PROMOTE_SECONDARIES, "ipv4/conf/{dev}/promote_secondaries"),
+    PROMOTE_SECONDARIES: Sysctl(PROMOTE_SECONDARIES, "ipv4/conf/{dev}/promote_secondaries", in_spec=False),
     # 1 in a new namespace: an ipvlan that hears router advertisements gets SLAAC addresses and an
     # RA default route (proto ra). ipv6: {accept_ra: false, autoconf: false} turns that off.
-    "ipv6.accept_ra": Sysctl("ipv6.accept_ra", "ipv6/conf/{dev}/accept_ra"),
-    "ipv6.autoconf": Sysctl("ipv6.autoconf", "ipv6/conf/{dev}/autoconf"),
+    "ipv6.accept_ra": _conf("ipv6", "accept_ra", 1),
+    "ipv6.autoconf": _conf("ipv6", "autoconf", 1),
+    # 1: the device has no IPv6 at all (its addresses go); it then keeps its other ipv6 settings.
+    "ipv6.disable_ipv6": _conf("ipv6", "disable_ipv6"),
+    # How the link-local (and SLAAC) interface id is made. stable_privacy needs a stable_secret
+    # (the kernel refuses it otherwise); none: no link-local address at all.
+    "ipv6.addr_gen_mode": _conf("ipv6", "addr_gen_mode", exact=True,
+                                labels=("eui64", "none", "stable_privacy", "random")),
+    # The kernel uses the larger of conf/all and conf/DEV for rp_filter (0 off, 1 strict, 2 loose)
+    # and arp_ignore; the device's own value is what ipvland sets and reads.
+    "ipv4.rp_filter": _conf("ipv4", "rp_filter", exact=True),
+    "ipv4.arp_ignore": _conf("ipv4", "arp_ignore", exact=True),
+    "ipv4.arp_announce": _conf("ipv4", "arp_announce", exact=True),
+    "ipv4.forwarding": _conf("ipv4", "forwarding"),
 }
 
 
-def sysctl_matches(wanted: int, observed: int | None) -> bool:
-    """accept_ra 2 ("even when forwarding") is as much "on" as 1: only on/off is managed."""
-    return observed is not None and bool(observed) == bool(wanted)
+# A namespace's own setting, said on a device for its namespace (ipv4: {ip_forward: true}).
+# Writing it sets conf.all.forwarding AND every device's forwarding in the namespace (the kernel's
+# inet_forward_change()), so a spec may not set both on one namespace. The kernel reports it in
+# the RTM_GETNETCONF dump as the forwarding of ifindex NETCONFA_IFINDEX_ALL.
+IP_FORWARD = "ipv4.ip_forward"
+IP_FORWARD_PROC = "ipv4/ip_forward"
+
+
+def sysctl_matches(wanted: int, observed: int | None, key: str = "") -> bool:
+    """accept_ra 2 ("even when forwarding") is as much "on" as 1: only on/off is managed, except
+    for the settings with several meaningful values (exact)."""
+    if observed is None:
+        return False
+    sysctl = SYSCTLS.get(key)
+    return observed == wanted if sysctl is not None and sysctl.exact else bool(observed) == bool(wanted)
 
 
 # ---------------------------------------------------------------- route protocols

@@ -7,6 +7,8 @@ can matter: ipvland's own namespace, the namespaces the spec names, and those ho
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ipvland.model import (
@@ -15,11 +17,48 @@ from ipvland.model import (
     ObservedLink,
     ObservedNeighbor,
     ObservedRoute,
+    ObservedRule,
     Spec,
+    is_path_netns,
 )
+from ipvland.netns import NETNS_DIR, is_namespace
 
 if TYPE_CHECKING:
     from ipvland.kernel import Kernel
+
+
+UDEV_DATA = "/run/udev/data"
+
+
+def udev_path(ifindex: int) -> str | None:
+    """udev's ID_PATH of a NIC (what systemd-networkd's Path= matches), from its database entry."""
+    try:
+        with open(os.path.join(UDEV_DATA, f"n{ifindex}"), encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("E:ID_PATH="):
+                    return line[len("E:ID_PATH="):].strip() or None
+    except OSError:
+        return None
+    return None
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _with_paths(named: frozenset[str], spec: Spec | None) -> frozenset[str]:
+    """The named namespaces, plus the spec's namespaces by path that exist now (model.is_path_netns).
+    A namespace that is both (`ln -s /proc/PID/ns/net /run/netns/NAME`) is read once, by its path:
+    read twice, its devices would look like two sets, one of them not in the spec."""
+    paths = {ns for ns in (spec.namespaces if spec is not None else ()) if is_path_netns(ns) and is_namespace(ns)}
+    if not paths:
+        return named
+    taken = {_identity(p) for p in paths}
+    return frozenset({n for n in named if _identity(os.path.join(NETNS_DIR, n)) not in taken} | paths)
 
 
 def _ours(link: ObservedLink) -> bool:
@@ -31,12 +70,14 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
 
     scope: read only these namespaces (and ipvland's own): a partial view, see Observed.scope.
     """
-    namespaces = kernel.list_namespaces()
+    namespaces = _with_paths(kernel.list_namespaces(), spec)
     if scope is not None:
         # A namespace in scope that does not exist (any more) stays in scope: its devices are then
         # known to be absent, and the plan creates the namespace and them.
         scope = frozenset({None, *scope})
     links = list(kernel.links(None))
+    if spec is not None and any(p.match and p.match.path for p in spec.parents):
+        links = [replace(x, path=udev_path(x.index)) if x.kind is None else x for x in links]
     for ns in sorted(namespaces):
         if scope is None or ns in scope:
             links.extend(kernel.links(ns))
@@ -47,14 +88,23 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
     addresses: list[ObservedAddress] = []
     routes: list[ObservedRoute] = []
     neighbors: list[ObservedNeighbor] = []
+    rules: list[ObservedRule] = []
     try:
         for where in sorted(scanned, key=lambda n: (n is not None, n or "")):
             addresses.extend(kernel.addresses(where))
             routes.extend(kernel.routes(where))
             neighbors.extend(kernel.neighbors(where))
+            rules.extend(kernel.rules(where))
     finally:
         # Sockets stay open only in the namespaces the spec names: one left in another tool's
         # namespace (or one that left the spec) would keep it alive after `ip netns del`.
         kernel.retain(spec.namespaces if spec is not None else frozenset())
+    forwarding = []
+    for where in sorted({d.netns for d in spec.devices if d.ip_forward is not None} if spec else (),
+                        key=lambda n: (n is not None, n or "")):
+        if where in scanned:
+            value = kernel.ip_forward(where)
+            if value is not None:
+                forwarding.append((where, value))
     return Observed(namespaces, tuple(links), tuple(addresses), tuple(routes), tuple(neighbors),
-                    frozenset(scanned), scope)
+                    frozenset(scanned), scope, tuple(rules), tuple(forwarding))

@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ipvland import normalize
 from ipvland.model import (
@@ -30,6 +30,7 @@ from ipvland.model import (
     LinkSysctlSet,
     Mode,
     NamespaceCreate,
+    NamespaceSysctlSet,
     Neighbor,
     NeighborDelete,
     NeighborSet,
@@ -38,15 +39,20 @@ from ipvland.model import (
     ObservedLink,
     ObservedNeighbor,
     ObservedRoute,
+    ObservedRule,
     Parent,
+    ParentMatch,
     Plan,
     PortModeSet,
     Route,
     RouteDelete,
     RouteSet,
+    RuleAdd,
+    RuleDelete,
     Settling,
     Spec,
     State,
+    is_path_netns,
 )
 
 # The order in which changes run: sysctls of kept devices first (promote_secondaries must be set
@@ -56,8 +62,8 @@ from ipvland.model import (
 # neighbors. See _rank.
 _ORDER: tuple[type | str, ...] = (
     "sysctl-kept", NeighborDelete, RouteDelete, "address-freed", LinkDelete,
-    NamespaceCreate, PortModeSet, LinkCreate, "sysctl-new", LinkMtuSet, AddressAdd, AddressDelete,
-    LinkStateSet, RouteSet, NeighborSet,
+    NamespaceCreate, NamespaceSysctlSet, PortModeSet, LinkCreate, "sysctl-new", LinkMtuSet, AddressAdd, AddressDelete,
+    LinkStateSet, RouteSet, NeighborSet, RuleAdd, RuleDelete,
 )
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
 _DAD_FAILED = "DAD failed: a duplicate on the link; re-added"
@@ -121,6 +127,8 @@ class _Planner:
         self.wanted_routes: set[tuple[Ns, tuple[int, object, int, int]]] = set()
         self.wanted_neighbors: set[tuple[Ns, int, object]] = set()
         self.needs_full_view: str | None = None
+        # parents given by a match that found no NIC, or several: (reason, an error rather than pending)
+        self.unresolved: dict[str, tuple[str, bool]] = {}
         self.port_unseen: set[str] = set()  # parents with no ipvlan in a partial view
         # (netns, ifindex) of links whose owned routes and neighbors wait with them: the devices and
         # the renamed parent of a spec parent that is missing (they are never pruned meanwhile).
@@ -130,18 +138,54 @@ class _Planner:
 
     def run(self) -> Plan:
         namespaces_made: set[str] = set()
+        resolved = self._resolve()
         for parent in self.spec.parents:
             self._parent(parent, namespaces_made)
         self._prune()
+        self._rules()
+        self._ip_forward()
         changes = sorted(self.changes, key=_Rank(self.changes))  # stable: spec order within a kind
         return Plan(tuple(changes), tuple(self.conflicts), tuple(self.pending), self.needs_full_view,
-                    tuple(self.settling))
+                    settling=tuple(self.settling), resolved=tuple(resolved))
+
+    def _resolve(self) -> list[tuple[str, str]]:
+        """Parents given by a stable key (ParentMatch) get the name of the one NIC that matches, now.
+        No match: the parent is missing (its devices pending, as for a missing name); two or more,
+        or a NIC another parent names too: an error for that parent alone, which then plans nothing."""
+        if not any(p.match for p in self.spec.parents):
+            return []
+        named = {p.name for p in self.spec.parents if p.match is None}
+        nics = [x for x in self.observed.links if x.netns is None and x.kind != "ipvlan"]
+        parents: list[Parent] = []
+        resolved: list[tuple[str, str]] = []
+        for parent in self.spec.parents:
+            if parent.match is None:
+                parents.append(parent)
+                continue
+            hits = sorted(x.name for x in nics if _matches(x, parent.match))
+            what = parent.match.describe()
+            if len(hits) == 1 and hits[0] not in named and hits[0] not in (n for _, n in resolved):
+                resolved.append((parent.name, hits[0]))
+                parents.append(_renamed(parent, hits[0]))
+                continue
+            # unresolved: planned as a missing parent (its devices wait and are never deleted meanwhile)
+            if len(hits) > 1:
+                self.unresolved[parent.name] = (f"{what} matches {len(hits)} NICs ({', '.join(hits)}); make "
+                                                "the match say one", True)
+            elif hits:
+                self.unresolved[parent.name] = (f"{what} matches {hits[0]}, which another parent of the spec "
+                                                "is already", True)
+            else:
+                self.unresolved[parent.name] = (f"no NIC matches {what}", False)
+            parents.append(parent)
+        self.spec = replace(self.spec, parents=tuple(parents))
+        return resolved
 
     # ------------------------------------------------------------ per parent
 
     def _parent(self, parent: Parent, namespaces_made: set[str]) -> None:
         link = self.ix.links.get((None, parent.name))
-        if link is None:
+        if link is None or parent.name in self.unresolved:
             self._missing_parent(parent)
             return
         if link.kind == "ipvlan":
@@ -180,7 +224,9 @@ class _Planner:
             self.wanted_routes.add((None, route.key))
         kept = "".join(f"; {', '.join(names)} found on parent {on} (renamed?): kept as they are until "
                        f"the spec names their parent" for on, names in sorted(found.items()))
-        self.pending.append(Conflict(f"parent {parent.name}", f"not found{waiting}{kept}"))
+        reason, error = self.unresolved.get(parent.name, ("not found", False))
+        problem = Conflict(f"parent {parent.name}", f"{reason}{waiting}{kept}")
+        (self.conflicts if error else self.pending).append(problem)
 
     def _port(self, parent: Parent, mode: Mode) -> bool:
         """Plan the parent's mode and flags. False when creating on it would re-mode a foreign ipvlan."""
@@ -223,6 +269,11 @@ class _Planner:
         if not self.observed.sees(ns):
             return  # out of view: unknown, not absent
         subject = f"link {name}{_where(ns)}"
+        if is_path_netns(ns) and ns not in self.observed.namespaces:
+            # never created by ipvland: a container runtime's, gone with its container (or not yet there)
+            self.pending.append(Conflict(subject, "the namespace path is no network namespace now (its container "
+                                                  "stopped?); the device waits for it"))
+            return
         existing = self.ix.links.get((ns, name))
         if existing is not None and not existing.owned:
             kind = existing.kind or "physical"
@@ -274,7 +325,7 @@ class _Planner:
             wanted.setdefault(normalize.PROMOTE_SECONDARIES, 1)
         for key, value in wanted.items():
             old = existing.sysctl(key) if existing is not None else None
-            if not normalize.sysctl_matches(value, old):
+            if not normalize.sysctl_matches(value, old, key):
                 self.changes.append(LinkSysctlSet(device.netns, device.name, key, old, value))
 
     def _addresses(self, device: Device, present: dict[IPInterface, ObservedAddress]) -> None:
@@ -286,27 +337,40 @@ class _Planner:
         for address in sorted(present.keys() - wanted, key=_address_order):
             if (address.version == 6 and address.ip in _LINK_LOCAL) or present[address].dynamic:
                 continue
-            self.changes.append(AddressDelete(ns, name, address))
+            self.changes.append(AddressDelete(ns, name, address, peer=present[address].options.peer))
         for address in device.addresses:
             seen = present.get(address)
+            options = device.options(address)
             if seen is not None and seen.dad_failed:
-                self.changes.append(AddressDelete(ns, name, address, _DAD_FAILED))
+                self.changes.append(AddressDelete(ns, name, address, _DAD_FAILED, seen.options.peer))
                 self.conflicts.append(Conflict(
                     f"address {address} dev {name}{_where(ns)}",
                     "duplicate address detected on the link (IPv6 DAD failed): another host has it; "
                     "re-added"))
             if seen is None or seen.dad_failed:
-                self.changes.append(AddressAdd(ns, name, address))
-            elif seen.tentative:
+                self.changes.append(AddressAdd(ns, name, address, options))
+                continue
+            if seen.tentative:
                 self.settling.append(Settling(ns, f"address {address} dev {name}{_where(ns)}",
                                               "IPv6 duplicate address detection in progress"))
+            if seen.options != options:
+                changed = {k for k in vars(options) if getattr(options, k) != getattr(seen.options, k)}
+                if address.version == 6 or changed <= normalize.IPV4_REPLACEABLE:
+                    self.changes.append(AddressAdd(ns, name, address, options, replace=True))
+                else:  # an IPv4 address keeps its flags and peer: delete it, add it anew
+                    self.changes.append(AddressDelete(ns, name, address, f"{', '.join(sorted(changed))} "
+                                                                         "changed: re-added", seen.options.peer))
+                    self.changes.append(AddressAdd(ns, name, address, options))
 
     def _routes(self, ns: Ns, dev: str, ifindex: int | None, routes: Iterable[Route]) -> None:
         for route in routes:
+            route = _through(route, dev)
             self.wanted_routes.add((ns, route.key))
             same_key = self.ix.routes.get((ns, route.key), [])
             ours = [r for r in same_key if r.owned]
-            if ours and all(r.ifindex == ifindex and r.route.via == route.via for r in ours):
+            # a reject route has no device; a multipath one names its devices in its nexthops
+            anywhere = route.reject or bool(route.nexthops)
+            if ours and all((anywhere or r.ifindex == ifindex) and r.route.attrs == route.attrs for r in ours):
                 continue  # in place; another agent's route beside it (an RA's, say) is not fought
             foreign = [r for r in same_key if not r.owned]
             if foreign:
@@ -352,7 +416,7 @@ class _Planner:
             if (r.netns, r.ifindex) in self.waiting:
                 continue
             if r.owned and (r.netns, r.route.key) not in self.wanted_routes:
-                dev = self._surviving_name(r.netns, r.ifindex)
+                dev = "" if r.route.reject else self._surviving_name(r.netns, r.ifindex)
                 if dev is not None:
                     self.changes.append(RouteDelete(r.netns, dev, r.route))
         for n in self.observed.neighbors:
@@ -362,6 +426,47 @@ class _Planner:
                 dev = self._surviving_name(n.netns, n.ifindex)
                 if dev is not None:
                     self.changes.append(NeighborDelete(n.netns, dev, n.neighbor))
+
+    def _rules(self) -> None:
+        """Rules per namespace: ours (FRA_PROTOCOL) are added, and deleted once no spec rule has their
+        attributes; a changed rule is added before the old one goes (the kernel takes two rules at one
+        priority), so no packet meets a gap. Foreign rules, the kernel's 0/32766/32767 included,
+        are never touched; one identical to a spec rule makes that rule a conflict."""
+        observed: dict[tuple[Ns, int, int], list[ObservedRule]] = defaultdict(list)
+        for r in self.observed.rules:
+            observed[r.rule.key].append(r)
+        wanted: set[tuple[tuple[Ns, int, int], tuple[object, ...]]] = set()
+        for rule in self.spec.rules:
+            if not self.observed.sees(rule.netns) or rule.netns not in self.observed.scanned | self._made:
+                continue  # out of view, or a namespace not read: unknown
+            wanted.add((rule.key, rule.attrs))
+            same = [r for r in observed.get(rule.key, []) if r.rule.attrs == rule.attrs]
+            if any(r.owned for r in same):
+                continue
+            if same:
+                self.conflicts.append(Conflict(rule.describe(), f"an identical rule ipvland does not own "
+                                                                f"(proto {same[0].protocol}) is there; left "
+                                                                "untouched"))
+                continue
+            self.changes.append(RuleAdd(rule))
+        for r in self.observed.rules:
+            if r.owned and self.observed.sees(r.rule.netns) and (r.rule.key, r.rule.attrs) not in wanted:
+                self.changes.append(RuleDelete(r.rule))
+
+    def _ip_forward(self) -> None:
+        """The namespaces' ip_forward (normalize.IP_FORWARD), once per namespace the spec sets it in."""
+        seen = dict(self.observed.ip_forward)
+        wanted = {d.netns: int(d.ip_forward) for d in self.spec.devices if d.ip_forward is not None}
+        for ns, value in wanted.items():
+            if not self.observed.sees(ns) or (ns not in self.observed.scanned and ns not in self._made):
+                continue
+            old = seen.get(ns)
+            if not normalize.sysctl_matches(value, old):
+                self.changes.append(NamespaceSysctlSet(ns, normalize.IP_FORWARD, old, value))
+
+    @property
+    def _made(self) -> set[Ns]:
+        return {c.name for c in self.changes if isinstance(c, NamespaceCreate)}
 
     def _surviving_name(self, ns: Ns, ifindex: int) -> str | None:
         """The name of a device that is not being deleted (its routes and neighbors go with it)."""
@@ -394,6 +499,25 @@ class _Rank:
         return self.order[type(change)]
 
 
+def _matches(link: ObservedLink, match: ParentMatch) -> bool:
+    return ((match.mac is None or link.mac == match.mac)
+            and (match.permanent_mac is None or link.permanent_mac == match.permanent_mac)
+            and (match.path is None or link.path == match.path))
+
+
+def _renamed(parent: Parent, name: str) -> Parent:
+    """The parent under the name of the NIC it matched, its devices with it."""
+    return replace(parent, name=name, match=None, devices=tuple(replace(d, parent=name) for d in parent.devices))
+
+
+def _through(route: Route, dev: str) -> Route:
+    """The route with every nexthop's device named: one without `dev` goes through `dev`, the
+    device (or parent) the route is listed under; the kernel reports each nexthop's device."""
+    if not any(n.dev is None for n in route.nexthops):
+        return route
+    return replace(route, nexthops=tuple(n if n.dev is not None else replace(n, dev=dev) for n in route.nexthops))
+
+
 def _hint(route: ObservedRoute) -> str:
     if route.protocol == 9:  # ra: a router advertisement's
         return " (a router advertisement's: set ipv6: {accept_ra: false} on the device to refuse them)"
@@ -414,6 +538,8 @@ def plan(spec: Spec, observed: Observed) -> Plan:
 
 
 def iter_lines(p: Plan) -> Iterator[str]:
+    for label, name in p.resolved:
+        yield f"= parent {label} is {name}"
     for change in p.changes:
         yield change.describe()
     for conflict in (*p.conflicts, *p.pending):

@@ -40,7 +40,9 @@ from yaml.resolver import BaseResolver
 from ipvland import normalize
 from ipvland.model import (
     MAIN_TABLE,
+    PLAIN,
     TEMP_PREFIX,
+    AddressOptions,
     Device,
     Flag,
     IPAddress,
@@ -48,9 +50,12 @@ from ipvland.model import (
     IPNetwork,
     Mode,
     Neighbor,
+    Nexthop,
     Parent,
+    ParentMatch,
     Probe,
     Route,
+    Rule,
     Spec,
     State,
 )
@@ -640,6 +645,11 @@ def _schema_errors(doc: _Doc, errors: _Errors) -> None:
         elif kind == "const" and path == ("version",):
             out.append((doc.at(path), path, f"unsupported version {excerpt(inst)}; this ipvland reads version 1",
                         False))
+        elif kind == "minProperties" and isinstance(inst, dict):
+            keys = ", ".join(sorted(sub.get("properties", {})))
+            out.append((doc.at(path), path, f"needs at least one of {keys}", False))
+        elif kind == "minItems" and isinstance(inst, list):
+            out.append((doc.at(path), path, f"needs at least {err.validator_value} items, not {len(inst)}", False))
         elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             out.append((doc.at(path), path, f"{_range(sub)}, not {excerpt(inst)}", False))
         else:  # pattern, minLength, maxLength, not, const: the value checks say it better
@@ -735,6 +745,8 @@ class _DevD:
     neighbors: list[_NeighD] = field(default_factory=list)
     sysctls: list[tuple[str, int]] = field(default_factory=list)
     sysctls_loc: Loc | None = None
+    ip_forward: tuple[bool, Loc] | None = None
+    address_options: list[tuple[IPInterface, AddressOptions]] = field(default_factory=list)
 
 
 @dataclass
@@ -746,6 +758,14 @@ class _ParentD:
     routes: list[_RouteD] = field(default_factory=list)
     neighbors: list[_NeighD] = field(default_factory=list)
     devices: dict[str, _DevD] = field(default_factory=dict)
+    match: tuple[ParentMatch, Loc] | None = None
+
+
+@dataclass
+class _RuleD:
+    rule: Rule
+    loc: Loc
+    path: PathT
 
 
 @dataclass
@@ -753,6 +773,7 @@ class _FileD:
     file: str
     parents: list[_ParentD] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)
+    rules: list[_RuleD] = field(default_factory=list)
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -780,7 +801,57 @@ def _extract(doc: _Doc, errors: _Errors, main: bool) -> _FileD:
         probe = _probe(doc, errors, _dict(pv), ("probes", i))
         if probe is not None:
             out.probes.append(probe)
+    for i, rv in enumerate(_list(data.get("rules"))):
+        out.rules.extend(_RuleD(rule, doc.at(("rules", i)), ("rules", i))
+                         for rule in _rule(doc, errors, _dict(rv), ("rules", i)))
     return out
+
+
+def _rule(doc: _Doc, errors: _Errors, r: dict[str, Any], path: PathT) -> list[Rule]:
+    """One `rules:` entry: one rule, or two (IPv4 and IPv6) when nothing says the family."""
+    ok = True
+    netns = r.get("netns") if isinstance(r.get("netns"), str) else None
+    if netns is not None and _netns_problem(netns):
+        errors.add(doc.at((*path, "netns")), (*path, "netns"), _netns_problem(netns) or "")
+        ok = False
+    nets: dict[str, IPNetwork | None] = {}
+    for key in ("from", "to"):
+        nets[key] = _prefix(doc, errors, r[key], (*path, key)) if isinstance(r.get(key), str) else None
+        ok = ok and (nets[key] is not None or key not in r)
+    versions = {n.version for n in nets.values() if n is not None}
+    if len(versions) > 1:
+        errors.add(doc.at((*path, "to")), (*path, "to"), "from and to are of different families")
+        ok = False
+    family = {"ipv4": 4, "ipv6": 6}.get(r.get("family", ""))
+    if family is not None and versions and versions != {family}:
+        errors.add(doc.at((*path, "family")), (*path, "family"), f"family {r['family']} but from/to are "
+                                                                  f"IPv{versions.pop()}")
+        ok = False
+    families = [family] if family is not None else sorted(versions) or [4, 6]
+    for key, net in nets.items():
+        if net is not None and net.prefixlen == 0:
+            nets[key] = None  # "from all": the kernel keeps no prefix (and dumps none)
+    action = r.get("action", "table")
+    table = r.get("table") if isinstance(r.get("table"), int) and not isinstance(r.get("table"), bool) else None
+    if action == "table" and table is None and "table" not in r:
+        errors.add(doc.at(path), path, "a rule that looks up a table needs 'table' (or another action)")
+        ok = False
+    if action != "table" and "table" in r:
+        errors.add(doc.at((*path, "table")), (*path, "table"), f"action {action} looks up no table")
+        ok = False
+    if "fwmask" in r and "fwmark" not in r:
+        errors.add(doc.at((*path, "fwmask")), (*path, "fwmask"), "fwmask needs fwmark")
+        ok = False
+    priority, fwmark, fwmask = r.get("priority"), r.get("fwmark"), r.get("fwmask")
+    ints = [v for v in (priority, fwmark, fwmask, table) if v is not None]
+    if not ok or not isinstance(priority, int) or any(isinstance(v, bool) or not isinstance(v, int) for v in ints):
+        return []  # the schema reported a wrong type or range
+    if action not in ("table", "blackhole", "unreachable", "prohibit"):
+        return []
+    iif = r.get("iif") if isinstance(r.get("iif"), str) else None
+    oif = r.get("oif") if isinstance(r.get("oif"), str) else None
+    return [Rule(priority, f, netns, nets["from"], nets["to"], iif, oif, fwmark, fwmask, table, action,
+                 r.get("not") is True) for f in families]
 
 
 def _parent(doc: _Doc, errors: _Errors, name: str, p: dict[str, Any], path: PathT) -> _ParentD:
@@ -795,6 +866,12 @@ def _parent(doc: _Doc, errors: _Errors, name: str, p: dict[str, Any], path: Path
         draft.flags = (Flag.from_label(flags) if valid else None, doc.at((*path, "flags")))
     draft.routes = _routes(doc, errors, p.get("routes"), (*path, "routes"))
     draft.neighbors = _neighbors(doc, errors, p.get("neighbors"), (*path, "neighbors"))
+    if isinstance(p.get("match"), dict):
+        m = p["match"]
+        macs = {k: _mac(doc, errors, m.get(k), (*path, "match", k)) for k in ("mac", "permanent_mac")}
+        match = ParentMatch(macs["mac"], macs["permanent_mac"], m["path"] if isinstance(m.get("path"), str) else None)
+        if match != ParentMatch():
+            draft.match = (match, doc.at((*path, "match")))
     for dname, dval in _dict(p.get("devices")).items():
         dpath = (*path, "devices", dname)
         draft.devices[dname] = _device(doc, errors, dname, name, _dict(dval), dpath)
@@ -817,13 +894,25 @@ def _device(doc: _Doc, errors: _Errors, name: str, parent: str, d: dict[str, Any
         if problem:
             errors.add(doc.at((*path, "netns")), (*path, "netns"), problem)
         draft.netns = netns
-    for i, text in enumerate(_list(d.get("addresses"))):
+    elif isinstance(netns, dict) and isinstance(netns.get("path"), str):
+        npath = (*path, "netns", "path")
+        given = netns["path"]
+        if not given.startswith("/") or any(part in (".", "..") for part in given.split("/")) or "\0" in given:
+            errors.add(doc.at(npath), npath, f"{excerpt(given)} is not an absolute path without '.' or '..'")
+        else:
+            draft.netns = os.path.normpath(given)  # a namespace by path: model.is_path_netns
+    for i, item in enumerate(_list(d.get("addresses"))):
         apath = (*path, "addresses", i)
+        long = item if isinstance(item, dict) else {}
+        text = long.get("address", item)
         if not isinstance(text, str):
             continue
-        iface = _interface(doc, errors, text, apath)
+        iface = _interface(doc, errors, text, (*apath, "address") if long else apath)
         if iface is not None:
             draft.addresses.append((iface, doc.at(apath), apath))
+            options = _address_options(doc, errors, iface, long, apath)
+            if options != PLAIN:
+                draft.address_options.append((iface, options))
     mtu = d.get("mtu")
     if isinstance(mtu, int) and not isinstance(mtu, bool) and 68 <= mtu <= 65535:
         draft.mtu, draft.mtu_loc = mtu, doc.at((*path, "mtu"))
@@ -831,13 +920,44 @@ def _device(doc: _Doc, errors: _Errors, name: str, parent: str, d: dict[str, Any
         draft.state = State.DOWN
     draft.routes = _routes(doc, errors, d.get("routes"), (*path, "routes"))
     draft.neighbors = _neighbors(doc, errors, d.get("neighbors"), (*path, "neighbors"))
-    ipv6 = _dict(d.get("ipv6"))
-    for key in ("accept_ra", "autoconf"):
-        if isinstance(ipv6.get(key), bool):
-            draft.sysctls.append((f"ipv6.{key}", int(ipv6[key])))
-    if draft.sysctls:
-        draft.sysctls_loc = doc.at((*path, "ipv6"))
+    for family in ("ipv6", "ipv4"):
+        block = _dict(d.get(family))
+        for name, value in block.items():
+            sysctl = normalize.SYSCTLS.get(f"{family}.{name}")
+            if sysctl is None:
+                continue  # the schema reported it
+            if sysctl.labels and isinstance(value, str) and value in sysctl.labels:
+                draft.sysctls.append((sysctl.key, sysctl.labels.index(value)))
+            elif isinstance(value, bool) or (sysctl.exact and isinstance(value, int) and not sysctl.labels):
+                draft.sysctls.append((sysctl.key, int(value)))
+        if block and draft.sysctls_loc is None:
+            draft.sysctls_loc = doc.at((*path, family))
+        if family == "ipv4" and isinstance(block.get("ip_forward"), bool):
+            draft.ip_forward = (block["ip_forward"], doc.at((*path, "ipv4", "ip_forward")))
+    if ("ipv6.disable_ipv6", 1) in draft.sysctls:
+        for iface, loc, apath in draft.addresses:
+            if iface.version == 6:
+                errors.add(loc, apath, f"{iface} on a device with ipv6: {{disable_ipv6: true}}: the kernel "
+                                       "keeps no IPv6 address there")
     return draft
+
+
+def _address_options(doc: _Doc, errors: _Errors, iface: IPInterface, a: dict[str, Any],
+                     path: PathT) -> AddressOptions:
+    """The long form of an address: {address, nodad, noprefixroute, home, preferred_lft, peer}."""
+    flags = {k: a.get(k) is True for k in ("nodad", "noprefixroute", "home")}
+    for key in ("nodad", "home"):
+        if flags[key] and iface.version == 4:
+            errors.add(doc.at((*path, key)), (*path, key), f"{key} is for IPv6 addresses only")
+    peer = None
+    if isinstance(a.get("peer"), str):
+        peer = _ip(a["peer"])
+        if peer is None or peer.version != iface.version or peer.is_multicast or peer.is_unspecified:
+            errors.add(doc.at((*path, "peer")), (*path, "peer"), f"{excerpt(a['peer'])} is not a peer address of "
+                                                                 f"the same family (no prefix length: the address's is "
+                                                                 "the peer's)")
+            peer = None
+    return AddressOptions(**flags, deprecated=a.get("preferred_lft") == 0, peer=peer)
 
 
 def _interface(doc: _Doc, errors: _Errors, text: str, path: PathT) -> IPInterface | None:
@@ -904,6 +1024,18 @@ def _route(doc: _Doc, errors: _Errors, r: dict[str, Any], path: PathT) -> Route 
         errors.add(doc.at((*path, "via")), (*path, "via"),
                    f"gateway {via} is IPv{via.version} but destination {to} is IPv{to.version}")
         ok = False
+    src: IPAddress | None = None
+    if isinstance(r.get("src"), str):
+        spath = (*path, "src")
+        src = _ip(r["src"])
+        if src is None or src.is_multicast or src.is_unspecified:
+            errors.add(doc.at(spath), spath, f"{excerpt(r['src'])} is not a source address (a unicast IP "
+                                             "address without prefix)")
+            ok = False
+        elif src.version != to.version:
+            errors.add(doc.at(spath), spath, f"source {src} is IPv{src.version} but destination {to} is "
+                                             f"IPv{to.version}")
+            ok = False
     metric = r.get("metric")
     metric = metric if isinstance(metric, int) and not isinstance(metric, bool) else None
     table = r.get("table")
@@ -912,9 +1044,80 @@ def _route(doc: _Doc, errors: _Errors, r: dict[str, Any], path: PathT) -> Route 
         ok = False
     if table == MAIN_TABLE:
         table = None
-    if not ok:
+    extras = _route_extras(doc, errors, r, path, to, via)
+    if not ok or extras is None:
         return None
-    return Route(to, via, metric, table)
+    return Route(to, via, metric, table, src, **extras)
+
+
+def _route_extras(doc: _Doc, errors: _Errors, r: dict[str, Any], path: PathT, to: IPNetwork,
+                  via: IPAddress | None) -> dict[str, Any] | None:
+    """type, onlink, scope, mtu, nexthops: what the kernel would refuse or rewrite (normalize) is an
+    error here, at the key that says it. None when any of them is wrong."""
+    out: dict[str, Any] = {}
+    ok = True
+
+    def refuse(key: str, message: str) -> None:
+        nonlocal ok
+        errors.add(doc.at((*path, key)), (*path, key), message)
+        ok = False
+
+    rtype = r.get("type", "unicast")
+    if rtype not in normalize.ROUTE_TYPES:
+        return None  # the schema reported it
+    out["type"] = rtype
+    if rtype in normalize.REJECT_TYPES or rtype == "local":
+        for key in ("via", "nexthops", "onlink") if rtype == "local" else ("via", "nexthops", "onlink", "src"):
+            if key in r:
+                refuse(key, f"a {rtype} route has no {key} (the kernel refuses it)")
+    if r.get("onlink") is True:
+        out["onlink"] = True
+        if via is None and "via" not in r and rtype not in normalize.REJECT_TYPES:
+            refuse("onlink", "onlink needs a gateway ('via'): the kernel refuses an on-link route without one")
+    scope = r.get("scope")
+    if isinstance(scope, str) and scope in normalize.ROUTE_SCOPES:
+        if to.version == 6:
+            refuse("scope", "IPv6 routes have no scope (the kernel keeps none); leave it out")
+        elif scope != "global" and (via is not None or "nexthops" in r):
+            refuse("scope", f"scope {scope} with a gateway: the kernel refuses it (a gateway needs scope global)")
+        else:
+            out["scope"] = normalize.ROUTE_SCOPES[scope]
+    mtu = r.get("mtu")
+    if isinstance(mtu, int) and not isinstance(mtu, bool):
+        if to.version == 6 and mtu < normalize.IPV6_MIN_MTU:
+            refuse("mtu", f"mtu {mtu} is below 1280, the minimum for IPv6")
+        out["mtu"] = mtu
+    hops = r.get("nexthops")
+    if isinstance(hops, list):
+        if "via" in r:
+            refuse("nexthops", "a route has either 'via' or 'nexthops', not both")
+        nexthops = []
+        for i, h in enumerate(hops):
+            hpath: PathT = (*path, "nexthops", i)
+            h = h if isinstance(h, dict) else {}
+            hvia = _ip(h["via"]) if isinstance(h.get("via"), str) else None
+            if isinstance(h.get("via"), str) and (hvia is None or hvia.is_multicast or hvia.is_unspecified):
+                errors.add(doc.at((*hpath, "via")), (*hpath, "via"), f"{excerpt(h['via'])} is not a gateway "
+                                                                     "address (a unicast IP address without prefix)")
+                ok = False
+            elif hvia is not None and hvia.version != to.version:
+                errors.add(doc.at((*hpath, "via")), (*hpath, "via"),
+                           f"gateway {hvia} is IPv{hvia.version} but destination {to} is IPv{to.version}")
+                ok = False
+            elif hvia is None and to.version == 6:
+                errors.add(doc.at(hpath), hpath, "an IPv6 nexthop needs a gateway ('via'): the kernel makes "
+                                                 "multipath routes of gateways only")
+                ok = False
+            dev = h.get("dev") if isinstance(h.get("dev"), str) else None
+            weight = h.get("weight", 1)
+            if not (isinstance(weight, int) and not isinstance(weight, bool) and 1 <= weight <= 256):
+                ok = False  # the schema reported it
+                continue
+            nexthops.append(Nexthop(hvia, dev, weight))
+        if len(nexthops) < 2:
+            ok = False  # the schema reported it
+        out["nexthops"] = tuple(nexthops)
+    return out if ok else None
 
 
 def _prefix(doc: _Doc, errors: _Errors, text: str, path: PathT) -> IPNetwork | None:
@@ -1020,7 +1223,7 @@ def _unite_routes(items: list[_RouteD], errors: _Errors, path: PathT) -> tuple[R
         other = seen.get(item.route.key)
         if other is None:
             seen[item.route.key] = item
-        elif other.route.via != item.route.via:  # same key and gateway: the same kernel route
+        elif other.route.attrs != item.route.attrs:  # same key and attributes: the same kernel route
             errors.add(item.loc, path, f"route {item.route.describe()} conflicts with route "
                                        f"{other.route.describe()} at {_at(other.loc)} "
                                        "(same destination, table and metric)")
@@ -1048,6 +1251,7 @@ class _Merged:
     routes: list[_RouteD] = field(default_factory=list)
     neighbors: list[_NeighD] = field(default_factory=list)
     devices: dict[str, _DevD] = field(default_factory=dict)
+    match: tuple[ParentMatch, Loc] | None = None
 
 
 def _merge(files: list[_FileD], errors: _Errors) -> Spec:
@@ -1068,6 +1272,11 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
                                f"parent {p.name} {label} {new[0].label} conflicts with {label} "
                                f"{old[0].label} at {_at(old[1])} (one value per parent)")
             m.routes.extend(p.routes)
+            if p.match is not None and m.match is None:
+                m.match = p.match
+            elif p.match is not None and m.match is not None and p.match[0] != m.match[0]:
+                errors.add(p.match[1], (*ppath, "match"), f"parent {p.name} match ({p.match[0].describe()}) "
+                                                          f"conflicts with the match at {_at(m.match[1])}")
             m.neighbors.extend(p.neighbors)
             for dname, d in p.devices.items():
                 if dname in m.devices:
@@ -1113,7 +1322,7 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
                 if any(a.version == 6 for a, _, _ in d.addresses):
                     errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280, the minimum for the "
                                                            "device's IPv6 addresses")
-                elif d.sysctls:
+                elif any(key.startswith("ipv6.") for key, _ in d.sysctls):
                     errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280: the kernel drops "
                                                            f"IPv6 from the device, so its ipv6 settings at "
                                                            f"{_at(d.sysctls_loc or d.loc)} cannot be kept")
@@ -1122,20 +1331,60 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
                 addresses=tuple(a for a, _, _ in d.addresses), mtu=d.mtu, state=d.state,
                 routes=_unite_routes(d.routes, errors, (*dpath, "routes")),
                 neighbors=_unite_neighbors(d.neighbors, errors, (*dpath, "neighbors")),
-                sysctls=tuple(d.sysctls)))
+                sysctls=tuple(d.sysctls), ip_forward=d.ip_forward[0] if d.ip_forward else None,
+                address_options=tuple(d.address_options)))
         parents.append(Parent(
             name=m.name,
             mode=m.mode[0] if m.mode is not None else None,
             flags=(m.flags[0] or Flag.BRIDGE) if m.flags is not None else Flag.BRIDGE,
             routes=_unite_routes(m.routes, errors, (*ppath, "routes")),
             neighbors=_unite_neighbors(m.neighbors, errors, (*ppath, "neighbors")),
-            devices=tuple(devices)))
+            devices=tuple(devices), match=m.match[0] if m.match is not None else None))
     _route_places(merged, errors)
+    _ip_forward(merged, errors)
     probes: list[Probe] = []
     for f in files:
         probes.extend(p for p in f.probes if p not in probes)
     return Spec(version=1, parents=tuple(parents), sources=tuple(f.file for f in files),
-                probes=tuple(probes))
+                probes=tuple(probes), rules=_unite_rules(files, {d.netns for d in by_ns.values()}, errors))
+
+
+def _unite_rules(files: list[_FileD], namespaces: set[str | None], errors: _Errors) -> tuple[Rule, ...]:
+    """Rules of every file; one per namespace, family and priority (the same one twice collapses)."""
+    seen: dict[tuple[str | None, int, int], _RuleD] = {}
+    for f in files:
+        for item in f.rules:
+            rule = item.rule
+            if rule.netns is not None and rule.netns not in namespaces:
+                errors.add(item.loc, item.path, f"netns {rule.netns} holds none of the spec's devices; a rule "
+                                                "goes in ipvland's own namespace or a device's")
+                continue
+            other = seen.setdefault(rule.key, item)
+            if other is not item and other.rule != rule:
+                errors.add(item.loc, item.path, f"{rule.describe()} has the priority of {other.rule.describe()} "
+                                                f"at {_at(other.loc)} (one rule per priority, family and "
+                                                "namespace)")
+    return tuple(i.rule for i in seen.values())
+
+
+def _ip_forward(merged: dict[str, _Merged], errors: _Errors) -> None:
+    """ip_forward belongs to a namespace: its devices agree on it, and none of them also sets its own
+    forwarding (writing ip_forward sets every device's, normalize.IP_FORWARD)."""
+    first: dict[str | None, tuple[_DevD, bool, Loc]] = {}
+    devices = [(m.name, d) for m in merged.values() for d in m.devices.values()]
+    for pname, d in devices:
+        if d.ip_forward is not None:
+            other = first.setdefault(d.netns, (d, *d.ip_forward))
+            if other[1] != d.ip_forward[0]:
+                kpath: PathT = ("parents", pname, "devices", d.name, "ipv4", "ip_forward")
+                errors.add(d.ip_forward[1], kpath, f"ip_forward {str(d.ip_forward[0]).lower()} conflicts with "
+                                                   f"ip_forward {str(other[1]).lower()} at {_at(other[2])} "
+                                                   "(one value per namespace)")
+    for pname, d in devices:
+        if d.netns in first and any(key == "ipv4.forwarding" for key, _ in d.sysctls):
+            errors.add(d.sysctls_loc or d.loc, ("parents", pname, "devices", d.name, "ipv4", "forwarding"),
+                       f"forwarding on {d.name}, and ip_forward for its namespace at {_at(first[d.netns][2])}: "
+                       "writing ip_forward sets every device's forwarding; say one or the other")
 
 
 def _route_places(merged: dict[str, _Merged], errors: _Errors) -> None:
@@ -1155,11 +1404,19 @@ def _route_places(merged: dict[str, _Merged], errors: _Errors) -> None:
             places.append((d.netns, f"device {d.name}", ("parents", m.name, "devices", d.name, "routes"),
                            d.routes))
             for iface, loc, _ in d.addresses:
+                if any(a == iface and o.noprefixroute for a, o in d.address_options):
+                    continue  # the kernel adds no prefix route for it
                 if normalize.has_prefix_route(iface.version, iface.network.prefixlen):
                     kernels = Route(iface.network, metric=normalize.PREFIX_ROUTE_METRIC[iface.version])
                     prefix.setdefault((d.netns, kernels.key), (d.name, iface, loc))
+    devices = {(None, name) for name in merged} | {(d.netns, d.name) for m in merged.values()
+                                                    for d in m.devices.values()}
     for netns, where, path, routes in places:
         for item in routes:
+            for hop in item.route.nexthops:
+                if hop.dev is not None and (netns, hop.dev) not in devices:
+                    ns = f"netns {netns}" if netns else "ipvland's own namespace (a parent or a device without netns)"
+                    errors.add(item.loc, path, f"nexthop dev {hop.dev} is not a device of the spec in {ns}")
             key = (netns, item.route.key)
             if key in prefix:
                 dev, iface, loc = prefix[key]

@@ -24,12 +24,18 @@ def test_sysctls_are_read_from_their_slots() -> None:
     ipv4 = [0] * 33
     ipv4[19] = 1  # IPV4_DEVCONF_PROMOTE_SECONDARIES (20), 1-based
     ipv6 = [0, 64, 1500, 2, 1, 0] + [0] * 50  # forwarding, hop limit, mtu, accept_ra, redirects, autoconf
-    assert dict(_sysctls(af_spec(ipv4, ipv6))) == {PROMOTE_SECONDARIES: 1, "ipv6.accept_ra": 2, "ipv6.autoconf": 0}
+    ipv4[7], ipv4[17], ipv4[18] = 2, 1, 8  # RP_FILTER (8), ARP_ANNOUNCE (18), ARP_IGNORE (19)
+    ipv6[26], ipv6[47] = 1, 3  # DEVCONF_DISABLE_IPV6, DEVCONF_ADDR_GEN_MODE
+    assert dict(_sysctls(af_spec(ipv4, ipv6))) == {
+        PROMOTE_SECONDARIES: 1, "ipv6.accept_ra": 2, "ipv6.autoconf": 0, "ipv6.disable_ipv6": 1,
+        "ipv6.addr_gen_mode": 3, "ipv4.forwarding": 0, "ipv4.rp_filter": 2, "ipv4.arp_announce": 1,
+        "ipv4.arp_ignore": 8}
 
 
 def test_a_device_without_ipv6_reports_no_ipv6_sysctls() -> None:
     blob = _nla(socket.AF_INET, _nla(1, struct.pack("33I", *([0] * 33))))
-    assert dict(_sysctls(blob)) == {PROMOTE_SECONDARIES: 0}
+    assert {k for k, _ in _sysctls(blob)} == {PROMOTE_SECONDARIES, "ipv4.forwarding", "ipv4.rp_filter",
+                                              "ipv4.arp_announce", "ipv4.arp_ignore"}
     assert _sysctls(b"") == ()
 
 

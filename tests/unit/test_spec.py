@@ -281,7 +281,7 @@ def test_unknown_key_suggests_the_closest(tmp_path: Path) -> None:
 
 def test_unknown_key_without_close_match_lists_keys(tmp_path: Path) -> None:
     p = write(tmp_path, "version: 1\nparents:\n  eth0:\n    zzz: 1\n")
-    expect(p, 4, 5, "valid keys: devices, flags, mode, neighbors, routes")
+    expect(p, 4, 5, "valid keys: devices, flags, match, mode, neighbors, routes")
 
 
 # ---------------------------------------------------------------- enums, types, ranges
@@ -310,7 +310,7 @@ def test_parent_structure_errors(tmp_path: Path, body: str, line: int, col: int,
     ("mtu: 1500.0", 7, 14, "must be an integer"),
     ("state: on", 7, 16, "must be one of up, down, not 'on', which YAML reads as a boolean"),
     ("state: UP", 7, 16, "must be one of up, down"),
-    ("netns: yes", 7, 16, "must be a string, not 'yes', which YAML reads as a boolean (quote it)"),
+    ("netns: yes", 7, 16, "must be a string or a mapping, not 'yes', which YAML reads as a boolean (quote it)"),
     ("netns: 12", 7, 16, "must be a string"),
     ("addresses: 192.0.2.1/24", 7, 20, "must be a list"),
 ])
