@@ -235,6 +235,10 @@ class Observed:
     `scope` None: links were read in every namespace. Otherwise a partial view for repairing drift
     fast: only these namespaces were read at all (ipvland's own, None, always among them); what is
     elsewhere is unknown, not absent, and the planner leaves it alone.
+
+    `links_everywhere`: a partial view whose links were still read in every namespace (one dump
+    each, nothing else), so that every port's members, and so its mode, are known: what a device
+    re-created alone on its port needs (a create sets the mode of every sibling).
     """
 
     namespaces: frozenset[str] = frozenset()  # named namespaces that exist (/run/netns)
@@ -244,6 +248,7 @@ class Observed:
     neighbors: tuple[ObservedNeighbor, ...] = ()
     scanned: frozenset[str | None] = field(default_factory=lambda: frozenset({None}))
     scope: frozenset[str | None] | None = None
+    links_everywhere: bool = False
 
     def sees(self, netns: str | None) -> bool:
         return self.scope is None or netns in self.scope

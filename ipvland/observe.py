@@ -26,10 +26,13 @@ def _ours(link: ObservedLink) -> bool:
     return link.owned or link.leftover
 
 
-def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | None] | None = None) -> Observed:
+def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | None] | None = None,
+            links_everywhere: bool = False) -> Observed:
     """A snapshot of the kernel. With spec None, scan only where ipvland's own objects are.
 
     scope: read only these namespaces (and ipvland's own): a partial view, see Observed.scope.
+    links_everywhere: with a scope, read the links of every namespace all the same (and nothing
+    else out of scope): see Observed.links_everywhere.
     """
     namespaces = kernel.list_namespaces()
     if scope is not None:
@@ -38,12 +41,13 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
         scope = frozenset({None, *scope})
     links = list(kernel.links(None))
     for ns in sorted(namespaces):
-        if scope is None or ns in scope:
+        if scope is None or links_everywhere or ns in scope:
             links.extend(kernel.links(ns))
     wanted = spec.namespaces & namespaces if spec is not None else frozenset()
     if scope is not None:
         wanted &= scope
-    scanned: set[str | None] = {None, *wanted, *(link.netns for link in links if _ours(link))}
+    scanned: set[str | None] = {None, *wanted, *(link.netns for link in links if _ours(link)
+                                                 and (scope is None or link.netns in scope))}
     addresses: list[ObservedAddress] = []
     routes: list[ObservedRoute] = []
     neighbors: list[ObservedNeighbor] = []
@@ -57,4 +61,4 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
         # namespace (or one that left the spec) would keep it alive after `ip netns del`.
         kernel.retain(spec.namespaces if spec is not None else frozenset())
     return Observed(namespaces, tuple(links), tuple(addresses), tuple(routes), tuple(neighbors),
-                    frozenset(scanned), scope)
+                    frozenset(scanned), scope, links_everywhere and scope is not None)

@@ -148,6 +148,11 @@ def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
         scope = None  # a rollback restores everything observed before: it needs the whole picture
     before = observe(kernel, spec, scope)
     planned = plan(spec, before)
+    if planned.needs_full_view is not None and scope is not None:
+        # Most often a device re-created alone on its port: the port's mode is then all it needs
+        # from elsewhere, and that is in the links (one dump per namespace, not four).
+        before = observe(kernel, spec, scope, links_everywhere=True)
+        planned = plan(spec, before)
     if planned.needs_full_view is not None:
         scope = None
         before = observe(kernel, spec)
