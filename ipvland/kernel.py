@@ -369,6 +369,10 @@ class _Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.seq = 0
+        # the id under which this namespace knows ipvland's own (Kernel._nsid_of_home): fixed for the
+        # life of the two namespaces, so asked once per socket, not once per dump
+        self.home_nsid: int | None = None
+        self.home_nsid_known = False
 
     def close(self) -> None:
         self.sock.close()
@@ -565,9 +569,17 @@ class Kernel:
 
     def _nsid_of_home(self, netns: str) -> int | None:
         """The id under which `netns` knows ipvland's own namespace (what IFLA_LINK_NETNSID means there)."""
+        channel = self._channel(netns)
+        if not channel.home_nsid_known:
+            channel.home_nsid = self._ask_nsid_of_home(channel)
+            # None (no id yet: the kernel gives one when a link first refers across) is asked again
+            channel.home_nsid_known = channel.home_nsid is not None
+        return channel.home_nsid
+
+    def _ask_nsid_of_home(self, channel: _Channel) -> int | None:
         body = struct.pack("Bxxx", socket.AF_UNSPEC) + struct.pack("HHI", 8, _NETNSA_FD, self._home)
         try:
-            for _, data, off in self._channel(netns).request(_RTM_GETNSID, body, NLM_F_REQUEST):
+            for _, data, off in channel.request(_RTM_GETNSID, body, NLM_F_REQUEST):
                 a = _attrs(data, off + 4, len(data))
                 if _NETNSA_NSID in a:
                     nsid = struct.unpack("i", a[_NETNSA_NSID][:4])[0]
