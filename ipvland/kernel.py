@@ -22,6 +22,7 @@ import ctypes
 import errno as errnos
 import ipaddress
 import os
+import resource
 import socket
 import struct
 import subprocess
@@ -124,6 +125,18 @@ def _open_raw(netns: str | None) -> socket.socket:
         return s
 
     return _in_netns(netns, make)
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft limit of open files to the hard one: ipvland keeps a socket per namespace (and
+    the daemon a second one for events), so 1000 namespaces, one container each, need over 2000
+    descriptors, past the usual soft limit of 1024. Nothing here uses select(); epoll has no such
+    bound."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1 << 20 if hard == resource.RLIM_INFINITY else hard  # nr_open's default is 2^20
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def list_namespaces() -> frozenset[str]:
@@ -442,6 +455,7 @@ class Kernel:
     def __init__(self) -> None:
         self.writes = 0
         self.dumps: collections.Counter[str | None] = collections.Counter()
+        raise_fd_limit()
         self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)  # ipvland's own namespace
         # per namespace: the namespace's identity when the socket was opened, and the socket
         self._channels: dict[str | None, tuple[tuple[int, int] | None, _Channel]] = {}
@@ -519,18 +533,25 @@ class Kernel:
 
     # -- reads
 
-    def links(self, netns: str | None) -> list[ObservedLink]:
+    def links(self, netns: str | None, kind: str | None = None) -> list[ObservedLink]:
+        """The namespace's links; with `kind`, only those of that kind (the kernel filters the dump
+        when it knows the kind, as `ip link show type KIND`; anything else is dropped here)."""
         body = struct.pack("BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
         body += struct.pack("HHI", 8, _IFLA_EXT_MASK, _RTEXT_FILTER_SKIP_STATS)  # no counters: less to copy
+        if kind is not None:
+            body += _nla(_IFLA_LINKINFO | _NLA_F_NESTED, _nla(_IFLA_INFO_KIND, kind.encode()))
         raw: list[tuple[int, str, Attrs, int, Attrs]] = []
         for data in self._dump(netns, "list links", _RTM_GETLINK, body):
             _, _, index, ifflags, _ = struct.unpack_from("BxHiII", data, 16)
             a = _attrs(data, 32, len(data))
             info = _attrs(a[_IFLA_LINKINFO], 0, len(a[_IFLA_LINKINFO])) if _IFLA_LINKINFO in a else {}
+            if kind is not None and _str(info.get(_IFLA_INFO_KIND, b"")) != kind:
+                continue
             raw.append((index, _str(a.get(_IFLA_IFNAME, b"")), a, ifflags, info))
         names = {index: name for index, name, *_ in raw}
-        self._index[netns] = {name: index for index, name, *_ in raw}
-        if netns is None:
+        if kind is None:  # a filtered dump does not know every name
+            self._index[netns] = {name: index for index, name, *_ in raw}
+        if netns is None and kind is None:
             self._root_names = names
         home_nsid: int | None = None
         home_nsid_known = False

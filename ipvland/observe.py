@@ -41,8 +41,10 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
         scope = frozenset({None, *scope})
     links = list(kernel.links(None))
     for ns in sorted(namespaces):
-        if scope is None or links_everywhere or ns in scope:
+        if scope is None or ns in scope:
             links.extend(kernel.links(ns))
+        elif links_everywhere:
+            links.extend(kernel.links(ns, kind="ipvlan"))  # a port's members: nothing else is needed
     wanted = spec.namespaces & namespaces if spec is not None else frozenset()
     if scope is not None:
         wanted &= scope
