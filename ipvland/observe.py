@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ipvland import normalize
 from ipvland.model import (
+    MAIN_TABLE,
     Observed,
     ObservedAddress,
     ObservedLink,
@@ -24,6 +26,17 @@ if TYPE_CHECKING:
 
 def _ours(link: ObservedLink) -> bool:
     return link.owned or link.leftover
+
+
+def _host_tables(spec: Spec | None) -> frozenset[int] | None:
+    """The route tables the spec uses in ipvland's own namespace (main always): there, only these
+    are read whole, and ipvland's own routes wherever they are (Kernel.routes). A router or a
+    Kubernetes node keeps its many routes there, in tables of its own. None: read every table."""
+    if spec is None:
+        return None
+    routes = [r for p in spec.parents for r in p.routes]
+    routes += [r for d in spec.devices if d.netns is None for r in d.routes]
+    return frozenset({MAIN_TABLE, *(normalize.route_table(r.table) for r in routes)})
 
 
 def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | None] | None = None,
@@ -56,7 +69,7 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
     try:
         for where in sorted(scanned, key=lambda n: (n is not None, n or "")):
             addresses.extend(kernel.addresses(where))
-            routes.extend(kernel.routes(where))
+            routes.extend(kernel.routes(where, _host_tables(spec)) if where is None else kernel.routes(where))
             neighbors.extend(kernel.neighbors(where))
     finally:
         # Sockets stay open only in the namespaces the spec names: one left in another tool's
