@@ -234,6 +234,39 @@ def noop_baseline(n: int, runs: int, sample: int | None = None) -> dict[str, Any
     return out
 
 
+# ---------------------------------------------------------------- 2b. no-op under a foreign load
+
+FOREIGN_DEV = "bfv0"  # the other tools' objects sit on this veth: deleting it removes them all
+FOREIGN_TABLES = 10  # their routes are spread over tables 1001..1010, protocols 11-17 (zebra, bird...)
+
+
+def foreign_workload(spec: Spec, k: Kernel, runs: int, work: Path, routes: int, neighbors: int) -> dict[str, Any]:
+    """The same no-op with other tools' objects in the host namespace: `routes` routes (other
+    protocols, FOREIGN_TABLES tables, not main) and `neighbors` permanent neighbor entries, made
+    with one `ip -batch`. ratio = no-op with them / without."""
+    before = noop_ipvland(spec, k, runs)
+    ip("link", "add", FOREIGN_DEV, "type", "veth", "peer", "name", FOREIGN_DEV + "p")
+    ip("link", "set", FOREIGN_DEV, "up")
+    lines = [f"route add {ipaddress.IPv4Address(int(ipaddress.IPv4Address('100.64.0.0')) + i)}/32 dev {FOREIGN_DEV} "
+             f"proto {11 + i % 7} table {1001 + i % FOREIGN_TABLES}" for i in range(routes)]
+    lines += [f"neigh add {ipaddress.IPv4Address(int(ipaddress.IPv4Address('100.127.0.1')) + i)} lladdr "
+              f"02:00:00:01:{i // 256:02x}:{i % 256:02x} dev {FOREIGN_DEV} nud permanent" for i in range(neighbors)]
+    path = work / "foreign.batch"
+    path.write_text("\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    r = subprocess.run(["ip", "-batch", str(path)], capture_output=True, text=True, check=False)
+    load_s = time.perf_counter() - t0
+    try:
+        if r.returncode != 0:
+            raise RuntimeError(f"ip -batch {path}: {r.stderr.strip()[:500]}")
+        noop_ipvland(spec, k, 1)
+        after = noop_ipvland(spec, k, runs)
+    finally:
+        ip("link", "del", FOREIGN_DEV, check=False)
+    return {"routes": routes, "neighbors": neighbors, "tables": FOREIGN_TABLES, "load_seconds": round(load_s, 1),
+            "noop_without": before, "noop_with": after, "ratio": round(after["seconds"] / before["seconds"], 3)}
+
+
 # ---------------------------------------------------------------- 4. writes
 
 
@@ -446,6 +479,9 @@ def run_size(n: int, args: argparse.Namespace, checkpoint: Any = lambda res: Non
         res["noop_ipvland"] = noop_ipvland(spec, k, runs)
         log(f"N={n}: netlink writes")
         res.update(writes_workload(spec, k))
+        if layout == "tens" and n == args.foreign_at:
+            res["foreign"] = foreign_workload(spec, k, runs, work, args.foreign_routes, args.foreign_neighbors)
+            res["noop_foreign_ratio"] = res["foreign"]["ratio"]
     checkpoint(res)
 
     if args.profile and n in args.profile:
@@ -522,6 +558,9 @@ def headline(results: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("repair_p50_ms", "repair_p99_ms", "rss_mb", "idle_cpu_percent", "idle_window_s"):
         if key in big:
             h[key] = big[key]
+    foreign = [r for r in results if "noop_foreign_ratio" in r]
+    if foreign:
+        h["noop_foreign_ratio"] = foreign[0]["noop_foreign_ratio"]
     return h
 
 
@@ -552,6 +591,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noop-baseline-runs", type=int, help="no-op baseline repetitions (default 3, 1 at N>=1000)")
     ap.add_argument("--baseline-sample", type=int, default=100,
                     help="no-op baseline: dump at most this many lab namespaces and scale (default 100)")
+    ap.add_argument("--foreign-at", type=int, default=100,
+                    help="tens layout size at which to measure the no-op under a foreign load (default 100; 0: never)")
+    ap.add_argument("--foreign-routes", type=int, default=100_000)
+    ap.add_argument("--foreign-neighbors", type=int, default=1000)
     ap.add_argument("--startup-timeout", type=float, default=600.0)
     ap.add_argument("--repair-budget", type=float,
                     help="stop the drift events of a size after this many seconds (JSON: repair_events)")
