@@ -7,6 +7,9 @@ pair `bvp0`/`bvp0p`, namespaces `bn<k>`): run it only in a throwaway VM or names
 Lab at size N: N ipvlans `iv<i>` (l3s, MTU 1500) on the veth `bvp0`, ten per namespace `bn<i//10>`,
 each with an IPv4 and an IPv6 address and one route (198.18.x.y/32), plus one permanent neighbor on
 the parent per ten devices. The config is written as YAML to a temp dir and loaded by ipvland.spec.
+Layouts (--layout, issue 13): "tens" as above; "per-ns", the container layout, one ipvlan per
+namespace `bn<i>` (JSON: "sizes_per_ns", headline keys `<key>_per_ns`). By default the tens layout
+runs at every size and the per-ns layout at the largest.
 
 Workloads per size (JSON keys per size under "sizes", headline keys at the top level):
 1. cold apply: ipvland's reconcile() from empty (observe, plan, apply, verify) vs the same changes
@@ -15,12 +18,17 @@ Workloads per size (JSON keys per size under "sizes", headline keys at the top l
    right after a teardown of the other.
 2. no-op reconcile: observe + plan with nothing to change (median of several runs, warm sockets as
    in the daemon) vs `ip [-n NS] -d link show`, `addr show`, `route show`, `neigh show` for the root
-   namespace and every lab namespace, as subprocesses (median of several runs).
+   namespace and every lab namespace, as subprocesses (median of several runs; over 100 lab
+   namespaces, 100 of them evenly spread, the time scaled to all).
+2b. (tens layout at --foreign-at, default N=100) the same no-op with 100,000 routes of other tools
+   (10 tables, other protocols) and 1,000 permanent neighbors in the host namespace, over the
+   no-op without them: noop_foreign_ratio.
 3. drift repair by a real `ipvland run` (--interval 600, so every repair comes from an event):
    alternately delete a random device or flush its addresses, and poll (20 ms, raw netlink dumps
    of that one namespace) until device, addresses, up state and route are back.
 4. netlink writes (Kernel.writes): a no-op reconcile; one hand-made MTU change then reconcile.
-5. the daemon's VmRSS after its first convergence, and its CPU (utime+stime) over an idle window.
+5. the daemon's VmRSS and open fds after its first convergence, and its CPU (utime+stime) over an
+   idle window.
 """
 
 from __future__ import annotations
