@@ -236,9 +236,11 @@ class Observed:
     fast: only these namespaces were read at all (ipvland's own, None, always among them); what is
     elsewhere is unknown, not absent, and the planner leaves it alone.
 
-    `links_everywhere`: a partial view whose links were still read in every namespace (one dump
-    each, nothing else), so that every port's members, and so its mode, are known: what a device
-    re-created alone on its port needs (a create sets the mode of every sibling).
+    `ports_known`: a partial view that also shows the mode of every port of the spec: out of scope,
+    ipvlans were read (one filtered link dump per namespace, nothing else) until each port showed
+    a member (all members share the port's mode and flags), or every namespace was read (the port
+    has none). What a device re-created alone on its port needs: its create sets the port's mode,
+    which changes nothing when the port is already in that mode.
     """
 
     namespaces: frozenset[str] = frozenset()  # named namespaces that exist (/run/netns)
@@ -248,7 +250,7 @@ class Observed:
     neighbors: tuple[ObservedNeighbor, ...] = ()
     scanned: frozenset[str | None] = field(default_factory=lambda: frozenset({None}))
     scope: frozenset[str | None] | None = None
-    links_everywhere: bool = False
+    ports_known: bool = False
 
     def sees(self, netns: str | None) -> bool:
         return self.scope is None or netns in self.scope

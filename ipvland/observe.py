@@ -39,13 +39,31 @@ def _host_tables(spec: Spec | None) -> frozenset[int] | None:
     return frozenset({MAIN_TABLE, *(normalize.route_table(r.table) for r in routes)})
 
 
+def _port_members(kernel: Kernel, spec: Spec | None, elsewhere: frozenset[str],
+                  links: list[ObservedLink]) -> list[ObservedLink]:
+    """Ipvlans out of view, read until every port of the spec shows one (Observed.ports_known):
+    first in the namespaces where the spec puts that port's devices, then in all the others."""
+    if spec is None:
+        return []
+    missing = {p.name for p in spec.parents if p.devices} - {link.parent for link in links if link.kind == "ipvlan"}
+    likely = [d.netns for p in spec.parents if p.name in missing for d in p.devices if d.netns in elsewhere]
+    found: list[ObservedLink] = []
+    for ns in dict.fromkeys([*likely, *sorted(elsewhere)]):
+        if not missing:
+            break
+        got = kernel.links(ns, kind="ipvlan")  # a port's members: nothing else is needed
+        found.extend(got)
+        missing -= {link.parent for link in got}
+    return found
+
+
 def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | None] | None = None,
-            links_everywhere: bool = False) -> Observed:
+            ports: bool = False) -> Observed:
     """A snapshot of the kernel. With spec None, scan only where ipvland's own objects are.
 
     scope: read only these namespaces (and ipvland's own): a partial view, see Observed.scope.
-    links_everywhere: with a scope, read the links of every namespace all the same (and nothing
-    else out of scope): see Observed.links_everywhere.
+    ports: with a scope, also read enough ipvlans out of it to know every port's mode: see
+    Observed.ports_known.
     """
     namespaces = kernel.list_namespaces()
     if scope is not None:
@@ -56,8 +74,8 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
     for ns in sorted(namespaces):
         if scope is None or ns in scope:
             links.extend(kernel.links(ns))
-        elif links_everywhere:
-            links.extend(kernel.links(ns, kind="ipvlan"))  # a port's members: nothing else is needed
+    if scope is not None and ports:
+        links.extend(_port_members(kernel, spec, namespaces - scope, links))
     wanted = spec.namespaces & namespaces if spec is not None else frozenset()
     if scope is not None:
         wanted &= scope
@@ -76,4 +94,4 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
         # namespace (or one that left the spec) would keep it alive after `ip netns del`.
         kernel.retain(spec.namespaces if spec is not None else frozenset())
     return Observed(namespaces, tuple(links), tuple(addresses), tuple(routes), tuple(neighbors),
-                    frozenset(scanned), scope, links_everywhere and scope is not None)
+                    frozenset(scanned), scope, ports and scope is not None)

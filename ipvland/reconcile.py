@@ -150,8 +150,8 @@ def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
     planned = plan(spec, before)
     if planned.needs_full_view is not None and scope is not None:
         # Most often a device re-created alone on its port: the port's mode is then all it needs
-        # from elsewhere, and that is in the links (one dump per namespace, not four).
-        before = observe(kernel, spec, scope, links_everywhere=True)
+        # from elsewhere, and one sibling shows it (Observed.ports_known).
+        before = observe(kernel, spec, scope, ports=True)
         planned = plan(spec, before)
     if planned.needs_full_view is not None:
         scope = None

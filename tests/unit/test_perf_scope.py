@@ -1,5 +1,5 @@
 """Issue 13: a device re-created alone on its port (the container layout: one ipvlan per namespace)
-is repaired from a partial view plus the links of every namespace, never a full view; the parent's
+is repaired from a partial view plus one sibling that shows its port's mode, never a full view; the parent's
 unchanged link events (sent when an ipvlan is created on it or deleted) name no parent."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from tests.unit.test_plan import API, WEB, ipvlan, parent_link, spec_of
 # ---------------------------------------------------------------- the planner
 
 
-def test_links_everywhere_lets_a_partial_view_create_on_a_port_of_known_mode() -> None:
+def test_ports_known_lets_a_partial_view_create_on_a_port_of_known_mode() -> None:
     # web0 is gone from "web"; its only sibling, api0, is in "api", out of scope: with the links of
     # every namespace the port's mode is known, so web0 is re-created without a full view, and
     # api0, read only for its port's sake, is neither pruned nor planned.
     observed = Observed(namespaces=frozenset({"web", "api"}), links=(parent_link(), ipvlan("api0", 8, "api")),
-                        scanned=frozenset({None, "web"}), scope=frozenset({None, "web"}), links_everywhere=True)
+                        scanned=frozenset({None, "web"}), scope=frozenset({None, "web"}), ports_known=True)
     p = plan_of(spec_of(WEB, API), observed)
     assert p.needs_full_view is None
     assert {c.device for c in p.changes} == {("web", "web0")}
@@ -27,22 +27,22 @@ def test_links_everywhere_lets_a_partial_view_create_on_a_port_of_known_mode() -
     assert not any(isinstance(c, LinkDelete) for c in p.changes)
 
 
-def test_links_everywhere_with_a_port_in_another_mode_still_needs_the_full_view() -> None:
+def test_ports_known_with_a_port_in_another_mode_still_needs_the_full_view() -> None:
     observed = Observed(namespaces=frozenset({"web", "api"}),
                         links=(parent_link(), ipvlan("api0", 8, "api", mode=Mode.L2, owned=False)),
-                        scanned=frozenset({None, "web"}), scope=frozenset({None, "web"}), links_everywhere=True)
+                        scanned=frozenset({None, "web"}), scope=frozenset({None, "web"}), ports_known=True)
     p = plan_of(spec_of(WEB), observed)
     assert p.needs_full_view is not None
     assert not any(isinstance(c, LinkCreate) for c in p.changes)
 
 
-def test_links_everywhere_on_an_empty_port_creates() -> None:
+def test_ports_known_on_an_empty_port_creates() -> None:
     observed = Observed(namespaces=frozenset({"web"}), links=(parent_link(),), scanned=frozenset({None, "web"}),
-                        scope=frozenset({None, "web"}), links_everywhere=True)
+                        scope=frozenset({None, "web"}), ports_known=True)
     p = plan_of(spec_of(WEB), observed)
     assert p.needs_full_view is None and any(isinstance(c, LinkCreate) for c in p.changes)
     # without the links of the other namespaces: the whole picture first (unchanged)
-    assert plan_of(spec_of(WEB), replace(observed, links_everywhere=False)).needs_full_view is not None
+    assert plan_of(spec_of(WEB), replace(observed, ports_known=False)).needs_full_view is not None
 
 
 def plan_of(spec, observed):  # type: ignore[no-untyped-def]
@@ -103,3 +103,54 @@ def test_memory_cleared_makes_every_link_new() -> None:
     names: set[str] = set()
     events.scan(newlink(2, "eth0", 1500), names=names, memory=memory)
     assert names == {"eth0"}
+
+
+# ---------------------------------------------------------------- observe: enough of each port
+
+
+class FakeKernel:
+    """Links only (what observe reads out of scope), and which namespaces were dumped."""
+
+    def __init__(self, links: dict[str | None, list]) -> None:  # type: ignore[type-arg]
+        self.by_ns = links
+        self.dumped: list[tuple[str | None, str | None]] = []
+
+    def list_namespaces(self) -> frozenset[str]:
+        return frozenset(ns for ns in self.by_ns if ns is not None)
+
+    def links(self, netns: str | None, kind: str | None = None) -> list:  # type: ignore[type-arg]
+        self.dumped.append((netns, kind))
+        return [x for x in self.by_ns.get(netns, []) if kind is None or x.kind == kind]
+
+    def addresses(self, netns: str | None) -> list:  # type: ignore[type-arg]
+        return []
+
+    def routes(self, netns: str | None, tables: object = None) -> list:  # type: ignore[type-arg]
+        return []
+
+    def neighbors(self, netns: str | None) -> list:  # type: ignore[type-arg]
+        return []
+
+    def retain(self, namespaces: frozenset[str]) -> None:
+        pass
+
+
+def test_ports_reads_out_of_scope_only_until_the_port_shows_a_member() -> None:
+    from ipvland.observe import observe
+
+    k = FakeKernel({None: [parent_link()], "web": [], "api": [ipvlan("api0", 8, "api")], "zzz": []})
+    o = observe(k, spec_of(WEB, API), frozenset({"web"}), ports=True)  # type: ignore[arg-type]
+    assert o.ports_known
+    # web (in scope) whole; then api, where the spec puts a sibling: one filtered dump, not zzz
+    assert [d for d in k.dumped if d[0] not in (None, "web")] == [("api", "ipvlan")]
+    assert plan_of(spec_of(WEB, API), o).needs_full_view is None
+
+
+def test_ports_reads_every_namespace_when_the_port_has_no_member() -> None:
+    from ipvland.observe import observe
+
+    k = FakeKernel({None: [parent_link()], "web": [], "api": [], "zzz": []})
+    o = observe(k, spec_of(WEB, API), frozenset({"web"}), ports=True)  # type: ignore[arg-type]
+    assert sorted(d[0] for d in k.dumped if d[0] not in (None, "web")) == ["api", "zzz"]
+    p = plan_of(spec_of(WEB, API), o)
+    assert p.needs_full_view is None and any(isinstance(c, LinkCreate) for c in p.changes)
