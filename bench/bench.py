@@ -7,6 +7,9 @@ pair `bvp0`/`bvp0p`, namespaces `bn<k>`): run it only in a throwaway VM or names
 Lab at size N: N ipvlans `iv<i>` (l3s, MTU 1500) on the veth `bvp0`, ten per namespace `bn<i//10>`,
 each with an IPv4 and an IPv6 address and one route (198.18.x.y/32), plus one permanent neighbor on
 the parent per ten devices. The config is written as YAML to a temp dir and loaded by ipvland.spec.
+Layouts (--layout, issue 13): "tens" as above; "per-ns", the container layout, one ipvlan per
+namespace `bn<i>` (JSON: "sizes_per_ns", headline keys `<key>_per_ns`). By default the tens layout
+runs at every size and the per-ns layout at the largest.
 
 Workloads per size (JSON keys per size under "sizes", headline keys at the top level):
 1. cold apply: ipvland's reconcile() from empty (observe, plan, apply, verify) vs the same changes
@@ -15,12 +18,17 @@ Workloads per size (JSON keys per size under "sizes", headline keys at the top l
    right after a teardown of the other.
 2. no-op reconcile: observe + plan with nothing to change (median of several runs, warm sockets as
    in the daemon) vs `ip [-n NS] -d link show`, `addr show`, `route show`, `neigh show` for the root
-   namespace and every lab namespace, as subprocesses (median of several runs).
+   namespace and every lab namespace, as subprocesses (median of several runs; over 100 lab
+   namespaces, 100 of them evenly spread, the time scaled to all).
+2b. (tens layout at --foreign-at, default N=100) the same no-op with 100,000 routes of other tools
+   (10 tables, other protocols) and 1,000 permanent neighbors in the host namespace, over the
+   no-op without them: noop_foreign_ratio.
 3. drift repair by a real `ipvland run` (--interval 600, so every repair comes from an event):
    alternately delete a random device or flush its addresses, and poll (20 ms, raw netlink dumps
    of that one namespace) until device, addresses, up state and route are back.
 4. netlink writes (Kernel.writes): a no-op reconcile; one hand-made MTU change then reconcile.
-5. the daemon's VmRSS after its first convergence, and its CPU (utime+stime) over an idle window.
+5. the daemon's VmRSS and open fds after its first convergence, and its CPU (utime+stime) over an
+   idle window.
 """
 
 from __future__ import annotations
@@ -68,8 +76,14 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------- the lab
 
 
+# Devices per namespace: 10 in the "tens" layout, 1 in "per-ns" (the container layout: one ipvlan
+# per namespace). Set by run_size for the layout it runs.
+PER_NS = {"tens": 10, "per-ns": 1}
+GROUP = 10
+
+
 def ns_of(i: int) -> str:
-    return f"bn{i // 10}"
+    return f"bn{i // GROUP}"
 
 
 def v4(i: int) -> ipaddress.IPv4Interface:
@@ -200,17 +214,65 @@ def noop_ipvland(spec: Spec, k: Kernel, runs: int) -> dict[str, Any]:
     return {"seconds": statistics.median(times), "runs": [round(t, 4) for t in times]}
 
 
-def noop_baseline(n: int, runs: int) -> dict[str, Any]:
-    where: list[list[str]] = [[]] + [["-n", ns] for ns in namespaces(n)]
-    cmds = [["ip", *w, *c] for w in where
-            for c in (["-d", "link", "show"], ["addr", "show"], ["route", "show"], ["neigh", "show"])]
+def noop_baseline(n: int, runs: int, sample: int | None = None) -> dict[str, Any]:
+    """The iproute2 dumps of the root namespace and every lab namespace. With `sample`, only that
+    many lab namespaces (evenly spread) are dumped and their time is scaled to all of them: the
+    per-ns layout at N=1000 would take 4004 processes (over 10 minutes under emulation), and every
+    lab namespace costs iproute2 the same four processes."""
+    kinds = (["-d", "link", "show"], ["addr", "show"], ["route", "show"], ["neigh", "show"])
+    every = namespaces(n)
+    chosen = every if sample is None or sample >= len(every) else every[:: -(-len(every) // sample)]
+    scale = len(every) / len(chosen)
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        for cmd in cmds:
-            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        times.append(time.perf_counter() - t0)
-    return {"seconds": statistics.median(times), "runs": [round(t, 4) for t in times], "processes": len(cmds)}
+        for c in kinds:
+            subprocess.run(["ip", *c], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        t1 = time.perf_counter()
+        for ns in chosen:
+            for c in kinds:
+                subprocess.run(["ip", "-n", ns, *c], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               check=True)
+        times.append((t1 - t0) + (time.perf_counter() - t1) * scale)
+    out = {"seconds": statistics.median(times), "runs": [round(t, 4) for t in times],
+           "processes": len(kinds) * (1 + len(every))}
+    if len(chosen) < len(every):
+        out["sampled_namespaces"] = len(chosen)
+        out["processes_run"] = len(kinds) * (1 + len(chosen))
+    return out
+
+
+# ---------------------------------------------------------------- 2b. no-op under a foreign load
+
+FOREIGN_DEV = "bfv0"  # the other tools' objects sit on this veth: deleting it removes them all
+FOREIGN_TABLES = 10  # their routes are spread over tables 1001..1010, protocols 11-17 (zebra, bird...)
+
+
+def foreign_workload(spec: Spec, k: Kernel, runs: int, work: Path, routes: int, neighbors: int) -> dict[str, Any]:
+    """The same no-op with other tools' objects in the host namespace: `routes` routes (other
+    protocols, FOREIGN_TABLES tables, not main) and `neighbors` permanent neighbor entries, made
+    with one `ip -batch`. ratio = no-op with them / without."""
+    before = noop_ipvland(spec, k, runs)
+    ip("link", "add", FOREIGN_DEV, "type", "veth", "peer", "name", FOREIGN_DEV + "p")
+    ip("link", "set", FOREIGN_DEV, "up")
+    lines = [f"route add {ipaddress.IPv4Address(int(ipaddress.IPv4Address('100.64.0.0')) + i)}/32 dev {FOREIGN_DEV} "
+             f"proto {11 + i % 7} table {1001 + i % FOREIGN_TABLES}" for i in range(routes)]
+    lines += [f"neigh add {ipaddress.IPv4Address(int(ipaddress.IPv4Address('100.127.0.1')) + i)} lladdr "
+              f"02:00:00:01:{i // 256:02x}:{i % 256:02x} dev {FOREIGN_DEV} nud permanent" for i in range(neighbors)]
+    path = work / "foreign.batch"
+    path.write_text("\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    r = subprocess.run(["ip", "-batch", str(path)], capture_output=True, text=True, check=False)
+    load_s = time.perf_counter() - t0
+    try:
+        if r.returncode != 0:
+            raise RuntimeError(f"ip -batch {path}: {r.stderr.strip()[:500]}")
+        noop_ipvland(spec, k, 1)
+        after = noop_ipvland(spec, k, runs)
+    finally:
+        ip("link", "del", FOREIGN_DEV, check=False)
+    return {"routes": routes, "neighbors": neighbors, "tables": FOREIGN_TABLES, "load_seconds": round(load_s, 1),
+            "noop_without": before, "noop_with": after, "ratio": round(after["seconds"] / before["seconds"], 3)}
 
 
 # ---------------------------------------------------------------- 4. writes
@@ -260,6 +322,9 @@ class Daemon:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.p.pid}/fd"))
+
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
@@ -308,6 +373,7 @@ def daemon_workload(n: int, config: Path, work: Path, events: int, idle_seconds:
             raise RuntimeError(f"the daemon did not converge in {startup_timeout:.0f}s:\n{d.tail()}")
         out["startup_to_converged_s"] = round(time.monotonic() - t0, 2)
         out["rss_mb"] = round(d.rss_mb(), 1)
+        out["fds"] = d.fds()
         rng = random.Random(seed)
         times: list[float] = []
         timeouts = 0
@@ -383,13 +449,17 @@ def profiled(title: str, fn: Callable[[], object]) -> str:
     return f"==== {title}\n" + prof.output_text(unicode=False, color=False)
 
 
-def run_size(n: int, args: argparse.Namespace, checkpoint: Any = lambda res: None) -> dict[str, Any]:
+def run_size(n: int, args: argparse.Namespace, checkpoint: Any = lambda res: None,
+             layout: str = "tens") -> dict[str, Any]:
+    global GROUP
+    GROUP = PER_NS[layout]
     work = Path(tempfile.mkdtemp(prefix=f"ipvland-bench-{n}-"))
     config = work / "config.yaml"
     config.write_text(yaml.safe_dump(document(n), sort_keys=False))
     spec = spec_mod.load(config)
     assert len(spec.devices) == n
-    res: dict[str, Any] = {"n": n, "namespaces": len(namespaces(n)), "neighbors": max(1, n // 10)}
+    res: dict[str, Any] = {"n": n, "layout": layout, "namespaces": len(namespaces(n)),
+                           "neighbors": max(1, n // 10)}
     want = expected_census(n)
 
     log(f"N={n}: baseline cold apply (ip -batch)")
@@ -417,6 +487,9 @@ def run_size(n: int, args: argparse.Namespace, checkpoint: Any = lambda res: Non
         res["noop_ipvland"] = noop_ipvland(spec, k, runs)
         log(f"N={n}: netlink writes")
         res.update(writes_workload(spec, k))
+        if layout == "tens" and n == args.foreign_at:
+            res["foreign"] = foreign_workload(spec, k, runs, work, args.foreign_routes, args.foreign_neighbors)
+            res["noop_foreign_ratio"] = res["foreign"]["ratio"]
     checkpoint(res)
 
     if args.profile and n in args.profile:
@@ -439,7 +512,7 @@ def run_size(n: int, args: argparse.Namespace, checkpoint: Any = lambda res: Non
     # Last, as the longest at N=1000 (hundreds of ip processes per run): the no-op baseline.
     bruns = args.noop_baseline_runs or (1 if n >= 1000 else 3)
     log(f"N={n}: no-op baseline (ip dumps) x{bruns}")
-    res["noop_baseline"] = noop_baseline(n, bruns)
+    res["noop_baseline"] = noop_baseline(n, bruns, args.baseline_sample)
     res["noop_ratio"] = round(res["noop_ipvland"]["seconds"] / res["noop_baseline"]["seconds"], 3)
     teardown()
     shutil.rmtree(work, ignore_errors=True)
@@ -493,17 +566,43 @@ def headline(results: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("repair_p50_ms", "repair_p99_ms", "rss_mb", "idle_cpu_percent", "idle_window_s"):
         if key in big:
             h[key] = big[key]
+    foreign = [r for r in results if "noop_foreign_ratio" in r]
+    if foreign:
+        h["noop_foreign_ratio"] = foreign[0]["noop_foreign_ratio"]
+    return h
+
+
+PER_NS_KEYS = ("repair_p50_ms", "repair_p99_ms", "noop_ratio", "cold_apply_ratio", "rss_mb", "fds")
+
+
+def headline_per_ns(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-ns layout's keys (issue 13), from its largest size: `<key>_per_ns`."""
+    big = max(results, key=lambda r: r["n"])
+    h: dict[str, Any] = {"at_size_per_ns": big["n"]}
+    for key in PER_NS_KEYS:
+        if key in big:
+            h[f"{key}_per_ns"] = big[key]
     return h
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--layout", choices=("tens", "per-ns", "both"), default="both",
+                    help="tens: ten ipvlans per namespace; per-ns: one per namespace (the container "
+                         "layout); both (default): tens at every size, then per-ns at --per-ns-sizes")
+    ap.add_argument("--per-ns-sizes", help="sizes of the per-ns layout (default: the largest of --sizes)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--events", type=int, default=50, help="drift events per size (default 50)")
     ap.add_argument("--idle-seconds", type=float, help="idle CPU window (default 60 at N>=1000, else 20)")
     ap.add_argument("--noop-runs", type=int, help="no-op reconcile repetitions (default 5, 3 at N>=1000)")
     ap.add_argument("--noop-baseline-runs", type=int, help="no-op baseline repetitions (default 3, 1 at N>=1000)")
+    ap.add_argument("--baseline-sample", type=int, default=100,
+                    help="no-op baseline: dump at most this many lab namespaces and scale (default 100)")
+    ap.add_argument("--foreign-at", type=int, default=100,
+                    help="tens layout size at which to measure the no-op under a foreign load (default 100; 0: never)")
+    ap.add_argument("--foreign-routes", type=int, default=100_000)
+    ap.add_argument("--foreign-neighbors", type=int, default=1000)
     ap.add_argument("--startup-timeout", type=float, default=600.0)
     ap.add_argument("--repair-budget", type=float,
                     help="stop the drift events of a size after this many seconds (JSON: repair_events)")
@@ -514,22 +613,35 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(x) for x in args.sizes.split(",") if x]
     if any(n < 10 or n % 10 for n in sizes):
         ap.error("sizes must be multiples of 10")
+    per_ns_sizes = [int(x) for x in args.per_ns_sizes.split(",") if x] if args.per_ns_sizes else sizes[-1:]
+    runs: list[tuple[str, int]] = []
+    if args.layout in ("tens", "both"):
+        runs += [("tens", n) for n in sizes]
+    if args.layout in ("per-ns", "both"):
+        runs += [("per-ns", n) for n in (sizes if args.layout == "per-ns" else per_ns_sizes)]
     if os.geteuid() != 0:
         ap.error("needs root (run bench/run)")
     wall0 = time.monotonic()
     results: list[dict[str, Any]] = []
 
     def document_of(results: list[dict[str, Any]], partial: dict[str, Any] | None = None) -> dict[str, Any]:
-        done = {str(r["n"]): {k: v for k, v in r.items() if k != "profile_text"} for r in results}
+        tens = [r for r in results if r["layout"] == "tens"]
+        per_ns = [r for r in results if r["layout"] == "per-ns"]
+        def strip(rs: list[dict[str, Any]]) -> dict[str, Any]:
+            return {str(r["n"]): {k: v for k, v in r.items() if k != "profile_text"} for r in rs}
+
         out: dict[str, Any] = {}
-        if results:
-            out = {"headline": headline(results), **headline(results)}
+        if tens:
+            out = {"headline": headline(tens), **headline(tens)}
+        if per_ns:
+            out.setdefault("headline", {}).update(headline_per_ns(per_ns))
+            out.update(headline_per_ns(per_ns))
         out.update({
             "environment": {"kernel": platform.release(), "python": platform.python_version(),
                             "in_vm": os.environ.get("IPVLAND_IN_VM") == "1", "cpus": os.cpu_count(),
                             "idle_window_note": "idle_cpu_percent is measured over idle_window_s seconds "
                                                 "(60 s at N>=1000, else 20 s, unless --idle-seconds)"},
-            "wall_s": round(time.monotonic() - wall0, 1), "sizes": done})
+            "wall_s": round(time.monotonic() - wall0, 1), "sizes": strip(tens), "sizes_per_ns": strip(per_ns)})
         if partial is not None:  # a size still running (or cut off): what it measured so far
             out["partial"] = {k: v for k, v in partial.items() if k != "profile_text"}
         return out
@@ -538,15 +650,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps(document_of(results, partial), indent=1) + "\n")
 
-    for n in sizes:
+    for layout, n in runs:
         t = time.monotonic()
-        r = run_size(n, args, checkpoint)
+        r = run_size(n, args, checkpoint, layout)
         r["wall_s"] = round(time.monotonic() - t, 1)
-        log(f"N={n} done in {r['wall_s']:.0f}s")
+        log(f"N={n} ({layout}) done in {r['wall_s']:.0f}s")
         results.append(r)
         checkpoint(None)
     out = document_of(results)
-    print(table(results))
+    for layout in ("tens", "per-ns"):
+        rows = [r for r in results if r["layout"] == layout]
+        if rows:
+            print(f"layout {layout}:\n" + table(rows))
     print(json.dumps(out["headline"], indent=1))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")

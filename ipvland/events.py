@@ -26,7 +26,10 @@ the parent), a socket is opened in the new one, and the change counts as an even
 Link messages also carry the link's name (`on_event(netns, count, names)`): an event in ipvland's
 own namespace about a parent (its MTU changed, which the kernel copies to every ipvlan on it; it
 appeared) makes the daemon look at that parent's devices everywhere, whatever events the kernel
-sends in their namespaces.
+sends in their namespaces. A link is named only when what the monitor last saw of it changed (new,
+deleted, or another name, MTU, flags or MAC: LinkMemory): the kernel also sends an RTM_NEWLINK of
+the parent, unchanged, for every ipvlan created on it or deleted (NETDEV_CHANGEUPPER), and that one
+must not send a repair to every namespace of the port (the container layout: one per device).
 
 Sockets are opened by entering the namespace on the calling thread (netns.entered: setns, create,
 go back; the kernel binds a socket to the namespace it was created in), the same technique as
@@ -70,11 +73,14 @@ RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 NLMSG_OVERRUN = 4
 NUD_PERMANENT = 0x80
 NDA_PROTOCOL = 12
+IFLA_ADDRESS = 1
 IFLA_IFNAME = 3
+IFLA_MTU = 4
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _NDMSG = struct.Struct("=BxxxiHBB")  # family, pad, ifindex, state, flags, type
 _IFINFOMSG_SIZE = 16  # family, pad, type, index, flags, change
+_IFINFOMSG = struct.Struct("=BxHiII")
 _RTATTR = struct.Struct("=HH")
 PACE = 0.05  # seconds between two batches of one flood
 RCVBUF = 1 << 20
@@ -128,9 +134,46 @@ def link_name(buf: bytes | bytearray | memoryview, offset: int, end: int) -> str
     return None
 
 
-def scan(buf: bytes | bytearray | memoryview, size: int | None = None, names: set[str] | None = None) -> int:
+class LinkMemory:
+    """What the monitor last saw of each link of one namespace: (name, MTU, flags, MAC) by ifindex.
+
+    `changed(kind, message)` says whether a link message shows anything new: a link not seen yet,
+    deleted, or any of those four changed. An unchanged RTM_NEWLINK (the parent's, sent when an
+    ipvlan is created on it or deleted) names no one. Forgotten when events were lost (ENOBUFS).
+    """
+
+    def __init__(self) -> None:
+        self.links: dict[int, tuple[str | None, int | None, int, bytes | None]] = {}
+
+    def changed(self, kind: int, buf: bytes | bytearray | memoryview, offset: int, end: int) -> bool:
+        if end - offset < _IFINFOMSG.size:
+            return True
+        _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(buf, offset)
+        if kind == RTM_DELLINK:
+            self.links.pop(index, None)
+            return True
+        name = mtu = mac = None
+        for attr, value, length in _attrs(buf, offset + _IFINFOMSG_SIZE, end):
+            if attr == IFLA_IFNAME:
+                name = bytes(buf[value:value + length]).split(b"\0", 1)[0].decode(errors="replace")
+            elif attr == IFLA_MTU and length >= 4:
+                mtu = struct.unpack_from("=I", buf, value)[0]
+            elif attr == IFLA_ADDRESS:
+                mac = bytes(buf[value:value + length])
+        seen = (name, mtu, flags, mac)
+        if self.links.get(index) == seen:
+            return False
+        self.links[index] = seen
+        return True
+
+    def clear(self) -> None:
+        self.links.clear()
+
+
+def scan(buf: bytes | bytearray | memoryview, size: int | None = None, names: set[str] | None = None,
+         memory: LinkMemory | None = None) -> int:
     """How many messages in one datagram can concern ipvland; the names of links in link messages
-    are added to `names`."""
+    are added to `names` (with `memory`: only of links whose message shows a change)."""
     end = len(buf) if size is None else size
     offset = count = 0
     while offset + _NLMSGHDR.size <= end:
@@ -139,7 +182,8 @@ def scan(buf: bytes | bytearray | memoryview, size: int | None = None, names: se
             break
         if relevant(kind, buf, offset + _NLMSGHDR.size, offset + length):
             count += 1
-            if names is not None and kind in (RTM_NEWLINK, RTM_DELLINK):
+            if names is not None and kind in (RTM_NEWLINK, RTM_DELLINK) and (
+                    memory is None or memory.changed(kind, buf, offset + _NLMSGHDR.size, offset + length)):
                 name = link_name(buf, offset + _NLMSGHDR.size, offset + length)
                 if name:
                     names.add(name)
@@ -250,6 +294,7 @@ class NetlinkMonitor:
         self._lock = threading.Lock()  # the socket table
         self._read_lock = threading.Lock()  # one reader of the sockets at a time (thread or flush)
         self._sockets: dict[Ns, tuple[Identity, socket.socket]] = {}
+        self._memory: dict[Ns, LinkMemory] = {}  # per socket: see LinkMemory
         self._wanted: set[Ns] = set()
         self._retry_until = 0.0  # monotonic: keep trying to open wanted namespaces until then
         self._selector = selectors.DefaultSelector()
@@ -312,6 +357,7 @@ class NetlinkMonitor:
 
     def _close(self, ns: Ns) -> None:
         _, sock = self._sockets.pop(ns)
+        self._memory.pop(ns, None)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(sock)
         with self._read_lock:
@@ -334,7 +380,7 @@ class NetlinkMonitor:
             for ns, sock in sockets:
                 names: set[str] = set()
                 try:
-                    n = self._drain(sock, names)
+                    n = self._drain(sock, names, self._memory.setdefault(ns, LinkMemory()))
                 except OSError:
                     continue
                 if n:
@@ -365,7 +411,7 @@ class NetlinkMonitor:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"x")
 
-    def _drain(self, sock: socket.socket, names: set[str]) -> int:
+    def _drain(self, sock: socket.socket, names: set[str], memory: LinkMemory | None = None) -> int:
         """Read every queued datagram; the number of relevant messages (ENOBUFS counts as one)."""
         count = 0
         for _ in range(256):  # bounded: the pacing sleep comes between two rounds
@@ -376,11 +422,13 @@ class NetlinkMonitor:
             except OSError as e:
                 if e.errno == errno.ENOBUFS:  # overrun: events were lost, so something happened
                     count += 1
+                    if memory is not None:
+                        memory.clear()  # what it holds may be stale: every link is new again
                     continue
                 raise
             if n == 0:
                 break
-            count += scan(self._buf, n, names)
+            count += scan(self._buf, n, names, memory)
         return count
 
     def _netns_dir_changed(self) -> None:
@@ -425,7 +473,8 @@ class NetlinkMonitor:
                 names: set[str] = set()
                 try:
                     with self._read_lock:
-                        n = self._drain(key.fileobj, names)  # type: ignore[arg-type]
+                        n = self._drain(key.fileobj, names,  # type: ignore[arg-type]
+                                        self._memory.setdefault(ns, LinkMemory()))
                 except OSError as e:
                     if self._stop.is_set():
                         return

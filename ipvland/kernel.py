@@ -22,6 +22,7 @@ import ctypes
 import errno as errnos
 import ipaddress
 import os
+import resource
 import socket
 import struct
 import subprocess
@@ -120,6 +121,7 @@ def _in_netns(netns: str | None, fn: Callable[[], T]) -> T:
 _SOL_NETLINK = 270
 _NETLINK_CAP_ACK = 10  # an error echoes only the request's header, not the whole request
 _NETLINK_EXT_ACK = 11  # and carries the kernel's message saying what exactly was refused
+_NETLINK_GET_STRICT_CHK = 12  # dump requests are checked strictly, and their filters applied (4.20)
 
 
 def _open_raw(netns: str | None) -> socket.socket:
@@ -133,6 +135,18 @@ def _open_raw(netns: str | None) -> socket.socket:
         return s
 
     return _in_netns(netns, make)
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft limit of open files to the hard one: ipvland keeps a socket per namespace (and
+    the daemon a second one for events), so 1000 namespaces, one container each, need over 2000
+    descriptors, past the usual soft limit of 1024. Nothing here uses select(); epoll has no such
+    bound."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1 << 20 if hard == resource.RLIM_INFINITY else hard  # nr_open's default is 2^20
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def list_namespaces() -> frozenset[str]:
@@ -457,6 +471,10 @@ class _Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.seq = 0
+        # the id under which this namespace knows ipvland's own (Kernel._nsid_of_home): fixed for the
+        # life of the two namespaces, so asked once per socket, not once per dump
+        self.home_nsid: int | None = None
+        self.home_nsid_known = False
 
     def close(self) -> None:
         self.sock.close()
@@ -495,6 +513,21 @@ class _Channel:
                         return
                 off += (length + 3) & ~3
 
+    @contextlib.contextmanager
+    def strict(self) -> Iterator[None]:
+        """Dumps whose filters the kernel applies (NETLINK_GET_STRICT_CHK), for the requests inside
+        only: elsewhere on this socket the usual lenient checking stays. Kernels without it (before
+        4.20) ignore the filters: callers filter what comes back all the same."""
+        try:
+            self.sock.setsockopt(_SOL_NETLINK, _NETLINK_GET_STRICT_CHK, 1)
+        except OSError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            self.sock.setsockopt(_SOL_NETLINK, _NETLINK_GET_STRICT_CHK, 0)
+
     def dump(self, msg_type: int, body: bytes) -> list[bytes]:
         for _ in range(5):  # the kernel flags a dump that raced with a change: take it again
             try:
@@ -526,6 +559,7 @@ class Kernel:
     def __init__(self) -> None:
         self.writes = 0
         self.dumps: collections.Counter[str | None] = collections.Counter()
+        raise_fd_limit()
         self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)  # ipvland's own namespace
         # per namespace: the namespace's identity when the socket was opened, and the socket
         self._channels: dict[str | None, tuple[tuple[int, int] | None, _Channel]] = {}
@@ -604,18 +638,25 @@ class Kernel:
 
     # -- reads
 
-    def links(self, netns: str | None) -> list[ObservedLink]:
+    def links(self, netns: str | None, kind: str | None = None) -> list[ObservedLink]:
+        """The namespace's links; with `kind`, only those of that kind (the kernel filters the dump
+        when it knows the kind, as `ip link show type KIND`; anything else is dropped here)."""
         body = struct.pack("BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
         body += struct.pack("HHI", 8, _IFLA_EXT_MASK, _RTEXT_FILTER_SKIP_STATS)  # no counters: less to copy
+        if kind is not None:
+            body += _nla(_IFLA_LINKINFO | _NLA_F_NESTED, _nla(_IFLA_INFO_KIND, kind.encode()))
         raw: list[tuple[int, str, Attrs, int, Attrs]] = []
         for data in self._dump(netns, "list links", _RTM_GETLINK, body):
             _, _, index, ifflags, _ = struct.unpack_from("BxHiII", data, 16)
             a = _attrs(data, 32, len(data))
             info = _attrs(a[_IFLA_LINKINFO], 0, len(a[_IFLA_LINKINFO])) if _IFLA_LINKINFO in a else {}
+            if kind is not None and _str(info.get(_IFLA_INFO_KIND, b"")) != kind:
+                continue
             raw.append((index, _str(a.get(_IFLA_IFNAME, b"")), a, ifflags, info))
         names = {index: name for index, name, *_ in raw}
-        self._index[netns] = {name: index for index, name, *_ in raw}
-        if netns is None:
+        if kind is None:  # a filtered dump does not know every name
+            self._index[netns] = {name: index for index, name, *_ in raw}
+        if netns is None and kind is None:
             self._root_names = names
         home_nsid: int | None = None
         home_nsid_known = False
@@ -655,9 +696,17 @@ class Kernel:
 
     def _nsid_of_home(self, netns: str) -> int | None:
         """The id under which `netns` knows ipvland's own namespace (what IFLA_LINK_NETNSID means there)."""
+        channel = self._channel(netns)
+        if not channel.home_nsid_known:
+            channel.home_nsid = self._ask_nsid_of_home(channel)
+            # None (no id yet: the kernel gives one when a link first refers across) is asked again
+            channel.home_nsid_known = channel.home_nsid is not None
+        return channel.home_nsid
+
+    def _ask_nsid_of_home(self, channel: _Channel) -> int | None:
         body = struct.pack("Bxxx", socket.AF_UNSPEC) + struct.pack("HHI", 8, _NETNSA_FD, self._home)
         try:
-            for _, data, off in self._channel(netns).request(_RTM_GETNSID, body, NLM_F_REQUEST):
+            for _, data, off in channel.request(_RTM_GETNSID, body, NLM_F_REQUEST):
                 a = _attrs(data, off + 4, len(data))
                 if _NETNSA_NSID in a:
                     nsid = struct.unpack("i", a[_NETNSA_NSID][:4])[0]
@@ -702,19 +751,44 @@ class Kernel:
                 tentative=bool(flags & _IFA_F_TENTATIVE) and not flags & _IFA_F_DADFAILED))
         return out
 
-    def routes(self, netns: str | None) -> list[ObservedRoute]:
+    def _route_dumps(self, netns: str | None, tables: frozenset[int] | None) -> Iterator[tuple[bytes, bool]]:
+        """The route dumps: everything, or (tables given) each of these tables whatever its routes'
+        protocol, then ipvland's protocol in every table. Yields (message, from the protocol dump)."""
+        if tables is None:
+            for data in self._dump(netns, "list routes", _RTM_GETROUTE, struct.pack("BBBBBBBBI", *[0] * 9)):
+                yield data, False
+            return
+        channel = self._channel(netns)
+        with channel.strict():
+            for table in sorted(tables):
+                body = struct.pack("BBBBBBBBI", 0, 0, 0, 0, table if table < 256 else 252, 0, 0, 0, 0)
+                body += _nla(_RTA_TABLE, struct.pack("I", table))
+                for data in self._dump(netns, "list routes", _RTM_GETROUTE, body):
+                    yield data, False
+            for data in self._dump(netns, "list routes", _RTM_GETROUTE,
+                                   struct.pack("BBBBBBBBI", 0, 0, 0, 0, 0, RT_PROTO, 0, 0, 0)):
+                yield data, True
+
+    def routes(self, netns: str | None, tables: frozenset[int] | None = None) -> list[ObservedRoute]:
+        """The namespace's unicast routes through one device. With `tables`: only the routes of those
+        tables, and ipvland's own (RT_PROTO) wherever they are, filtered by the kernel: a host with
+        100,000 routes of other tools in other tables costs what its few relevant ones cost."""
         out = []
         names = {index: name for name, index in self._index.get(netns, {}).items()}
         seen: set[tuple[object, ...]] = set()  # an IPv6 multipath route may come once per sibling
-        for data in self._dump(netns, "list routes", _RTM_GETROUTE, struct.pack("BBBBBBBBI", *[0] * 9)):
+        for data, ours_only in self._route_dumps(netns, tables):
             family, dst_len, _, _, table, proto, scope, rtype, rflags = struct.unpack_from("BBBBBBBBI", data, 16)
             if family not in _AF or rtype not in _ROUTE_TYPE_NAMES:
                 continue
+            if ours_only and proto != RT_PROTO:
+                continue  # a kernel that ignored the filter
             a = _attrs(data, 28, len(data))
             if _RTA_TABLE in a:
                 table = _u32(a[_RTA_TABLE])
             if table == _LOCAL_TABLE:
                 continue
+            if tables is not None and (table in tables) == ours_only:
+                continue  # another table (a kernel that ignored the filter), or already in its table's dump
             found = _route_of(family, dst_len, table, scope, _ROUTE_TYPE_NAMES[rtype], rflags, a, names)
             if found is None:
                 continue

@@ -393,6 +393,12 @@ class Observed:
     `scope` None: links were read in every namespace. Otherwise a partial view for repairing drift
     fast: only these namespaces were read at all (ipvland's own, None, always among them); what is
     elsewhere is unknown, not absent, and the planner leaves it alone.
+
+    `ports_known`: a partial view that also shows the mode of every port of the spec: out of scope,
+    ipvlans were read (one filtered link dump per namespace, nothing else) until each port showed
+    a member (all members share the port's mode and flags), or every namespace was read (the port
+    has none). What a device re-created alone on its port needs: its create sets the port's mode,
+    which changes nothing when the port is already in that mode.
     """
 
     namespaces: frozenset[str] = frozenset()  # named namespaces that exist (/run/netns)
@@ -405,6 +411,7 @@ class Observed:
     rules: tuple[ObservedRule, ...] = ()  # read where addresses are (scanned)
     # (netns, value) of net.ipv4.ip_forward, read only in the namespaces whose spec sets it
     ip_forward: tuple[tuple[str | None, int], ...] = ()
+    ports_known: bool = False
 
     def sees(self, netns: str | None) -> bool:
         return self.scope is None or netns in self.scope

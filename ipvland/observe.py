@@ -11,7 +11,9 @@ import os
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ipvland import normalize
 from ipvland.model import (
+    MAIN_TABLE,
     Observed,
     ObservedAddress,
     ObservedLink,
@@ -65,10 +67,42 @@ def _ours(link: ObservedLink) -> bool:
     return link.owned or link.leftover
 
 
-def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | None] | None = None) -> Observed:
+def _host_tables(spec: Spec | None) -> frozenset[int] | None:
+    """The route tables the spec uses in ipvland's own namespace (main always): there, only these
+    are read whole, and ipvland's own routes wherever they are (Kernel.routes). A router or a
+    Kubernetes node keeps its many routes there, in tables of its own. None: read every table."""
+    if spec is None:
+        return None
+    routes = [r for p in spec.parents for r in p.routes]
+    routes += [r for d in spec.devices if d.netns is None for r in d.routes]
+    return frozenset({MAIN_TABLE, *(normalize.route_table(r.table) for r in routes)})
+
+
+def _port_members(kernel: Kernel, spec: Spec | None, elsewhere: frozenset[str],
+                  links: list[ObservedLink]) -> list[ObservedLink]:
+    """Ipvlans out of view, read until every port of the spec shows one (Observed.ports_known):
+    first in the namespaces where the spec puts that port's devices, then in all the others."""
+    if spec is None:
+        return []
+    missing = {p.name for p in spec.parents if p.devices} - {link.parent for link in links if link.kind == "ipvlan"}
+    likely = [d.netns for p in spec.parents if p.name in missing for d in p.devices if d.netns in elsewhere]
+    found: list[ObservedLink] = []
+    for ns in dict.fromkeys([*likely, *sorted(elsewhere)]):
+        if not missing:
+            break
+        got = kernel.links(ns, kind="ipvlan")  # a port's members: nothing else is needed
+        found.extend(got)
+        missing -= {link.parent for link in got}
+    return found
+
+
+def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | None] | None = None,
+            ports: bool = False) -> Observed:
     """A snapshot of the kernel. With spec None, scan only where ipvland's own objects are.
 
     scope: read only these namespaces (and ipvland's own): a partial view, see Observed.scope.
+    ports: with a scope, also read enough ipvlans out of it to know every port's mode: see
+    Observed.ports_known.
     """
     namespaces = _with_paths(kernel.list_namespaces(), spec)
     if scope is not None:
@@ -81,10 +115,13 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
     for ns in sorted(namespaces):
         if scope is None or ns in scope:
             links.extend(kernel.links(ns))
+    if scope is not None and ports:
+        links.extend(_port_members(kernel, spec, namespaces - scope, links))
     wanted = spec.namespaces & namespaces if spec is not None else frozenset()
     if scope is not None:
         wanted &= scope
-    scanned: set[str | None] = {None, *wanted, *(link.netns for link in links if _ours(link))}
+    scanned: set[str | None] = {None, *wanted, *(link.netns for link in links if _ours(link)
+                                                 and (scope is None or link.netns in scope))}
     addresses: list[ObservedAddress] = []
     routes: list[ObservedRoute] = []
     neighbors: list[ObservedNeighbor] = []
@@ -92,7 +129,7 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
     try:
         for where in sorted(scanned, key=lambda n: (n is not None, n or "")):
             addresses.extend(kernel.addresses(where))
-            routes.extend(kernel.routes(where))
+            routes.extend(kernel.routes(where, _host_tables(spec)) if where is None else kernel.routes(where))
             neighbors.extend(kernel.neighbors(where))
             rules.extend(kernel.rules(where))
     finally:
@@ -107,4 +144,5 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
             if value is not None:
                 forwarding.append((where, value))
     return Observed(namespaces, tuple(links), tuple(addresses), tuple(routes), tuple(neighbors),
-                    frozenset(scanned), scope, tuple(rules), tuple(forwarding))
+                    frozenset(scanned), scope, tuple(rules), tuple(forwarding),
+                    ports_known=ports and scope is not None)

@@ -232,7 +232,7 @@ class _Planner:
         """Plan the parent's mode and flags. False when creating on it would re-mode a foreign ipvlan."""
         members = self.ix.port_members.get(parent.name, [])
         if not members:
-            if self.observed.scope is not None:
+            if self.observed.scope is not None and not self.observed.ports_known:
                 # None in view, so the port's mode is unknown: a create would set it for siblings
                 # out of view, foreign ones included. Creating needs the whole picture.
                 self.port_unseen.add(parent.name)
@@ -404,6 +404,8 @@ class _Planner:
 
     def _prune(self) -> None:
         for link in self.observed.links:
+            if not self.observed.sees(link.netns):
+                continue  # read only for its port's sake (Observed.ports_known)
             key = (link.netns, link.name)
             # parent None: its parent is not in our namespace, so another ipvland instance (a peer
             # host in a lab, say) made it; never ours to prune.

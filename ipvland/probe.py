@@ -95,8 +95,10 @@ def run_probe(probe: Probe) -> ProbeResult:
             sent_count += 1
             deadline = sent + probe.timeout
             while (left := deadline - time.monotonic()) > 0:
-                ready, _, _ = select.select([sock], [], [], left)
-                if not ready:
+                # poll, not select: with a socket per namespace, this fd can be above 1023
+                poller = select.poll()
+                poller.register(sock, select.POLLIN)
+                if not poller.poll(left * 1000):
                     break
                 packet, _addr = sock.recvfrom(2048)
                 if _is_reply(version, packet, ident, sent_count):

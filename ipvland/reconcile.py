@@ -149,6 +149,11 @@ def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
         scope = None  # a rollback restores everything observed before: it needs the whole picture
     before = observe(kernel, spec, scope)
     planned = plan(spec, before)
+    if planned.needs_full_view is not None and scope is not None:
+        # Most often a device re-created alone on its port: the port's mode is then all it needs
+        # from elsewhere, and one sibling shows it (Observed.ports_known).
+        before = observe(kernel, spec, scope, ports=True)
+        planned = plan(spec, before)
     if planned.needs_full_view is not None:
         scope = None
         before = observe(kernel, spec)

@@ -38,3 +38,12 @@ def test_bench_runs_at_size_10(tmp_path: Path) -> None:
     assert 0 < data["rss_mb"] < 1024
     assert 0 <= data["idle_cpu_percent"] <= 200
     assert "| N |" in r.stdout  # the table
+    # issue 13: the per-ns layout (one ipvlan per namespace) ran too, at the largest size
+    for key in ("repair_p50_ms_per_ns", "repair_p99_ms_per_ns", "noop_ratio_per_ns", "cold_apply_ratio_per_ns",
+                "rss_mb_per_ns", "fds_per_ns"):
+        assert key in data, (key, data)
+    per_ns = data["sizes_per_ns"]["10"]
+    assert per_ns["namespaces"] == 10 and per_ns["cold_ipvland"]["census_ok"]
+    assert per_ns["noop_writes"] == 0 and per_ns["one_drift_writes"] == 1
+    assert per_ns["repair_timeouts"] == 0 and len(per_ns["repair_ms"]) == 4
+    assert data["fds_per_ns"] > 10  # a socket per namespace at least

@@ -1,0 +1,159 @@
+"""Issue 13: a device re-created alone on its port (the container layout: one ipvlan per namespace)
+is repaired from a partial view plus one sibling that shows its port's mode, never a full view; the parent's
+unchanged link events (sent when an ipvlan is created on it or deleted) name no parent."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import replace
+
+from ipvland import events
+from ipvland.model import LinkCreate, LinkDelete, Mode, Observed
+from tests.unit.test_plan import API, WEB, ipvlan, parent_link, spec_of
+
+# ---------------------------------------------------------------- the planner
+
+
+def test_ports_known_lets_a_partial_view_create_on_a_port_of_known_mode() -> None:
+    # web0 is gone from "web"; its only sibling, api0, is in "api", out of scope: with the links of
+    # every namespace the port's mode is known, so web0 is re-created without a full view, and
+    # api0, read only for its port's sake, is neither pruned nor planned.
+    observed = Observed(namespaces=frozenset({"web", "api"}), links=(parent_link(), ipvlan("api0", 8, "api")),
+                        scanned=frozenset({None, "web"}), scope=frozenset({None, "web"}), ports_known=True)
+    p = plan_of(spec_of(WEB, API), observed)
+    assert p.needs_full_view is None
+    assert {c.device for c in p.changes} == {("web", "web0")}
+    assert any(isinstance(c, LinkCreate) for c in p.changes)
+    assert not any(isinstance(c, LinkDelete) for c in p.changes)
+
+
+def test_ports_known_with_a_port_in_another_mode_still_needs_the_full_view() -> None:
+    observed = Observed(namespaces=frozenset({"web", "api"}),
+                        links=(parent_link(), ipvlan("api0", 8, "api", mode=Mode.L2, owned=False)),
+                        scanned=frozenset({None, "web"}), scope=frozenset({None, "web"}), ports_known=True)
+    p = plan_of(spec_of(WEB), observed)
+    assert p.needs_full_view is not None
+    assert not any(isinstance(c, LinkCreate) for c in p.changes)
+
+
+def test_ports_known_on_an_empty_port_creates() -> None:
+    observed = Observed(namespaces=frozenset({"web"}), links=(parent_link(),), scanned=frozenset({None, "web"}),
+                        scope=frozenset({None, "web"}), ports_known=True)
+    p = plan_of(spec_of(WEB), observed)
+    assert p.needs_full_view is None and any(isinstance(c, LinkCreate) for c in p.changes)
+    # without the links of the other namespaces: the whole picture first (unchanged)
+    assert plan_of(spec_of(WEB), replace(observed, ports_known=False)).needs_full_view is not None
+
+
+def plan_of(spec, observed):  # type: ignore[no-untyped-def]
+    from ipvland.plan import plan
+
+    return plan(spec, observed)
+
+
+# ---------------------------------------------------------------- parent link events
+
+
+def newlink(index: int, name: str, mtu: int, flags: int = 0x1043, kind: int = events.RTM_NEWLINK) -> bytes:
+    def attr(t: int, v: bytes) -> bytes:
+        return struct.pack("=HH", 4 + len(v), t) + v + b"\0" * (-len(v) % 4)
+
+    body = struct.pack("=BxHiII", 0, 1, index, flags, 0)
+    body += attr(events.IFLA_IFNAME, name.encode() + b"\0") + attr(events.IFLA_MTU, struct.pack("=I", mtu))
+    body += attr(events.IFLA_ADDRESS, bytes.fromhex("020000000b01"))
+    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+
+
+def test_an_unchanged_parent_message_names_no_parent_but_still_counts() -> None:
+    memory = events.LinkMemory()
+    names: set[str] = set()
+    assert events.scan(newlink(2, "eth0", 1500), names=names, memory=memory) == 1
+    assert names == {"eth0"}  # not seen before: named
+    names.clear()
+    # the NETDEV_CHANGEUPPER echo of an ipvlan created on eth0 or deleted: nothing changed
+    assert events.scan(newlink(2, "eth0", 1500), names=names, memory=memory) == 1
+    assert names == set()
+
+
+def test_a_parents_mtu_name_or_flags_change_names_it() -> None:
+    memory = events.LinkMemory()
+    events.scan(newlink(2, "eth0", 1500), names=set(), memory=memory)
+    for msg in (newlink(2, "eth0", 9000), newlink(2, "eth1", 9000), newlink(2, "eth1", 9000, flags=0x1002)):
+        names: set[str] = set()
+        events.scan(msg, names=names, memory=memory)
+        assert names, msg
+    names = set()
+    events.scan(newlink(2, "eth1", 9000, kind=events.RTM_DELLINK), names=names, memory=memory)
+    assert names == {"eth1"}
+    names = set()
+    events.scan(newlink(2, "eth1", 9000, flags=0x1002), names=names, memory=memory)
+    assert names == {"eth1"}  # after its deletion, new again
+
+
+def test_without_memory_every_link_message_names_its_link() -> None:
+    names: set[str] = set()
+    events.scan(newlink(2, "eth0", 1500) * 2, names=names)
+    assert names == {"eth0"}
+
+
+def test_memory_cleared_makes_every_link_new() -> None:
+    memory = events.LinkMemory()
+    events.scan(newlink(2, "eth0", 1500), names=set(), memory=memory)
+    memory.clear()
+    names: set[str] = set()
+    events.scan(newlink(2, "eth0", 1500), names=names, memory=memory)
+    assert names == {"eth0"}
+
+
+# ---------------------------------------------------------------- observe: enough of each port
+
+
+class FakeKernel:
+    """Links only (what observe reads out of scope), and which namespaces were dumped."""
+
+    def __init__(self, links: dict[str | None, list]) -> None:  # type: ignore[type-arg]
+        self.by_ns = links
+        self.dumped: list[tuple[str | None, str | None]] = []
+
+    def list_namespaces(self) -> frozenset[str]:
+        return frozenset(ns for ns in self.by_ns if ns is not None)
+
+    def links(self, netns: str | None, kind: str | None = None) -> list:  # type: ignore[type-arg]
+        self.dumped.append((netns, kind))
+        return [x for x in self.by_ns.get(netns, []) if kind is None or x.kind == kind]
+
+    def addresses(self, netns: str | None) -> list:  # type: ignore[type-arg]
+        return []
+
+    def routes(self, netns: str | None, tables: object = None) -> list:  # type: ignore[type-arg]
+        return []
+
+    def neighbors(self, netns: str | None) -> list:  # type: ignore[type-arg]
+        return []
+
+    def rules(self, netns: str | None) -> list:  # type: ignore[type-arg]
+        return []
+
+    def retain(self, namespaces: frozenset[str]) -> None:
+        pass
+
+
+def test_ports_reads_out_of_scope_only_until_the_port_shows_a_member() -> None:
+    from ipvland.observe import observe
+
+    k = FakeKernel({None: [parent_link()], "web": [], "api": [ipvlan("api0", 8, "api")], "zzz": []})
+    o = observe(k, spec_of(WEB, API), frozenset({"web"}), ports=True)  # type: ignore[arg-type]
+    assert o.ports_known
+    # web (in scope) whole; then api, where the spec puts a sibling: one filtered dump, not zzz
+    assert [d for d in k.dumped if d[0] not in (None, "web")] == [("api", "ipvlan")]
+    assert plan_of(spec_of(WEB, API), o).needs_full_view is None
+
+
+def test_ports_reads_every_namespace_when_the_port_has_no_member() -> None:
+    from ipvland.observe import observe
+
+    k = FakeKernel({None: [parent_link()], "web": [], "api": [], "zzz": []})
+    o = observe(k, spec_of(WEB, API), frozenset({"web"}), ports=True)  # type: ignore[arg-type]
+    assert sorted(d[0] for d in k.dumped if d[0] not in (None, "web")) == ["api", "zzz"]
+    p = plan_of(spec_of(WEB, API), o)
+    assert p.needs_full_view is None and any(isinstance(c, LinkCreate) for c in p.changes)
