@@ -66,6 +66,21 @@ PROMOTE_SECONDARIES = "ipv4.promote_secondaries"
 INFINITY_LIFE_TIME = 0xFFFFFFFF
 # A new IPv6 address is tentative for DAD (~1-2 s); a duplicate leaves it "dadfailed" for good,
 # present but unusable: ipvland deletes and re-adds it, and reports the duplicate.
+# Setting a device down flushes its IPv6 addresses (and IPv6 is what a container's ipvlan is often
+# addressed with) unless net.ipv6.conf.DEV.keep_addr_on_down is above 0 (0 in a new namespace; the
+# kernel keeps them when `all` or the device says so, static global addresses only). ipvland sets it
+# on its devices that carry an IPv6 address of the spec, so `state: down` (or a down/up by hand)
+# keeps them.
+KEEP_ADDR_ON_DOWN = "ipv6.keep_addr_on_down"
+
+# ---------------------------------------------------------------- down devices
+
+# A down device carries no routes: the kernel refuses a route through it (ENETDOWN, "Nexthop device
+# is not up": fib_check_nh for IPv4, fib6_nh_init for IPv6) and flushes its routes when it goes
+# down. So the routes of a `state: down` device are inactive, neither planned nor an error, until
+# it is up. Going down also flushes its neighbor entries (permanent ones included), but an entry
+# can be added to a down device and stays: a plan that sets a device down adds them again after.
+DOWN_DEVICE_HAS_ROUTES = False
 
 
 # ---------------------------------------------------------------- per-device sysctls
@@ -85,12 +100,14 @@ SYSCTLS = {
     # RA default route (proto ra). ipv6: {accept_ra: false, autoconf: false} turns that off.
     "ipv6.accept_ra": Sysctl("ipv6.accept_ra", "ipv6/conf/{dev}/accept_ra"),
     "ipv6.autoconf": Sysctl("ipv6.autoconf", "ipv6/conf/{dev}/autoconf"),
+    KEEP_ADDR_ON_DOWN: Sysctl(KEEP_ADDR_ON_DOWN, "ipv6/conf/{dev}/keep_addr_on_down"),
 }
 
 
 def sysctl_matches(wanted: int, observed: int | None) -> bool:
-    """accept_ra 2 ("even when forwarding") is as much "on" as 1: only on/off is managed."""
-    return observed is not None and bool(observed) == bool(wanted)
+    """accept_ra 2 ("even when forwarding") is as much "on" as 1: only on/off is managed. On is
+    above 0, as the kernel reads keep_addr_on_down (-1: off, even when `all` says on)."""
+    return observed is not None and (observed > 0) == (wanted > 0)
 
 
 # ---------------------------------------------------------------- route protocols

@@ -74,7 +74,7 @@ def to_document(observed: Observed, include_foreign: bool = False) -> dict[str, 
         device["state"] = "up" if link.up else "down"
         # what is off (1 is the kernel's default in a new namespace), so a rollback restores it
         ipv6 = {key.split(".", 1)[1]: False for key, value in link.sysctls
-                if key.startswith("ipv6.") and value == 0}
+                if key.startswith("ipv6.") and key != normalize.KEEP_ADDR_ON_DOWN and value == 0}
         if ipv6:
             device["ipv6"] = ipv6
         parent.setdefault("devices", {})[link.name] = extras(link, device)

@@ -1,8 +1,7 @@
 """Failures the randomized campaign (test_campaign.py) found, each minimized to a named test.
 
-The ones still open are `xfail(strict=True)`: they fail today, and the day a fix makes one pass,
-strict turns that into a failure, so the mark is removed with the fix (and the campaign switch that
-keeps its class out of the random specs is switched on by default).
+Each one failed on the kernel before its fix (they were strict xfails until then); the campaign
+generates their classes by default since.
 """
 
 from __future__ import annotations
@@ -12,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from iproute import addrs, lab_setup, load
+from iproute import addrs, converge, ip, ipj, lab_setup, load
 
-from ipvland import spec as spec_mod
 from ipvland.kernel import Kernel
 from ipvland.model import Spec
 from ipvland.reconcile import Report, reconcile
@@ -34,10 +32,29 @@ def lines(report: Report) -> list[str]:
     return [json.dumps(report.to_json())[:3000]]
 
 
-@pytest.mark.xfail(strict=True, reason="campaign switch routes_on_down: the kernel refuses a route through a "
-                   "down device (ENETDOWN, 'Nexthop device is not up'), validation accepts one, so the spec "
-                   "never converges; the fix is an error at validation (or a documented rule the planner follows)")
-def test_routes_on_a_down_device_are_refused_at_validation_or_converge(lab: Path) -> None:
+def routes(dev: str, netns: str) -> set[str]:
+    return {r["dst"] for family in ("-4", "-6")
+            for r in ipj(family, "route", "show", "table", "all", "dev", dev, "proto", "212", netns=netns)}
+
+
+def neighbors(dev: str, netns: str) -> set[str]:
+    return {n["dst"] for n in ipj("neigh", "show", "dev", dev, netns=netns)}
+
+
+def keep_addr_on_down(dev: str, netns: str, value: int | None = None) -> str:
+    """net.ipv6.conf.DEV.keep_addr_on_down in the namespace (set first when value is given)."""
+    path = f"/proc/sys/net/ipv6/conf/{dev}/keep_addr_on_down"
+    if value is not None:
+        ip("netns", "exec", netns, "sh", "-c", f"echo {value} > {path}")
+    return ip("netns", "exec", netns, "cat", path).stdout.strip()
+
+
+def test_routes_on_a_down_device_wait_for_it_to_go_up(lab: Path) -> None:
+    """Campaign class routes_on_down. The kernel refuses a route through a down device (ENETDOWN,
+    "Nexthop device is not up", IPv4 and IPv6) and flushes a device's routes when it goes down, so a
+    `state: down` device has no routes: its `routes:` are inactive (not planned, not an error) until
+    it goes up. Before the fix every apply tried them again and failed. Its neighbors stay: the
+    down flushes them, and the same apply puts them back."""
     text = """
         version: 1
         parents:
@@ -46,23 +63,33 @@ def test_routes_on_a_down_device_are_refused_at_validation_or_converge(lab: Path
             devices:
               web0:
                 netns: web
-                state: down
-                addresses: [192.0.2.10/24]
-                routes: [{to: 198.51.100.0/24}]
+                state: {state}
+                addresses: [192.0.2.10/24, "2001:db8::10/64"]
+                routes: [{{to: 198.51.100.0/24}}, {{to: "2001:db8:1::/64"}}]
+                neighbors: [{{address: 192.0.2.1, lladdr: "02:00:00:00:0b:01"}}]
         """
-    try:
-        spec = load(lab, text)
-    except spec_mod.SpecError as e:
-        assert "down" in str(e)  # refused up front, with a reason: that is a fix
-        return
-    report = apply_once(spec)
+    report = apply_once(load(lab, text.format(state="down")))
     assert report.ok, lines(report)
+    assert routes("web0", "web") == set()
+    assert neighbors("web0", "web") == {"192.0.2.1"}
+    converge(load(lab, text.format(state="down")))  # and stays quiet: nothing to retry
+
+    report = apply_once(load(lab, text.format(state="up")))
+    assert report.ok, lines(report)
+    assert routes("web0", "web") == {"198.51.100.0/24", "2001:db8:1::/64"}
+
+    report = apply_once(load(lab, text.format(state="down")))  # up -> down: flushed, not fought
+    assert report.ok, lines(report)
+    assert routes("web0", "web") == set()
+    assert neighbors("web0", "web") == {"192.0.2.1"}
+    converge(load(lab, text.format(state="down")))
 
 
-@pytest.mark.xfail(strict=True, reason="campaign switch v6_on_down: setting a device down makes the kernel flush "
-                   "its IPv6 addresses (net.ipv6.conf.*.keep_addr_on_down=0), so the apply that sets state: down "
-                   "ends 'still differs' and an address the spec keeps vanishes until the next apply")
 def test_setting_a_device_down_keeps_its_ipv6_address(lab: Path) -> None:
+    """Campaign class v6_on_down. Setting a device down makes the kernel flush its IPv6 addresses
+    unless net.ipv6.conf.DEV.keep_addr_on_down is 1: ipvland sets it on its devices that carry IPv6
+    addresses (and repairs it). Before the fix the apply that set `state: down` ended "still
+    differs" and the address was gone until the next apply."""
     base = """
         version: 1
         parents:
@@ -73,6 +100,13 @@ def test_setting_a_device_down_keeps_its_ipv6_address(lab: Path) -> None:
         """
     assert apply_once(load(lab, base.format(state="up"))).ok
     assert addrs("web0", "web") == {"192.0.2.10/24", "2001:db8::10/64"}
+    assert keep_addr_on_down("web0", "web") == "1"
     report = apply_once(load(lab, base.format(state="down")))
     assert addrs("web0", "web") == {"192.0.2.10/24", "2001:db8::10/64"}
     assert report.ok, lines(report)
+    converge(load(lab, base.format(state="down")))
+    # drift: the sysctl turned off by hand is repaired
+    assert keep_addr_on_down("web0", "web", 0) == "0"
+    report = apply_once(load(lab, base.format(state="down")))
+    assert [c.describe() for c in report.plan.changes] == ["~ link web0 netns web ipv6.keep_addr_on_down 0 -> 1"]
+    assert keep_addr_on_down("web0", "web") == "1"

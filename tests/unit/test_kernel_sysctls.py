@@ -11,7 +11,7 @@ import socket
 import struct
 
 from ipvland.kernel import _attrs, _nla, _promote_secondaries, _sysctls
-from ipvland.normalize import PROMOTE_SECONDARIES
+from ipvland.normalize import KEEP_ADDR_ON_DOWN, PROMOTE_SECONDARIES
 
 
 def af_spec(ipv4: list[int], ipv6: list[int]) -> bytes:
@@ -24,7 +24,9 @@ def test_sysctls_are_read_from_their_slots() -> None:
     ipv4 = [0] * 33
     ipv4[19] = 1  # IPV4_DEVCONF_PROMOTE_SECONDARIES (20), 1-based
     ipv6 = [0, 64, 1500, 2, 1, 0] + [0] * 50  # forwarding, hop limit, mtu, accept_ra, redirects, autoconf
-    assert dict(_sysctls(af_spec(ipv4, ipv6))) == {PROMOTE_SECONDARIES: 1, "ipv6.accept_ra": 2, "ipv6.autoconf": 0}
+    ipv6[42] = 1  # DEVCONF_KEEP_ADDR_ON_DOWN
+    assert dict(_sysctls(af_spec(ipv4, ipv6))) == {PROMOTE_SECONDARIES: 1, "ipv6.accept_ra": 2, "ipv6.autoconf": 0,
+                                                   KEEP_ADDR_ON_DOWN: 1}
 
 
 def test_a_device_without_ipv6_reports_no_ipv6_sysctls() -> None:
