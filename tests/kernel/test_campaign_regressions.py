@@ -110,3 +110,33 @@ def test_setting_a_device_down_keeps_its_ipv6_address(lab: Path) -> None:
     report = apply_once(load(lab, base.format(state="down")))
     assert [c.describe() for c in report.plan.changes] == ["~ link web0 netns web ipv6.keep_addr_on_down 0 -> 1"]
     assert keep_addr_on_down("web0", "web") == "1"
+
+
+def test_the_kernel_does_what_normalize_says_about_down_devices(lab: Path) -> None:
+    """The facts behind both fixes, with iproute2 alone (normalize.py, README "What the kernel rewrites")."""
+    ip("netns", "add", "kdown")
+    ip("link", "add", "link", "lab0", "name", "kd0", "type", "ipvlan", "mode", "l2")
+    ip("link", "set", "kd0", "netns", "kdown")
+    ip("addr", "add", "192.0.2.20/24", "dev", "kd0", netns="kdown")
+    ip("addr", "add", "2001:db8::20/64", "dev", "kd0", "nodad", netns="kdown")
+    # a route through a down device: refused, IPv4 and IPv6
+    for dst in ("198.51.100.0/24", "2001:db8:1::/64"):
+        r = ip("route", "add", dst, "dev", "kd0", netns="kdown", check=False)
+        assert r.returncode != 0 and "Nexthop device is not up" in r.stderr, (dst, r.stderr)
+    # a permanent neighbor can be added to a down device, and stays while it is down
+    ip("neigh", "add", "192.0.2.1", "lladdr", "02:00:00:00:0b:01", "dev", "kd0", "nud", "permanent", netns="kdown")
+    ip("link", "set", "kd0", "up", netns="kdown")
+    ip("route", "add", "198.51.100.0/24", "dev", "kd0", netns="kdown")
+    assert neighbors("kd0", "kdown") == {"192.0.2.1"}
+    # going down flushes routes, neighbors (permanent too) and IPv6 addresses (keep_addr_on_down 0)
+    assert keep_addr_on_down("kd0", "kdown") == "0"
+    ip("link", "set", "kd0", "down", netns="kdown")
+    assert not ipj("route", "show", "dev", "kd0", "198.51.100.0/24", netns="kdown")
+    assert neighbors("kd0", "kdown") == set()
+    assert addrs("kd0", "kdown") == {"192.0.2.20/24"}
+    # with keep_addr_on_down 1, a down keeps them
+    ip("addr", "add", "2001:db8::20/64", "dev", "kd0", "nodad", netns="kdown")
+    keep_addr_on_down("kd0", "kdown", 1)
+    ip("link", "set", "kd0", "up", netns="kdown")
+    ip("link", "set", "kd0", "down", netns="kdown")
+    assert addrs("kd0", "kdown") == {"192.0.2.20/24", "2001:db8::20/64"}
