@@ -75,11 +75,13 @@ KEEP_ADDR_ON_DOWN = "ipv6.keep_addr_on_down"
 
 # ---------------------------------------------------------------- down devices
 
-# A down device carries no routes: the kernel refuses a route through it (ENETDOWN, "Nexthop device
-# is not up": fib_check_nh for IPv4, fib6_nh_init for IPv6) and flushes its routes when it goes
-# down. So the routes of a `state: down` device are inactive, neither planned nor an error, until
-# it is up. Going down also flushes its neighbor entries (permanent ones included), but an entry
-# can be added to a down device and stays: a plan that sets a device down adds them again after.
+# A down device carries no routes: the kernel refuses a route through it (ENETDOWN, "Device for
+# nexthop is not up" from fib_check_nh for IPv4, "Nexthop device is not up" from fib6_nh_init for
+# IPv6) and flushes its routes when it goes down. So the routes of a `state: down` device are
+# inactive, neither planned nor an error, until it is up. Going down flushes its neighbor entries
+# too (permanent ones included), and so does going up in l3/l3s (ipvlan_open sets IFF_NOARP, and a
+# NOARP change flushes the device's entries); an entry can be added to a down device and stays.
+# So a plan that changes a device's state sets its neighbors again after the change.
 DOWN_DEVICE_HAS_ROUTES = False
 
 

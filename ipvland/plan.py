@@ -247,8 +247,8 @@ class _Planner:
         self._sysctls(device, existing)
         self._addresses(device, self.ix.addresses.get((ns, existing.index), {}))
         self._routes(ns, name, existing.index, _active_routes(device))
-        # going down flushes its neighbor entries: they are added again after (normalize.py)
-        flushed = device.state is State.DOWN and existing.up
+        # a state change flushes its neighbor entries: they are set again after it (normalize.py)
+        flushed = (device.state is State.UP) != existing.up
         self._neighbors(ns, name, existing.index, device.neighbors, flushed)
 
     def _create(self, device: Device, mode: Mode, flags: Flag, namespaces_made: set[str]) -> None:
@@ -317,7 +317,7 @@ class _Planner:
 
     def _neighbors(self, ns: Ns, dev: str, ifindex: int | None, neighbors: Iterable[Neighbor],
                    flushed: bool = False) -> None:
-        """flushed: the plan sets the device down, which flushes its entries: every one is set again."""
+        """flushed: the plan sets the device up or down, which flushes its entries: each is set again."""
         for neighbor in neighbors:
             if ifindex is None:
                 self.changes.append(NeighborSet(ns, dev, neighbor))

@@ -6,7 +6,6 @@ generates their classes by default since.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,9 @@ def apply_once(spec: Spec) -> Report:
 
 
 def lines(report: Report) -> list[str]:
-    return [json.dumps(report.to_json())[:3000]]
+    remaining = report.remaining.changes if report.remaining is not None else ()
+    return [*(f"{o.change.describe()}: {o.error}" for o in report.outcomes if o.error),
+            *(f"still differs: {c.describe()}" for c in remaining)]
 
 
 def routes(dev: str, netns: str) -> set[str]:
@@ -53,8 +54,8 @@ def test_routes_on_a_down_device_wait_for_it_to_go_up(lab: Path) -> None:
     """Campaign class routes_on_down. The kernel refuses a route through a down device (ENETDOWN,
     "Nexthop device is not up", IPv4 and IPv6) and flushes a device's routes when it goes down, so a
     `state: down` device has no routes: its `routes:` are inactive (not planned, not an error) until
-    it goes up. Before the fix every apply tried them again and failed. Its neighbors stay: the
-    down flushes them, and the same apply puts them back."""
+    it goes up. Before the fix every apply tried them again and failed. Its neighbors stay: a state
+    change flushes them (down; up too for l3), and the same apply puts them back."""
     text = """
         version: 1
         parents:
@@ -74,9 +75,10 @@ def test_routes_on_a_down_device_wait_for_it_to_go_up(lab: Path) -> None:
     assert neighbors("web0", "web") == {"192.0.2.1"}
     converge(load(lab, text.format(state="down")))  # and stays quiet: nothing to retry
 
-    report = apply_once(load(lab, text.format(state="up")))
+    report = apply_once(load(lab, text.format(state="up")))  # l3 going up flushes them: set again
     assert report.ok, lines(report)
     assert routes("web0", "web") == {"198.51.100.0/24", "2001:db8:1::/64"}
+    assert neighbors("web0", "web") == {"192.0.2.1"}
 
     report = apply_once(load(lab, text.format(state="down")))  # up -> down: flushed, not fought
     assert report.ok, lines(report)
@@ -115,17 +117,23 @@ def test_setting_a_device_down_keeps_its_ipv6_address(lab: Path) -> None:
 def test_the_kernel_does_what_normalize_says_about_down_devices(lab: Path) -> None:
     """The facts behind both fixes, with iproute2 alone (normalize.py, README "What the kernel rewrites")."""
     ip("netns", "add", "kdown")
-    ip("link", "add", "link", "lab0", "name", "kd0", "type", "ipvlan", "mode", "l2")
+    ip("link", "add", "link", "lab0", "name", "kd0", "type", "ipvlan", "mode", "l3")
     ip("link", "set", "kd0", "netns", "kdown")
     ip("addr", "add", "192.0.2.20/24", "dev", "kd0", netns="kdown")
     ip("addr", "add", "2001:db8::20/64", "dev", "kd0", "nodad", netns="kdown")
     # a route through a down device: refused, IPv4 and IPv6
     for dst in ("198.51.100.0/24", "2001:db8:1::/64"):
         r = ip("route", "add", dst, "dev", "kd0", netns="kdown", check=False)
-        assert r.returncode != 0 and "Nexthop device is not up" in r.stderr, (dst, r.stderr)
-    # a permanent neighbor can be added to a down device, and stays while it is down
-    ip("neigh", "add", "192.0.2.1", "lladdr", "02:00:00:00:0b:01", "dev", "kd0", "nud", "permanent", netns="kdown")
+        refused = "Device for nexthop is not up" if ":" not in dst else "Nexthop device is not up"  # ENETDOWN
+        assert r.returncode != 0 and refused in r.stderr, (dst, r.stderr)
+    # a permanent neighbor can be added to a down device, and stays while it is down; an l3 ipvlan
+    # going up flushes it (ipvlan_open sets IFF_NOARP: the NOARP change flushes the device's entries)
+    neigh = ("neigh", "replace", "192.0.2.1", "lladdr", "02:00:00:00:0b:01", "dev", "kd0", "nud", "permanent")
+    ip(*neigh, netns="kdown")
+    assert neighbors("kd0", "kdown") == {"192.0.2.1"}
     ip("link", "set", "kd0", "up", netns="kdown")
+    assert neighbors("kd0", "kdown") == set()
+    ip(*neigh, netns="kdown")
     ip("route", "add", "198.51.100.0/24", "dev", "kd0", netns="kdown")
     assert neighbors("kd0", "kdown") == {"192.0.2.1"}
     # going down flushes routes, neighbors (permanent too) and IPv6 addresses (keep_addr_on_down 0)

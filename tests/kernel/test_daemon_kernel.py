@@ -285,7 +285,10 @@ def test_daemon_rolls_back_a_config_that_breaks_a_probe_and_keeps_the_restored_s
     # A restart remembers it (rolled-back.json): the same files are not applied again, the restored
     # state is enforced (before: a restart applied generation 2 again, l3 and 198.51.100.10).
     lab.start("--rollback-on-probe-failure")
-    wait_until("convergence after the restart", lambda: lab.converged(), STARTUP)
+    assert lab.p is not None
+    pid = lab.p.pid
+    wait_until("convergence after the restart",
+               lambda: lab.status().get("pid") == pid and lab.converged(), STARTUP)
     enforced = lab.status()["config"]["enforced"]
     assert enforced["rolled_back"] and "before the daemon restarted" in enforced["reason"], enforced
     assert mode("c1", "c1") == "l2" and addrs("c1", "c1") == {"192.0.2.10/24"}

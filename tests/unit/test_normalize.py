@@ -151,7 +151,7 @@ def test_a_down_device_has_no_routes_until_it_is_up() -> None:
                                                     "+ route default dev web0 netns web"]
 
 
-def test_setting_a_device_down_sets_its_neighbors_again_after_the_down() -> None:
+def test_a_state_change_sets_the_neighbors_again_after_it() -> None:
     from dataclasses import replace
 
     from ipvland.model import RT_PROTO, Neighbor, ObservedNeighbor, State
@@ -163,6 +163,11 @@ def test_setting_a_device_down_sets_its_neighbors_again_after_the_down() -> None
     assert plan(spec_of(replace(WEB, neighbors=(gw,))), base).empty
     p = plan(spec_of(replace(WEB, neighbors=(gw,), state=State.DOWN)), base)
     assert lines(p) == ["- route default dev web0 netns web", "~ link web0 netns web state up -> down",
+                        "~ neighbor 192.0.2.1 lladdr 02:00:00:00:0b:01 dev web0 netns web"]
+    # an l3 ipvlan going up flushes them too (it turns NOARP on)
+    down = replace(base, links=(base.links[0], replace(base.links[1], up=False)))
+    p = plan(spec_of(replace(WEB, neighbors=(gw,))), down)
+    assert lines(p) == ["~ link web0 netns web state down -> up",
                         "~ neighbor 192.0.2.1 lladdr 02:00:00:00:0b:01 dev web0 netns web"]
 
 
