@@ -43,7 +43,7 @@ from types import FrameType
 from typing import Any, cast
 
 from ipvland import status as status_mod
-from ipvland.enforce import ConfigChoice, RolledBack, digest
+from ipvland.enforce import RECORD_FILE, ConfigChoice, RolledBack, digest, from_record
 from ipvland.flaps import FlapDetector, object_key
 from ipvland.heartbeat import Feeder, FeederThread, clamp_probes
 from ipvland.model import Settling, Spec
@@ -144,6 +144,7 @@ class Daemon:
         if self.watchdog_timeout:
             self.feeder = FeederThread(Feeder(self.watchdog_timeout, clock()), notify, clock)
         self._clamp_said: str | None = None
+        self._kept_rollback: dict[str, Any] | None = None  # what RECORD_FILE holds
 
         self.kernel: Any = None
         self.reconciles = 0
@@ -232,6 +233,7 @@ class Daemon:
     def serve(self) -> int:
         """Run until request_stop(). The first reconcile runs at once."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._recall_rollback()
         self._start_sources()
         try:
             self.request("start", Trigger.START)
@@ -304,6 +306,7 @@ class Daemon:
             hold = self.scheduler.hold_until
         if hold is not None:
             log.info("next reconcile in %.0fs at the earliest (%s)", hold - self._clock(), self.scheduler.hold_why)
+        self._keep_rollback()
         self.write_status()
         summary = status_mod.summary(self.status())
         if not self.ready or (job.hup and reload):
@@ -383,6 +386,50 @@ class Daemon:
             for err in errors:
                 log.error("config: %s", err)
             log.error("config: %d error(s); enforcing %s", len(errors), self.choice.reason)
+
+    # ------------------------------------------------------------------ a rollback outlives the daemon
+
+    def _recall_rollback(self) -> None:
+        """At start: the rollback in force when the daemon stopped (enforce.py), if any."""
+        import json
+
+        from ipvland import spec as spec_mod
+
+        path = self.state_dir / RECORD_FILE
+        try:
+            rolled_back = from_record(json.loads(path.read_bytes()))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            log.warning("%s: %s: ignored (the config is tried with rollback armed)", path, e)
+            return
+        restored = None
+        if rolled_back.restored_config is not None:
+            try:
+                restored = spec_mod.loads(rolled_back.restored_config,
+                                          f"<state before generation {rolled_back.generation}>")
+            except spec_mod.SpecError as e:
+                log.warning("%s: the restored state does not load (%s): nothing is enforced", path, e)
+        self.choice.remember(rolled_back, restored)
+        self._kept_rollback = self.choice.record()
+        log.warning("config generation %d was rolled back before this start (%s): its files are not applied "
+                    "again until they change", rolled_back.generation, "; ".join(rolled_back.broken))
+
+    def _keep_rollback(self) -> None:
+        """Keep the rollback in force in the state directory (written when it changes, removed after)."""
+        record = self.choice.record()
+        if record == self._kept_rollback:
+            return
+        path = self.state_dir / RECORD_FILE
+        try:
+            if record is None:
+                path.unlink(missing_ok=True)
+            else:
+                status_mod.write_json(self.state_dir, RECORD_FILE, record)
+        except OSError as e:
+            log.error("cannot keep the rollback in %s: %s (a restart would try that config again)", path, e)
+            return
+        self._kept_rollback = record
 
     # ------------------------------------------------------------------ reconcile
 
@@ -491,7 +538,8 @@ class Daemon:
         else:
             broken = tuple(p.describe() for p in rollback.broken)
             self.choice.reconciled(RolledBack(self.generation, self.choice.digest or "", time.time(), broken,
-                                              rollback.ok, rollback.error), rollback.previous)
+                                              rollback.ok, rollback.error,
+                                              getattr(rollback, "previous_config", None)), rollback.previous)
             log.error("config generation %d broke %s: rolled back%s; it is not applied again until its files "
                       "change", self.generation, "; ".join(broken), "" if rollback.ok else " (restore incomplete)")
         keys = [object_key(o.change) for o in report.outcomes if o.ok]

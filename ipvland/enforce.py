@@ -13,14 +13,21 @@ Rollback belongs to config generations: only the first reconcile of a new genera
 the baseline probes and may roll back; every later one is a repair, which never does. A generation
 that was rolled back is remembered by the content hash of the files it was loaded from, so reloading
 the same files (at every resync, SIGHUP or file event) does not apply it again.
+
+That memory outlives the daemon: the daemon keeps `record()` in `<state dir>/rolled-back.json`
+(RECORD_FILE) and hands it back with `remember()` at start, so a restarted daemon neither applies the
+generation that broke the probes again nor forgets the restored state it enforced (kept there as
+config text). The state directory is /run/ipvland by default: a reboot forgets it, as it forgets the
+network state the record describes.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ipvland.model import Spec
 
@@ -46,6 +53,33 @@ class RolledBack:
     broken: tuple[str, ...]  # the probes it broke
     restored: bool  # the restore converged
     error: str | None  # why the previous state could not even be planned
+    restored_config: str | None = None  # the restored state as config text (YAML), for a restart
+
+
+RECORD_FILE = "rolled-back.json"
+RECORD_SCHEMA = 1
+
+
+def to_record(rolled_back: RolledBack) -> dict[str, Any]:
+    """The JSON object kept in RECORD_FILE."""
+    return {"schema": RECORD_SCHEMA, **asdict(rolled_back), "broken": list(rolled_back.broken)}
+
+
+def from_record(data: object) -> RolledBack:
+    """RECORD_FILE's object back; ValueError when it is not one (then nothing is remembered)."""
+    if not isinstance(data, dict) or data.get("schema") != RECORD_SCHEMA:
+        raise ValueError(f"not a rollback record (schema {RECORD_SCHEMA})")
+    try:
+        rolled_back = RolledBack(
+            int(data["generation"]), str(data["digest"]), float(data["at"]),
+            tuple(str(b) for b in data["broken"]), bool(data["restored"]),
+            None if data["error"] is None else str(data["error"]),
+            None if data.get("restored_config") is None else str(data["restored_config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"not a rollback record: {type(e).__name__}: {e}") from None
+    if len(rolled_back.digest) != 64:
+        raise ValueError("not a rollback record: no SHA-256 of the files")
+    return rolled_back
 
 
 class ConfigChoice:
@@ -60,6 +94,22 @@ class ConfigChoice:
         self._refused: str | None = None  # the digest that is not applied again
         self.errors: list[str] | None = None  # the config on disk does not load
         self.error_since: float | None = None
+        self.remembered = False  # the rollback was recalled from before a restart
+
+    def remember(self, rolled_back: RolledBack, restored: Spec | None) -> None:
+        """At start, before any load: a rollback recorded by the daemon before it restarted. Its
+        files are refused as they were; the restored state (None: it cannot be loaded) is enforced."""
+        self.rolled_back = rolled_back
+        self._refused = rolled_back.digest
+        self._restored = restored
+        self.generation = rolled_back.generation  # the next new one counts on from there
+        self.remembered = True
+
+    def record(self) -> dict[str, Any] | None:
+        """What must outlive the daemon: the rollback in force (None: none, the file goes)."""
+        if self._refused is None or self.rolled_back is None:
+            return None
+        return to_record(self.rolled_back)
 
     # ---------------------------------------------------------------- input
 
@@ -80,6 +130,7 @@ class ConfigChoice:
         self.trial = True
         self._restored = None
         self._refused = None
+        self.remembered = False
         return "new"
 
     def failed(self, errors: list[str], now: float) -> bool:
@@ -97,6 +148,7 @@ class ConfigChoice:
             self.rolled_back = rolled_back
             self._refused = rolled_back.digest
             self._restored = restored
+            self.remembered = False
 
     # ---------------------------------------------------------------- output
 
@@ -121,8 +173,9 @@ class ConfigChoice:
             g = self.rolled_back.generation
             what = (f"the state before generation {g}" if self._restored is not None
                     else "nothing (the state before it could not be restored)")
-            return (f"{what}: generation {g} broke a probe and was rolled back; it is not applied "
-                    f"again until its files change")
+            when = " before the daemon restarted" if self.remembered else ""
+            return (f"{what}: generation {g} broke a probe and was rolled back{when}; it is not "
+                    f"applied again until its files change")
         if self.good is None:
             return "nothing: no valid config yet"
         if self.errors is not None:

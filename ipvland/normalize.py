@@ -116,6 +116,23 @@ IPV4_REPLACEABLE = frozenset({"deprecated"})
 # IFA_F_DEPRECATED is what tells.
 # A new IPv6 address is tentative for DAD (~1-2 s); a duplicate leaves it "dadfailed" for good,
 # present but unusable: ipvland deletes and re-adds it, and reports the duplicate.
+# Setting a device down flushes its IPv6 addresses (and IPv6 is what a container's ipvlan is often
+# addressed with) unless net.ipv6.conf.DEV.keep_addr_on_down is above 0 (0 in a new namespace; the
+# kernel keeps them when `all` or the device says so, static global addresses only). ipvland sets it
+# on its devices that carry an IPv6 address of the spec, so `state: down` (or a down/up by hand)
+# keeps them.
+KEEP_ADDR_ON_DOWN = "ipv6.keep_addr_on_down"
+
+# ---------------------------------------------------------------- down devices
+
+# A down device carries no routes: the kernel refuses a route through it (ENETDOWN, "Device for
+# nexthop is not up" from fib_check_nh for IPv4, "Nexthop device is not up" from fib6_nh_init for
+# IPv6) and flushes its routes when it goes down. So the routes of a `state: down` device are
+# inactive, neither planned nor an error, until it is up. Going down flushes its neighbor entries
+# too (permanent ones included), and so does going up in l3/l3s (ipvlan_open sets IFF_NOARP, and a
+# NOARP change flushes the device's entries); an entry can be added to a down device and stays.
+# So a plan that changes a device's state sets its neighbors again after the change.
+DOWN_DEVICE_HAS_ROUTES = False
 
 
 # ---------------------------------------------------------------- per-device sysctls
@@ -155,6 +172,7 @@ SYSCTLS = {
     "ipv4.arp_ignore": _conf("ipv4", "arp_ignore", exact=True),
     "ipv4.arp_announce": _conf("ipv4", "arp_announce", exact=True),
     "ipv4.forwarding": _conf("ipv4", "forwarding"),
+    KEEP_ADDR_ON_DOWN: Sysctl(KEEP_ADDR_ON_DOWN, "ipv6/conf/{dev}/keep_addr_on_down", in_spec=False),
 }
 
 
@@ -168,11 +186,12 @@ IP_FORWARD_PROC = "ipv4/ip_forward"
 
 def sysctl_matches(wanted: int, observed: int | None, key: str = "") -> bool:
     """accept_ra 2 ("even when forwarding") is as much "on" as 1: only on/off is managed, except
-    for the settings with several meaningful values (exact)."""
+    for the settings with several meaningful values (exact). On is above 0, as the kernel reads
+    keep_addr_on_down (-1: off, even when `all` says on)."""
     if observed is None:
         return False
     sysctl = SYSCTLS.get(key)
-    return observed == wanted if sysctl is not None and sysctl.exact else bool(observed) == bool(wanted)
+    return observed == wanted if sysctl is not None and sysctl.exact else (observed > 0) == (wanted > 0)
 
 
 # ---------------------------------------------------------------- route protocols

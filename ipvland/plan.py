@@ -300,8 +300,10 @@ class _Planner:
             self.changes.append(LinkStateSet(ns, name, device.state is State.UP))
         self._sysctls(device, existing)
         self._addresses(device, self.ix.addresses.get((ns, existing.index), {}))
-        self._routes(ns, name, existing.index, device.routes)
-        self._neighbors(ns, name, existing.index, device.neighbors)
+        self._routes(ns, name, existing.index, _active_routes(device))
+        # a state change flushes its neighbor entries: they are set again after it (normalize.py)
+        flushed = (device.state is State.UP) != existing.up
+        self._neighbors(ns, name, existing.index, device.neighbors, flushed)
 
     def _create(self, device: Device, mode: Mode, flags: Flag, namespaces_made: set[str]) -> None:
         ns = device.netns
@@ -315,7 +317,7 @@ class _Planner:
         self._addresses(device, {})
         if device.state is State.UP:
             self.changes.append(LinkStateSet(ns, device.name, True))
-        self._routes(ns, device.name, None, device.routes)
+        self._routes(ns, device.name, None, _active_routes(device))
         self._neighbors(ns, device.name, None, device.neighbors)
 
     def _sysctls(self, device: Device, existing: ObservedLink | None) -> None:
@@ -323,6 +325,8 @@ class _Planner:
         wanted = dict(device.sysctls)
         if existing is not None:
             wanted.setdefault(normalize.PROMOTE_SECONDARIES, 1)
+        if any(a.version == 6 for a in device.addresses):  # going down must not flush them
+            wanted.setdefault(normalize.KEEP_ADDR_ON_DOWN, 1)
         for key, value in wanted.items():
             old = existing.sysctl(key) if existing is not None else None
             if not normalize.sysctl_matches(value, old, key):
@@ -381,7 +385,9 @@ class _Planner:
                 continue
             self.changes.append(RouteSet(ns, dev, route, replace=bool(same_key)))
 
-    def _neighbors(self, ns: Ns, dev: str, ifindex: int | None, neighbors: Iterable[Neighbor]) -> None:
+    def _neighbors(self, ns: Ns, dev: str, ifindex: int | None, neighbors: Iterable[Neighbor],
+                   flushed: bool = False) -> None:
+        """flushed: the plan sets the device up or down, which flushes its entries: each is set again."""
         for neighbor in neighbors:
             if ifindex is None:
                 self.changes.append(NeighborSet(ns, dev, neighbor))
@@ -391,6 +397,8 @@ class _Planner:
             present = self.ix.neighbors.get(key)
             if present is None:
                 self.changes.append(NeighborSet(ns, dev, neighbor))
+            elif flushed and present.owned:
+                self.changes.append(NeighborSet(ns, dev, neighbor, replace=True))
             elif present.permanent and not present.owned:
                 self.conflicts.append(Conflict(
                     f"neighbor {neighbor.address} dev {dev}{_where(ns)}",
@@ -518,6 +526,13 @@ def _through(route: Route, dev: str) -> Route:
     if not any(n.dev is None for n in route.nexthops):
         return route
     return replace(route, nexthops=tuple(n if n.dev is not None else replace(n, dev=dev) for n in route.nexthops))
+
+
+def _active_routes(device: Device) -> tuple[Route, ...]:
+    """A down device carries no routes (normalize.DOWN_DEVICE_HAS_ROUTES): its spec routes wait."""
+    if device.state is State.DOWN and not normalize.DOWN_DEVICE_HAS_ROUTES:
+        return ()
+    return tuple(device.routes)
 
 
 def _hint(route: ObservedRoute) -> str:

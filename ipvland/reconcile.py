@@ -66,6 +66,7 @@ class Rollback:
     restore: Report | None  # the reconcile back to the previous state
     error: str | None = None  # why the previous state could not even be planned
     previous: Spec | None = None  # the state restored, as a spec (the daemon keeps enforcing it)
+    previous_config: str | None = None  # the same as config text (the daemon keeps it across a restart)
 
     @property
     def ok(self) -> bool:
@@ -176,8 +177,9 @@ def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
 
 def _roll_back(kernel: Kernel, before: Observed, broken: tuple[ProbeResult, ...]) -> Rollback:
     """Restore what ipvland owned before the change: the observed state, as a spec, reconciled."""
+    text = yaml.safe_dump(to_document(before))
     try:
-        previous = spec_mod.loads(yaml.safe_dump(to_document(before)), "<state before apply>")
+        previous = spec_mod.loads(text, "<state before apply>")
     except spec_mod.SpecError as e:
         return Rollback(broken, None, "; ".join(str(x) for x in e.errors))
-    return Rollback(broken, reconcile(previous, kernel), previous=previous)
+    return Rollback(broken, reconcile(previous, kernel), previous=previous, previous_config=text)

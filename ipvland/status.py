@@ -109,16 +109,21 @@ def prepare_dir(state_dir: Path) -> None:
 
 
 def write(state_dir: Path, status: Status) -> Path:
-    """Write atomically: a temp file in the same directory, fsync, rename, fsync the directory.
+    return write_json(state_dir, STATUS_FILE, status)
+
+
+def write_json(state_dir: Path, name: str, value: Any) -> Path:
+    """Write `<state_dir>/<name>` atomically: a temp file in the same directory, fsync, rename, fsync
+    the directory.
 
     A reader sees the old file or the new one, never a half-written one, even across a crash.
     The file is FILE_MODE, group GROUP, from the moment it has content.
     """
     if not state_dir.is_dir():
         prepare_dir(state_dir)
-    target = path_in(state_dir)
-    data = json.dumps(status, indent=2, sort_keys=True).encode() + b"\n"
-    fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=state_dir)
+    target = state_dir / name
+    data = json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=state_dir)
     try:
         with os.fdopen(fd, "wb") as f:
             restrict(f.fileno(), FILE_MODE)

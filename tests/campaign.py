@@ -48,32 +48,37 @@ TABLES = (None, None, 100, 200)
 
 @dataclass(frozen=True)
 class Switches:
-    """Known-open bug classes, off by default so the campaign is green; each one names an issue-11 case.
+    """Classes of specs and drift the campaign can leave out, each naming an issue-11 case.
 
-    Switch one on with IPVLAND_CAMPAIGN_ENABLE=name[,name...] (or `all`).
+    Every class ipvland handles is on by default. `dup_routes` stays off: validation refuses such a
+    spec (it cannot converge), so a generated one would only stop the round at load.
+    IPVLAND_CAMPAIGN_ENABLE=name[,name...] (or `all`) switches classes on, IPVLAND_CAMPAIGN_DISABLE
+    switches them off (to narrow a failure down).
     """
 
-    v6_metric0: bool = False  # IPv6 routes with metric 0 (the kernel stores 1024)      (case 1)
+    v6_metric0: bool = True  # IPv6 routes with metric 0 (the kernel stores 1024)      (case 1)
     dup_routes: bool = False  # one route key (dst, table, metric) on two devices of a namespace (case 1)
-    primary_drop: bool = False  # drop an IPv4 address while another of its subnet stays (case 7)
-    tmp_leftovers: bool = False  # an `ipvtmp-*` device left by an interrupted create (case 10)
-    parent_rename: bool = False  # a parent renamed by hand (and back)                  (case 10)
-    netns_recreate_daemon: bool = False  # namespace deleted + re-created while the daemon runs (case 6)
+    primary_drop: bool = True  # drop an IPv4 address while another of its subnet stays (case 7)
+    tmp_leftovers: bool = True  # an `ipvtmp-*` device left by an interrupted create (case 10)
+    parent_rename: bool = True  # a parent renamed by hand (and back)                  (case 10)
+    netns_recreate_daemon: bool = True  # namespace deleted + re-created while the daemon runs (case 6)
     # Found by this campaign (tests/kernel/test_campaign_regressions.py):
-    routes_on_down: bool = False  # routes on a `state: down` device: the kernel refuses them (ENETDOWN)
-    v6_on_down: bool = False  # IPv6 addresses on a device that goes down: the kernel flushes them
+    routes_on_down: bool = True  # routes on a `state: down` device: inactive until it is up
+    v6_on_down: bool = True  # IPv6 addresses on a device that goes down (keep_addr_on_down)
 
     @classmethod
     def from_env(cls) -> Switches:
-        raw = os.environ.get("IPVLAND_CAMPAIGN_ENABLE", "")
-        names = {n.strip() for n in raw.split(",") if n.strip()}
         known = {f.name for f in fields(cls)}
-        if "all" in names:
-            names = known
-        unknown = names - known
-        if unknown:
-            raise ValueError(f"IPVLAND_CAMPAIGN_ENABLE: unknown switch(es) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**{n: True for n in names})
+        chosen = {}
+        for var, value in (("IPVLAND_CAMPAIGN_ENABLE", True), ("IPVLAND_CAMPAIGN_DISABLE", False)):
+            names = {n.strip() for n in os.environ.get(var, "").split(",") if n.strip()}
+            if "all" in names:
+                names = known
+            unknown = names - known
+            if unknown:
+                raise ValueError(f"{var}: unknown switch(es) {sorted(unknown)}; known: {sorted(known)}")
+            chosen.update({n: value for n in names})
+        return cls(**chosen)
 
     def on(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name)]
@@ -709,7 +714,8 @@ def expected_owned(doc: Doc) -> dict[str, Any]:
                 "parent": pname, "mode": parent["mode"], "flags": parent.get("flags", "bridge"),
                 "mtu": dev.get("mtu"), "up": dev.get("state", "up") == "up",
                 "addresses": sorted(str(ipaddress.ip_interface(a)) for a in dev.get("addresses") or ())}
-            for route in dev.get("routes") or ():
+            # a down device carries no routes (the kernel refuses and flushes them): inactive until up
+            for route in dev.get("routes") or () if dev.get("state", "up") == "up" else ():
                 want["routes"].add(_route_tuple(ns, name, route))
             for n in dev.get("neighbors") or ():
                 want["neighbors"].add((ns, name, str(ipaddress.ip_address(n["address"])), n["lladdr"].lower()))

@@ -25,9 +25,11 @@ Budget, seed, replay (environment; tests/vm passes IPVLAND_CAMPAIGN_* into the V
   IPVLAND_CAMPAIGN_ROUNDS=N      run exactly N apply rounds instead of the time budget
   IPVLAND_CAMPAIGN_BUDGET=S      seconds of apply rounds (default 80)
   IPVLAND_CAMPAIGN_DAEMON_ROUNDS=N  daemon rounds (default 3)
-  IPVLAND_CAMPAIGN_ENABLE=a,b    switch on known-open bug classes (tests/campaign.py `Switches`):
-      v6_metric0  dup_routes  primary_drop  tmp_leftovers  parent_rename  netns_recreate_daemon
-      routes_on_down  v6_on_down  (found by the campaign)  (or all)
+  IPVLAND_CAMPAIGN_DISABLE=a,b   leave classes of specs or drift out (tests/campaign.py `Switches`; all
+                                 on by default): v6_metric0  primary_drop  tmp_leftovers  parent_rename
+                                 netns_recreate_daemon  routes_on_down  v6_on_down (or all)
+  IPVLAND_CAMPAIGN_ENABLE=a,b    switch on one that is off by default: dup_routes (a spec validation
+                                 refuses: the round stops at load)
 e.g. IPVLAND_CAMPAIGN_SEED=123 IPVLAND_CAMPAIGN_ROUNDS=7 tests/run tests/kernel/test_campaign.py
 Every choice comes from the seed and the spec, never from the kernel, so a seed replays its rounds.
 """

@@ -299,6 +299,18 @@ def test_daemon_rolls_back_a_config_that_breaks_a_probe_and_keeps_the_restored_s
     assert lab.logs().count("rolled back") == 1, lab.logs()[-3000:]
     assert mode("c1", "c1") == "l2"
     assert lab.stop(signal.SIGTERM) == 0
+    # A restart remembers it (rolled-back.json): the same files are not applied again, the restored
+    # state is enforced (before: a restart applied generation 2 again, l3 and 198.51.100.10).
+    lab.start("--rollback-on-probe-failure")
+    assert lab.p is not None
+    pid = lab.p.pid
+    wait_until("convergence after the restart",
+               lambda: lab.status().get("pid") == pid and lab.converged(), STARTUP)
+    enforced = lab.status()["config"]["enforced"]
+    assert enforced["rolled_back"] and "before the daemon restarted" in enforced["reason"], enforced
+    assert mode("c1", "c1") == "l2" and addrs("c1", "c1") == {"192.0.2.10/24"}
+    assert link("c1", "c1")["ifindex"] == index  # type: ignore[index]
+    assert lab.stop(signal.SIGTERM) == 0
 
 
 def test_route_flood_sighup_and_sigterm(lab: Daemon) -> None:

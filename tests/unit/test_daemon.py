@@ -594,6 +594,49 @@ def test_a_rolled_back_generation_is_not_applied_again_and_repairs_never_roll_ba
     assert status.read(tmp_path / "state")["config"]["generation"] == 3
 
 
+def test_a_restarted_daemon_still_refuses_the_rolled_back_generation(
+        config: Path, make: Any, tmp_path: Path) -> None:
+    """Before: a restart forgot the rollback and applied the config that broke the probes again."""
+    from ipvland.enforce import RECORD_FILE
+    from ipvland.reconcile import Rollback
+
+    previous = Spec(version=1, sources=("<state before apply>",))
+    broken = ProbeResult(Probe(ipaddress.ip_address("192.0.2.1"), "web"), False, 3, error="no reply")
+    calls: list[tuple[str, bool]] = []
+
+    def breaks_probe(spec: Spec, kernel: Any, rollback_on_probe_failure: bool = False, **kw: Any) -> Report:
+        calls.append((spec.sources[-1], rollback_on_probe_failure))
+        if "broken" not in spec.sources[-1]:
+            return empty_report(spec, kernel)
+        return Report(Plan(), (), Plan(), time.time(), 0.0, (broken,),
+                      Rollback((broken,), empty_report(previous, kernel), previous=previous,
+                               previous_config="version: 1\nparents: {}\n"))
+
+    config.write_text("broken-1\n")
+    d, _rec, notes, run = make(config, rollback_on_probe_failure=True, reconcile_fn=breaks_probe)
+    notes.wait_for("STATUS=", 1)
+    assert calls == [("broken-1", True)]
+    record = tmp_path / "state" / RECORD_FILE
+    assert record.stat().st_mode & 0o777 == 0o640
+    assert run.stop() == 0
+
+    calls.clear()
+    d, _rec, notes, run = make(config, rollback_on_probe_failure=True, reconcile_fn=breaks_probe)
+    notes.wait_for("STATUS=", 1)
+    d.on_file_event("modified")  # the same files read again
+    notes.wait_for("STATUS=", 2)
+    assert calls == [("<state before generation 1>", False)] * 2, "the restored state, never generation 1"
+    s = status.read(tmp_path / "state")
+    assert s["config"]["enforced"]["rolled_back"] is True and s["rolled_back"]["generation"] == 1
+    assert "before the daemon restarted" in s["config"]["enforced"]["reason"]
+    config.write_text("good-2\n")  # the files changed: a new generation, and the record goes
+    d.on_file_event("modified")
+    notes.wait_for("STATUS=", 3)
+    assert calls[-1] == ("good-2", True) and d.generation == 2
+    assert not record.exists()
+    assert run.stop() == 0
+
+
 def test_events_of_ipvlands_own_writes_are_not_drift(config: Path, make: Any) -> None:
     holder: list[Daemon] = []
 

@@ -4,7 +4,10 @@ watchdog feeder (fake clocks, no threads)."""
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from ipvland.enforce import ConfigChoice, RolledBack, digest
 from ipvland.flaps import FlapDetector, object_key
@@ -141,3 +144,40 @@ def test_settling_of_namespaces_a_repair_did_not_read_is_carried_over() -> None:
     assert carry_settling(full, frozenset({"b"}), []) == {"a": (a.describe(),)}
     # A full reconcile says everything afresh.
     assert carry_settling(full, None, []) == {}
+
+
+def test_a_rollback_is_remembered_across_a_restart_until_the_files_change() -> None:
+    from ipvland.enforce import from_record
+
+    before = ConfigChoice()
+    assert before.record() is None
+    before.loaded(A, "a" * 64, 0.0)
+    before.reconciled(None, None)
+    before.loaded(B, "b" * 64, 1.0)
+    before.reconciled(replace(rolled(2, "b" * 64), restored_config="version: 1\n"), RESTORED)
+    record = before.record()
+    assert record is not None and record["generation"] == 2 and record["restored_config"] == "version: 1\n"
+    import json
+    remembered = from_record(json.loads(json.dumps(record)))  # as the file holds it
+    assert remembered == replace(rolled(2, "b" * 64), restored_config="version: 1\n")
+
+    after = ConfigChoice()  # the restarted daemon
+    after.remember(remembered, RESTORED)
+    assert after.enforced is RESTORED and after.is_rolled_back and not after.rollback_allowed
+    assert "rolled back before the daemon restarted" in after.reason
+    assert after.loaded(B, "b" * 64, 2.0) == "refused"  # the same files: not applied again
+    assert after.enforced is RESTORED and after.record() == record
+    assert after.loaded(B, "c" * 64, 3.0) == "new"  # they changed: a new generation, rollback armed
+    assert after.generation == 3 and after.enforced is B and after.rollback_allowed
+    assert after.record() is None  # the daemon removes the file
+
+
+def test_a_record_that_is_not_one_is_refused() -> None:
+    from ipvland.enforce import from_record, to_record
+
+    good = to_record(rolled(2, "b" * 64))
+    for bad in (None, [], {}, {**good, "schema": 2}, {**good, "generation": "x"}, {**good, "digest": "short"},
+                {k: v for k, v in good.items() if k != "broken"}):
+        with pytest.raises(ValueError):
+            from_record(bad)
+    assert from_record(good) == rolled(2, "b" * 64)

@@ -11,7 +11,7 @@ import socket
 import struct
 
 from ipvland.kernel import _attrs, _nla, _promote_secondaries, _sysctls
-from ipvland.normalize import PROMOTE_SECONDARIES
+from ipvland.normalize import KEEP_ADDR_ON_DOWN, PROMOTE_SECONDARIES
 
 
 def af_spec(ipv4: list[int], ipv6: list[int]) -> bytes:
@@ -26,10 +26,11 @@ def test_sysctls_are_read_from_their_slots() -> None:
     ipv6 = [0, 64, 1500, 2, 1, 0] + [0] * 50  # forwarding, hop limit, mtu, accept_ra, redirects, autoconf
     ipv4[7], ipv4[17], ipv4[18] = 2, 1, 8  # RP_FILTER (8), ARP_ANNOUNCE (18), ARP_IGNORE (19)
     ipv6[26], ipv6[47] = 1, 3  # DEVCONF_DISABLE_IPV6, DEVCONF_ADDR_GEN_MODE
+    ipv6[42] = 1  # DEVCONF_KEEP_ADDR_ON_DOWN
     assert dict(_sysctls(af_spec(ipv4, ipv6))) == {
         PROMOTE_SECONDARIES: 1, "ipv6.accept_ra": 2, "ipv6.autoconf": 0, "ipv6.disable_ipv6": 1,
         "ipv6.addr_gen_mode": 3, "ipv4.forwarding": 0, "ipv4.rp_filter": 2, "ipv4.arp_announce": 1,
-        "ipv4.arp_ignore": 8}
+        "ipv4.arp_ignore": 8, KEEP_ADDR_ON_DOWN: 1}
 
 
 def test_a_device_without_ipv6_reports_no_ipv6_sysctls() -> None:

@@ -126,3 +126,66 @@ def test_ipv6_settings_are_checked() -> None:
     assert any("mtu 1200 is below 1280" in e and "ipv6 settings at c.yaml:7:" in e for e in found)
     assert any("accept_ra: must be true or false" in e for e in found)
     assert any("unknown key 'dad'" in e for e in found)
+
+
+# ---------------------------------------------------------------- down devices (the campaign's finds)
+
+
+def test_a_down_device_has_no_routes_until_it_is_up() -> None:
+    """The kernel refuses a route through a down device (ENETDOWN) and flushes them when it goes down:
+    the routes of a `state: down` device are inactive, neither planned nor an error."""
+    from dataclasses import replace
+
+    from ipvland.model import LinkStateSet, Observed, RouteSet, State
+    from ipvland.plan import plan
+    from tests.unit.test_plan import WEB, converged_web, lines, parent_link, spec_of
+
+    down = replace(WEB, state=State.DOWN)
+    created = plan(spec_of(down), Observed(links=(parent_link(),)))
+    assert not any(isinstance(c, (RouteSet, LinkStateSet)) for c in created.changes), lines(created)
+    base = converged_web()
+    kept_down = replace(base, links=(parent_link(), replace(base.links[1], up=False)),
+                        routes=tuple(r for r in base.routes if not r.owned))  # the down flushed ours
+    assert plan(spec_of(down), kept_down).empty
+    assert lines(plan(spec_of(WEB), kept_down)) == ["~ link web0 netns web state down -> up",
+                                                    "+ route default dev web0 netns web"]
+
+
+def test_a_state_change_sets_the_neighbors_again_after_it() -> None:
+    from dataclasses import replace
+
+    from ipvland.model import RT_PROTO, Neighbor, ObservedNeighbor, State
+    from ipvland.plan import plan
+    from tests.unit.test_plan import WEB, converged_web, lines, spec_of
+
+    gw = Neighbor(ipaddress.ip_address("192.0.2.1"), "02:00:00:00:0b:01")
+    base = replace(converged_web(), neighbors=(ObservedNeighbor("web", 7, gw, True, RT_PROTO),))
+    assert plan(spec_of(replace(WEB, neighbors=(gw,))), base).empty
+    p = plan(spec_of(replace(WEB, neighbors=(gw,), state=State.DOWN)), base)
+    assert lines(p) == ["- route default dev web0 netns web", "~ link web0 netns web state up -> down",
+                        "~ neighbor 192.0.2.1 lladdr 02:00:00:00:0b:01 dev web0 netns web"]
+    # an l3 ipvlan going up flushes them too (it turns NOARP on)
+    down = replace(base, links=(base.links[0], replace(base.links[1], up=False)))
+    p = plan(spec_of(replace(WEB, neighbors=(gw,))), down)
+    assert lines(p) == ["~ link web0 netns web state down -> up",
+                        "~ neighbor 192.0.2.1 lladdr 02:00:00:00:0b:01 dev web0 netns web"]
+
+
+def test_keep_addr_on_down_is_managed_on_devices_with_ipv6_addresses() -> None:
+    from dataclasses import replace
+
+    from ipvland.plan import plan
+    from tests.unit.test_plan import WEB, converged_web, ipvlan, lines, parent_link, spec_of
+
+    base = converged_web()
+    for value, changes in ((1, []), (2, []), (0, ["~ link web0 netns web ipv6.keep_addr_on_down 0 -> 1"]),
+                           (-1, ["~ link web0 netns web ipv6.keep_addr_on_down -1 -> 1"])):  # -1: off for good
+        link = ipvlan("web0", 7, "web",
+                      sysctls=((normalize.PROMOTE_SECONDARIES, 1), (normalize.KEEP_ADDR_ON_DOWN, value)))
+        assert lines(plan(spec_of(WEB), replace(base, links=(parent_link(), link)))) == changes, value
+    v4only = replace(WEB, addresses=(ipaddress.ip_interface("192.0.2.10/24"),))
+    link = ipvlan("web0", 7, "web", sysctls=((normalize.PROMOTE_SECONDARIES, 1), (normalize.KEEP_ADDR_ON_DOWN, 0)))
+    observed = replace(base, links=(parent_link(), link),
+                       addresses=tuple(a for a in base.addresses
+                                       if a.address.version == 4 or a.address.ip.is_link_local))
+    assert plan(spec_of(v4only), observed).empty  # not managed without an IPv6 address

@@ -35,7 +35,7 @@ from ipvland.model import (
     Spec,
     State,
 )
-from ipvland.normalize import PROMOTE_SECONDARIES
+from ipvland.normalize import KEEP_ADDR_ON_DOWN, PROMOTE_SECONDARIES
 from ipvland.plan import plan, temp_name
 
 IF = ipaddress.ip_interface
@@ -50,8 +50,9 @@ def parent_link(name: str = "eth0", index: int = 2) -> ObservedLink:
 
 def ipvlan(name: str, index: int, netns: str | None = None, *, parent: str | None = "eth0", mode: Mode = Mode.L3S,
            flags: Flag = Flag.BRIDGE, owned: bool = True, mtu: int = 1500, up: bool = True,
-           sysctls: tuple[tuple[str, int], ...] = ((PROMOTE_SECONDARIES, 1),)) -> ObservedLink:
-    """An ipvlan as the kernel reports it; ipvland's own have promote_secondaries set (by the create)."""
+           sysctls: tuple[tuple[str, int], ...] = ((PROMOTE_SECONDARIES, 1), (KEEP_ADDR_ON_DOWN, 1))) -> ObservedLink:
+    """An ipvlan as the kernel reports it; ipvland's own have promote_secondaries set (by the create)
+    and keep_addr_on_down (set on those with IPv6 addresses)."""
     return ObservedLink(netns, index, name, "ipvlan", mtu, up, MAC, OWNER_ALIAS if owned else None,
                         parent, mode, flags, sysctls)
 
@@ -84,8 +85,8 @@ def lines(p) -> list[str]:
 
 def test_create_from_empty_orders_namespace_device_addresses_up_routes() -> None:
     p = plan(spec_of(WEB), Observed(links=(parent_link(),)))
-    assert [type(c) for c in p.changes] == [NamespaceCreate, LinkCreate, AddressAdd, AddressAdd, LinkStateSet,
-                                            RouteSet]
+    assert [type(c) for c in p.changes] == [NamespaceCreate, LinkCreate, LinkSysctlSet, AddressAdd, AddressAdd,
+                                            LinkStateSet, RouteSet]
     create = p.changes[1]
     assert isinstance(create, LinkCreate)
     assert create.mode is Mode.L3S and create.temp_name == temp_name("web", "web0")
@@ -427,14 +428,15 @@ def test_promote_secondaries_is_set_on_a_kept_device_before_any_deletion() -> No
 def test_ipv6_sysctls_are_set_after_a_create_and_before_up_and_repaired_in_place() -> None:
     static = replace(WEB, sysctls=(("ipv6.accept_ra", 0), ("ipv6.autoconf", 0)))
     p = plan(spec_of(static), Observed(links=(parent_link(),)))
-    assert [type(c) for c in p.changes] == [NamespaceCreate, LinkCreate, LinkSysctlSet, LinkSysctlSet, AddressAdd,
-                                            AddressAdd, LinkStateSet, RouteSet]
+    assert [type(c) for c in p.changes] == [NamespaceCreate, LinkCreate, LinkSysctlSet, LinkSysctlSet, LinkSysctlSet,
+                                            AddressAdd, AddressAdd, LinkStateSet, RouteSet]
     assert lines(p)[2] == "~ link web0 netns web ipv6.accept_ra ? -> 0"
-    kept = ipvlan("web0", 7, "web", sysctls=((PROMOTE_SECONDARIES, 1), ("ipv6.accept_ra", 1), ("ipv6.autoconf", 0)))
+    kept = ipvlan("web0", 7, "web", sysctls=((PROMOTE_SECONDARIES, 1), ("ipv6.accept_ra", 1), ("ipv6.autoconf", 0),
+                                           (KEEP_ADDR_ON_DOWN, 1)))
     observed = replace(converged_web(), links=(parent_link(), kept))
     assert lines(plan(spec_of(static), observed)) == ["~ link web0 netns web ipv6.accept_ra 1 -> 0"]
     on = replace(WEB, sysctls=(("ipv6.accept_ra", 1),))
-    two = ipvlan("web0", 7, "web", sysctls=((PROMOTE_SECONDARIES, 1), ("ipv6.accept_ra", 2)))
+    two = ipvlan("web0", 7, "web", sysctls=((PROMOTE_SECONDARIES, 1), ("ipv6.accept_ra", 2), (KEEP_ADDR_ON_DOWN, 1)))
     assert plan(spec_of(on), replace(converged_web(), links=(parent_link(), two))).empty  # 2 is on too
 
 
@@ -524,7 +526,8 @@ def test_show_leaves_out_dynamic_addresses_and_keeps_ipv6_settings_that_are_off(
     from ipvland.show import to_document
 
     base = converged_web()
-    web0 = ipvlan("web0", 7, "web", sysctls=((PROMOTE_SECONDARIES, 1), ("ipv6.accept_ra", 0), ("ipv6.autoconf", 1)))
+    web0 = ipvlan("web0", 7, "web", sysctls=((PROMOTE_SECONDARIES, 1), ("ipv6.accept_ra", 0), ("ipv6.autoconf", 1),
+                                            (KEEP_ADDR_ON_DOWN, 1)))
     slaac = ObservedAddress("web", 7, IF("2001:db8:ab::1/64"), dynamic=True)
     observed = replace(base, links=(parent_link(), web0), addresses=(*base.addresses, slaac))
     doc = to_document(observed)
