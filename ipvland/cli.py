@@ -38,6 +38,12 @@ def _config_arg(p: argparse.ArgumentParser, stdin: bool = True) -> None:
                         f"or /etc/ipvland/config.yaml{more})")
 
 
+def _host_arg(p: argparse.ArgumentParser) -> argparse.Action:
+    return p.add_argument("--host", default=None, metavar="NAME",
+                          help="this host's identity, which drop-ins' `hosts:` globs select on (default: "
+                               "$IPVLAND_HOST or the hostname)")
+
+
 def _json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text (default: text)")
 
@@ -73,8 +79,14 @@ class _Parser(argparse.ArgumentParser):
 COMMAND_HELP = {  # name: (one line for the top-level list, what --help says, exit codes)
     "validate": ("check the config and its drop-ins",
                  "Check the config and its drop-ins, and print every error as FILE:LINE:COL: path: message "
-                 "(at most 50 per file). Touches nothing.",
+                 "(at most 50 per file). Touches nothing, needs no root: with --hosts, every host of an "
+                 "inventory (each file is parsed once; a host's own errors start with `HOST: `).",
                  "0 valid, 1 invalid"),
+    "render": ("print the effective config of one host",
+               "Print the config one host applies (the main file and the drop-ins whose hosts: select it, "
+               "merged) as YAML that `validate` accepts, each value with the FILE:LINE it came from. "
+               "Touches nothing, needs no root.",
+               "0, 1 when the host's config is invalid"),
     "plan": ("show the changes apply would make",
              "Read the kernel and print the changes `apply` would make, one per line, and the conflicts (!). "
              "Changes nothing.",
@@ -130,19 +142,35 @@ def build_parser() -> _Parser:
 
     p = _sub(sub, "validate")
     _config_arg(p)
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--host", default=None, metavar="NAME",
+                     help="validate the config of this host (default: $IPVLAND_HOST or the hostname)")
+    who.add_argument("--hosts", type=Path, default=None, metavar="FILE",
+                     help="validate the config of every host named in FILE (one per line; blank lines and "
+                          "# comments ignored) (default: only this host)")
+
+    p = _sub(sub, "render")
+    _config_arg(p, stdin=False)
+    _host_arg(p)
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: the config and a provenance map (path -> FILE:LINE:COL) (default: YAML "
+                        "with # FILE:LINE comments)")
 
     p = _sub(sub, "plan")
     _config_arg(p)
+    _host_arg(p)
     _json_arg(p)
 
     p = _sub(sub, "apply")
     _config_arg(p)
+    _host_arg(p)
     _json_arg(p)
     p.add_argument("--rollback-on-probe-failure", action="store_true",
                    help="restore the previous state when a change makes a passing probe fail (default: off)")
 
     p = _sub(sub, "probe")
     _config_arg(p)
+    _host_arg(p)
     _json_arg(p)
 
     p = _sub(sub, "show")
@@ -152,6 +180,7 @@ def build_parser() -> _Parser:
 
     p = _sub(sub, "run")
     _config_arg(p, stdin=False)
+    _host_arg(p)
     p.add_argument("--interval", type=number(1, MAX_INTERVAL), default=30.0, metavar="S",
                    help=f"seconds between full resyncs, 1 to {MAX_INTERVAL:g} (default: 30)")
     _state_dir_arg(p)
@@ -163,6 +192,7 @@ def build_parser() -> _Parser:
 
     p = _sub(sub, "peers")
     _config_arg(p)
+    _host_arg(p)
     p.add_argument("--format", choices=["ip", "yaml"], default="ip",
                    help="ip: `ip neigh replace` lines; yaml: a config for the peer's own ipvland (default: ip)")
     p.add_argument("--peer-dev", default="eth0", metavar="DEV",
@@ -202,16 +232,83 @@ def _read_config(args: argparse.Namespace) -> Spec:
 
     if str(args.config) == "-":
         return spec.load_stream(sys.stdin.buffer)
-    return spec.load(_config_path(args))
+    return spec.load(_config_path(args), host=getattr(args, "host", None))
 
 
 def _validate(args: argparse.Namespace) -> int:
+    if args.hosts is not None:
+        return _validate_hosts(args)
     loaded = _load(args, "")
     if loaded is None:
         return EXIT_ERROR
     n_devices = len(loaded.devices)
-    print(f"{loaded.sources[0] if loaded.sources else _config_path(args)}: valid: {len(loaded.parents)} "
+    for_host = f" for host {args.host}" if args.host is not None else ""
+    print(f"{loaded.sources[0] if loaded.sources else _config_path(args)}: valid{for_host}: {len(loaded.parents)} "
           f"parent(s), {n_devices} device(s), {len(loaded.sources)} file(s)")
+    return EXIT_OK
+
+
+def read_inventory(path: Path) -> list[str]:
+    """Host names, one per line; blank lines and # comments ignored; raises OSError/UnicodeError."""
+    names: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name = line.split("#", 1)[0].strip()
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def _validate_hosts(args: argparse.Namespace) -> int:
+    """Every host of an inventory: the files' own errors once, each host's merge errors prefixed with it."""
+    from ipvland import spec
+
+    if str(args.config) == "-":
+        print("ipvland validate: --hosts needs the config tree (-c FILE), not standard input", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        hosts = read_inventory(args.hosts)
+    except (OSError, UnicodeError) as e:
+        print(f"{args.hosts}: cannot read: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        return EXIT_ERROR
+    tree = spec.load_tree(_config_path(args))
+    file_errors = tree.file_errors
+    for error in file_errors:
+        print(error, file=sys.stderr)
+    bad = 0
+    for host in hosts:
+        _, errors = tree.host_errors(host)
+        if errors:
+            bad += 1
+            for error in spec.SpecError(errors).errors:
+                print(f"{host}: {error}", file=sys.stderr)
+    where = _config_path(args)
+    if file_errors or bad:
+        print(f"{where}: {len(file_errors)} error(s) in the files, {bad} of {len(hosts)} host(s) with errors of "
+              f"their own ({args.hosts})", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{where}: valid for all {len(hosts)} host(s) of {args.hosts}, {len(tree.parts)} file(s)")
+    return EXIT_OK
+
+
+def _render(args: argparse.Namespace) -> int:
+    from ipvland import spec
+
+    host = args.host if args.host is not None else spec.default_host()
+    tree = spec.load_tree(_config_path(args))
+    try:
+        document, provenance = tree.render(host)
+    except spec.SpecError as e:
+        for error in e.errors:
+            print(error, file=sys.stderr)
+        print(f"{_config_path(args)}: {e.total} error(s) for host {host}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        where = {spec.render_path(path): f"{loc[0]}:{loc[1]}:{loc[2]}" for path, loc in provenance.items()}
+        print(json.dumps({"host": host, "files": tree.files_for(host), "config": document,
+                          "provenance": where}, indent=2))
+    else:
+        print(spec.render_yaml(document, provenance, header=f"ipvland render --host {host}: the effective config, "
+                                                            "each value with the FILE:LINE it came from"), end="")
     return EXIT_OK
 
 
@@ -368,6 +465,8 @@ def _run(args: argparse.Namespace) -> int:
     except lock.AlreadyRunning as e:
         print(f"ipvland run: {e}", file=sys.stderr)
         return EXIT_ERROR
+    if args.host is not None:  # the daemon loads with spec.load(), which reads the identity from there
+        os.environ["IPVLAND_HOST"] = args.host
     with held:
         return daemon.run(args.config, args.interval, args.state_dir, args.log_level,
                           args.rollback_on_probe_failure)
@@ -436,6 +535,7 @@ def _quiet_stdout() -> None:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": _validate,
+    "render": _render,
     "plan": _plan,
     "apply": _apply,
     "show": _show,

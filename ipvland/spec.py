@@ -13,16 +13,24 @@ How it works:
    and translate its errors into short human messages;
 4. check the values (names, addresses, prefixes, MACs, ranges) and build per-file drafts;
 5. merge the drafts in file order and run the cross-object checks (duplicates, clashes, modes).
+
+One tree, many hosts (`load_tree`): every file is read, parsed and checked ONCE (steps 1-4); a
+drop-in whose top-level `hosts:` globs do not match a host's identity is left out of that host's
+merge (step 5), which is memoised per set of selected files. One device may be spread over several
+files, field by field; the same field with two different values is an error naming both places.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import fnmatch
 import ipaddress
 import json
 import math
 import os
 import re
+import socket
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,8 +63,8 @@ from ipvland.model import (
     State,
 )
 
-__all__ = ["SCHEMA", "ConfigError", "SpecError", "default_config_path", "dropin_paths", "excerpt", "load",
-           "load_stream", "loads"]
+__all__ = ["SCHEMA", "ConfigError", "SpecError", "Tree", "default_config_path", "default_host", "dropin_paths",
+           "excerpt", "load", "load_stream", "load_tree", "loads", "render_path", "render_yaml"]
 
 DEFAULT_CONFIG = "/etc/ipvland/config.yaml"
 MAX_FILE_SIZE = 4 * 1024 * 1024
@@ -132,6 +140,11 @@ def default_config_path() -> Path:
     return Path(os.environ.get("IPVLAND_CONFIG") or DEFAULT_CONFIG)
 
 
+def default_host() -> str:
+    """The host's identity for `hosts:` selection: $IPVLAND_HOST if set (and not empty), else the hostname."""
+    return os.environ.get("IPVLAND_HOST") or socket.gethostname()
+
+
 def dropin_paths(path: str | os.PathLike[str]) -> list[Path]:
     """The drop-ins `load(path)` reads: config.d/*.yaml|*.yml beside the main file, lexical order.
 
@@ -142,11 +155,12 @@ def dropin_paths(path: str | os.PathLike[str]) -> list[Path]:
     return paths
 
 
-def load(path: str | os.PathLike[str]) -> Spec:
-    """Read the main file and its drop-ins, validate everything, return the merged Spec."""
+def load(path: str | os.PathLike[str], host: str | None = None) -> Spec:
+    """Read the main file and its drop-ins, validate everything, return the Spec merged for `host`
+    (default: `default_host()`): the drop-ins whose `hosts:` do not match it are checked, not merged."""
     main = str(path)
     try:
-        return _load(Path(path))
+        return load_tree(path).spec(default_host() if host is None else host)
     except SpecError:
         raise
     except RecursionError:
@@ -207,6 +221,11 @@ def _render_path(path: PathT) -> str:
         else:
             out += f"[{excerpt(p)}]"
     return out
+
+
+def render_path(path: PathT) -> str:
+    """A path as errors show it: parents.eth0.devices.web0.addresses[0]."""
+    return _render_path(path)
 
 
 def _at(loc: Loc) -> str:
@@ -477,7 +496,7 @@ def _parse(file: str, text: str, errors: _Errors, loader_class: Any = None) -> _
     return doc
 
 
-_TOP_KEYS = ("version", "parents", "probes")
+_TOP_KEYS = ("version", "parents", "probes", "hosts")
 
 
 def _not_a_config(node: Node) -> str | None:
@@ -735,6 +754,7 @@ class _DevD:
     neighbors: list[_NeighD] = field(default_factory=list)
     sysctls: list[tuple[str, int]] = field(default_factory=list)
     sysctls_loc: Loc | None = None
+    keys: dict[str, tuple[Any, Loc]] = field(default_factory=dict)  # each key the file gives: raw value, place
 
 
 @dataclass
@@ -803,6 +823,7 @@ def _parent(doc: _Doc, errors: _Errors, name: str, p: dict[str, Any], path: Path
 
 def _device(doc: _Doc, errors: _Errors, name: str, parent: str, d: dict[str, Any], path: PathT) -> _DevD:
     draft = _DevD(name, parent, doc.key_at(path))
+    draft.keys = {k: (v, doc.at((*path, k))) for k, v in d.items()}
     problem = _ifname_problem(name)
     if problem:
         errors.add(draft.loc, path, problem)
@@ -1070,11 +1091,9 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
             m.routes.extend(p.routes)
             m.neighbors.extend(p.neighbors)
             for dname, d in p.devices.items():
-                if dname in m.devices:
-                    errors.add(d.loc, (*ppath, "devices", dname),
-                               f"device {dname} is also defined at {_at(m.devices[dname].loc)}")
-                else:
-                    m.devices[dname] = d
+                old_d = m.devices.get(dname)
+                m.devices[dname] = d if old_d is None else _merge_device(old_d, d, errors,
+                                                                         (*ppath, "devices", dname))
 
     # cross checks on the merged result
     by_ns: dict[tuple[str | None, str], _DevD] = {}
@@ -1138,6 +1157,40 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
                 probes=tuple(probes))
 
 
+# Which _DevD attributes each key of a device sets: how one device spread over several files is merged,
+# field by field. Every device property of the schema must be here (a unit test checks it).
+DEVICE_FIELDS: dict[str, tuple[str, ...]] = {
+    "netns": ("netns",),
+    "addresses": ("addresses",),
+    "mtu": ("mtu", "mtu_loc"),
+    "state": ("state",),
+    "routes": ("routes",),
+    "neighbors": ("neighbors",),
+    "ipv6": ("sysctls", "sysctls_loc"),
+}
+
+
+def _merge_device(old: _DevD, new: _DevD, errors: _Errors, path: PathT) -> _DevD:
+    """One device given by several files: each field from the file that sets it; a field two files set
+    must be the same value in both (else an error at the second naming the first). Drafts are never
+    changed (they are shared by every host's merge)."""
+    out: _DevD | None = None
+    for key, (value, loc) in new.keys.items():
+        have = (out or old).keys.get(key)
+        if have is not None:
+            if have[0] != value:
+                errors.add(loc, (*path, key), f"device {new.name} {key} {excerpt(value)} conflicts with "
+                                              f"{excerpt(have[0])} at {_at(have[1])} (a field of a device "
+                                              "has one value: set it in one file)")
+            continue
+        if out is None:
+            out = dataclasses.replace(old, keys=dict(old.keys))
+        for attr in DEVICE_FIELDS.get(key, ()):
+            setattr(out, attr, getattr(new, attr))
+        out.keys[key] = (value, loc)
+    return out or old
+
+
 def _route_places(merged: dict[str, _Merged], errors: _Errors) -> None:
     """Routes that could never converge, whatever the kernel does (normalize's table):
 
@@ -1187,15 +1240,200 @@ def _iter_files(main: Path, errors: _Errors) -> Iterator[tuple[Path, str]]:
         yield p, str(p)
 
 
-def _load(main: Path) -> Spec:
+# ---------------------------------------------------------------- one tree, many hosts
+
+_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+")
+
+
+@dataclass
+class _Part:
+    """One file of the tree, read and checked once: its draft, and which hosts it applies to."""
+
+    file: str
+    doc: _Doc | None  # None: it did not parse (its errors are the tree's)
+    draft: _FileD | None
+    select: re.Pattern[str] | None = None  # None: every host
+
+
+def _selection(doc: _Doc, errors: _Errors, main: bool) -> re.Pattern[str] | None:
+    """The compiled `hosts:` globs of a file (None: every host). Invalid globs select nothing (the
+    file's errors make every host's config invalid anyway)."""
+    data = doc.data
+    if not isinstance(data, dict) or "hosts" not in data:
+        return None
+    if main:
+        errors.add(doc.key_at(("hosts",)), ("hosts",), "'hosts' selects the hosts of a drop-in; the main "
+                                                       "file applies to every host (move it to config.d/)")
+        return re.compile(r"(?!)")
+    globs = data["hosts"]
+    good: list[str] = []
+    for i, glob in enumerate(_list(globs)):
+        if not isinstance(glob, str) or not glob:
+            continue  # the schema reported it
+        if not _GLOB.fullmatch(glob) or len(glob) > 253:
+            errors.add(doc.at(("hosts", i)), ("hosts", i),
+                       f"host pattern {excerpt(glob)}: use letters, digits, '-', '_', '.' and the globs * ? [...]")
+            continue
+        good.append(fnmatch.translate(glob.lower()))
+    return re.compile("|".join(good) if good else r"(?!)")
+
+
+@dataclass
+class Tree:
+    """A main file and its drop-ins, each read, parsed and checked once; `spec(host)` merges the files
+    that apply to one host. Pure: no kernel, no root."""
+
+    main: str
+    parts: list[_Part]
+    errors: _Errors  # the files' own errors: the same for every host
+    _memo: dict[tuple[int, ...], tuple[Spec | None, _Errors]] = field(default_factory=dict, repr=False)
+
+    @property
+    def file_errors(self) -> list[ConfigError]:
+        """The errors of the files themselves (syntax, schema, values, `hosts:`), for every host."""
+        return self.errors.result()
+
+    def selected(self, host: str) -> tuple[int, ...]:
+        """Indexes of the parts that apply to `host` (case-insensitive globs)."""
+        name = host.lower()
+        return tuple(i for i, part in enumerate(self.parts)
+                     if part.draft is not None and (part.select is None or part.select.fullmatch(name)))
+
+    def files_for(self, host: str) -> list[str]:
+        return [self.parts[i].file for i in self.selected(host)]
+
+    def host_errors(self, host: str) -> tuple[Spec | None, list[ConfigError]]:
+        """The merge for `host` alone: its Spec (None if invalid) and the errors of the merge itself
+        (conflicts between the files it selects), without the files' own errors."""
+        spec, errors = self._merged(self.selected(host))
+        return (spec, errors.result())
+
+    def spec(self, host: str) -> Spec:
+        """The Spec for `host`; raises SpecError with every error (the files' and the merge's)."""
+        spec, merge = self._merged(self.selected(host))
+        errors = _Errors(self.errors.strong + merge.strong, self.errors.weak + merge.weak).result()
+        if errors or spec is None:
+            raise SpecError(errors)
+        return spec
+
+    def _merged(self, key: tuple[int, ...]) -> tuple[Spec | None, _Errors]:
+        hit = self._memo.get(key)
+        if hit is None:
+            errors = _Errors()
+            drafts = [d for d in (self.parts[i].draft for i in key) if d is not None]
+            spec = _merge(drafts, errors)
+            hit = (None if errors.strong or errors.weak else spec, errors)
+            self._memo[key] = hit
+        return hit
+
+    def render(self, host: str) -> tuple[dict[str, Any], dict[PathT, Loc]]:
+        """The effective config for `host` as plain data that `validate` accepts, and where each value came
+        from. Raises SpecError when the host's config is invalid."""
+        self.spec(host)
+        return _render([p.doc for p in (self.parts[i] for i in self.selected(host)) if p.doc is not None])
+
+
+def load_tree(path: str | os.PathLike[str]) -> Tree:
+    """Read and check the main file and every drop-in once, whatever their `hosts:`; never raises for a
+    bad config (the errors are in the Tree)."""
+    main = Path(path)
     errors = _Errors()
-    drafts: list[_FileD] = []
-    for i, (path, file) in enumerate(_iter_files(main, errors)):
-        text = _read(path, file, errors)
+    parts: list[_Part] = []
+    for i, (p, file) in enumerate(_iter_files(main, errors)):
+        text = _read(p, file, errors)
         if text is None:
             continue
-        _draft(file, text, errors, main=(i == 0), drafts=drafts)
-    return _finish(drafts, errors)
+        try:
+            doc = _parse(file, text, errors)
+            if doc is None:
+                continue
+            _schema_errors(doc, errors)
+            parts.append(_Part(file, doc, _extract(doc, errors, main=(i == 0)),
+                               _selection(doc, errors, main=(i == 0))))
+        except RecursionError:
+            errors.file(file, "configuration is nested too deeply")
+    return Tree(str(main), parts, errors)
+
+
+def _render(docs: list[_Doc]) -> tuple[dict[str, Any], dict[PathT, Loc]]:
+    """The selected files merged as plain data (valid: the Spec was built from them): parents by name,
+    device fields from the file that sets them, lists united; `hosts` left out."""
+    out: dict[str, Any] = {"version": 1, "parents": {}}
+    prov: dict[PathT, Loc] = {}
+    if docs:
+        prov[("version",)] = docs[0].at(("version",))
+        prov[("parents",)] = docs[0].key_at(("parents",))
+
+    def unite(target: list[Any], doc: _Doc, src: PathT, dst: PathT, items: list[Any]) -> None:
+        for i, item in enumerate(items):
+            if item not in target:
+                prov[(*dst, len(target))] = doc.at((*src, i))
+                target.append(item)
+
+    probes: list[Any] = []
+    for doc in docs:
+        data = _dict(doc.data)
+        for pname, pval in _dict(data.get("parents")).items():
+            pp: PathT = ("parents", pname)
+            parent = out["parents"].setdefault(pname, {})
+            prov.setdefault(pp, doc.key_at(pp))
+            for key, value in _dict(pval).items():
+                kp = (*pp, key)
+                if key == "devices":
+                    devices = parent.setdefault("devices", {})
+                    for dname, dval in _dict(value).items():
+                        dp = (*kp, dname)
+                        device = devices.setdefault(dname, {})
+                        prov.setdefault(dp, doc.key_at(dp))
+                        for fkey, fval in _dict(dval).items():
+                            if fkey not in device:
+                                device[fkey] = fval
+                                prov[(*dp, fkey)] = doc.at((*dp, fkey))
+                elif isinstance(value, list):
+                    unite(parent.setdefault(key, []), doc, kp, kp, value)
+                elif value is not None and parent.get(key) is None:
+                    parent[key] = value
+                    prov[kp] = doc.at(kp)
+        unite(probes, doc, ("probes",), ("probes",), _list(data.get("probes")))
+    if probes:
+        out["probes"] = probes
+    return out, prov
+
+
+_YAML_WORDS = re.compile(r"(?i)(y|n|yes|no|true|false|on|off|null|~)")
+
+
+def _yaml_key(key: str) -> str:
+    plain = re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", key) and not _YAML_WORDS.fullmatch(key)
+    return key if plain else json.dumps(key)
+
+
+def render_yaml(document: dict[str, Any], provenance: dict[PathT, Loc], header: str = "") -> str:
+    """`Tree.render`'s result as YAML with a `# FILE:LINE` comment on each value: values in JSON's flow
+    syntax (a subset of YAML that ipvland's loader reads back exactly)."""
+    lines: list[str] = [f"# {line}" for line in header.splitlines()]
+
+    def where(path: PathT) -> str:
+        loc = provenance.get(path)
+        return f"  # {loc[0]}:{loc[1]}" if loc else ""
+
+    def emit(value: Any, path: PathT, indent: int, key: str) -> None:
+        pad = "  " * indent
+        block_map = path[0] == "parents" and (len(path) <= 2 or (len(path) <= 4 and path[2] == "devices"))
+        if block_map and isinstance(value, dict) and value:
+            lines.append(f"{pad}{key}:{where(path)}")
+            for k, v in value.items():
+                emit(v, (*path, k), indent + 1, _yaml_key(k))
+        elif len(path) in (1, 3) and isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines.append(f"{pad}{key}:")  # parents' routes and neighbors, probes: one place per item
+            for i, item in enumerate(value):
+                lines.append(f"{pad}  - {json.dumps(item)}{where((*path, i))}")
+        else:
+            lines.append(f"{pad}{key}: {json.dumps(value)}{where(path)}")
+
+    for k, v in document.items():
+        emit(v, (k,), 0, k)
+    return "\n".join(lines) + "\n"
 
 
 def _draft(file: str, text: str, errors: _Errors, *, main: bool, drafts: list[_FileD]) -> None:
