@@ -1071,7 +1071,73 @@ class _Merged:
     devices: dict[str, _DevD] = field(default_factory=dict)
 
 
-def _merge(files: list[_FileD], errors: _Errors) -> Spec:
+def _rkey(route: Route) -> tuple[int, int, int, int, int]:
+    """Route.key as plain integers (hashing ipaddress objects is what a merge of many hosts spends its
+    time on): family, destination, prefix length, table, metric as the kernel stores them."""
+    return (route.to.version, int(route.to.network_address), route.to.prefixlen,
+            normalize.route_table(route.table), normalize.route_metric(route.to.version, route.metric))
+
+
+@dataclass
+class _DevOut:
+    """What one (merged) device gives every host that has it, computed once per tree: its Device, the
+    errors of the device alone, and plain keys for the checks across devices."""
+
+    device: Device
+    errors: _Errors
+    ips: list[tuple[tuple[int, int], IPInterface, Loc, PathT]]
+    prefixes: list[tuple[tuple[int, int, int, int, int], IPInterface, Loc]]
+    routes: list[tuple[tuple[int, int, int, int, int], _RouteD]]
+
+
+@dataclass
+class _Cache:
+    """Shared by the merges of one tree (its drafts never change): merged devices per pair of drafts,
+    and each device's own result. Objects are kept alive here, so their ids stay unique."""
+
+    merged: dict[tuple[int, int], tuple[_DevD, _Errors]] = field(default_factory=dict)
+    devices: dict[int, tuple[_DevD, _DevOut]] = field(default_factory=dict)
+
+
+def _replay(errors: _Errors, more: _Errors) -> None:
+    errors.strong.extend(more.strong)
+    errors.weak.extend(more.weak)
+
+
+def _device_out(d: _DevD, cache: _Cache) -> _DevOut:
+    hit = cache.devices.get(id(d))
+    if hit is not None:
+        return hit[1]
+    errors = _Errors()
+    dpath: PathT = ("parents", d.parent, "devices", d.name)
+    if d.mtu is not None and d.mtu < normalize.IPV6_MIN_MTU and d.mtu_loc is not None:
+        if any(a.version == 6 for a, _, _ in d.addresses):
+            errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280, the minimum for the "
+                                                   "device's IPv6 addresses")
+        elif d.sysctls:
+            errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280: the kernel drops "
+                                                   f"IPv6 from the device, so its ipv6 settings at "
+                                                   f"{_at(d.sysctls_loc or d.loc)} cannot be kept")
+    device = Device(
+        name=d.name, parent=d.parent, netns=d.netns,
+        addresses=tuple(a for a, _, _ in d.addresses), mtu=d.mtu, state=d.state,
+        routes=_unite_routes(d.routes, errors, (*dpath, "routes")),
+        neighbors=_unite_neighbors(d.neighbors, errors, (*dpath, "neighbors")),
+        sysctls=tuple(d.sysctls))
+    prefixes = []
+    for iface, loc, _ in d.addresses:
+        if normalize.has_prefix_route(iface.version, iface.network.prefixlen):
+            kernels = Route(iface.network, metric=normalize.PREFIX_ROUTE_METRIC[iface.version])
+            prefixes.append((_rkey(kernels), iface, loc))
+    out = _DevOut(device, errors, [((iface.version, int(iface.ip)), iface, loc, apath)
+                                   for iface, loc, apath in d.addresses],
+                  prefixes, [(_rkey(r.route), r) for r in d.routes])
+    cache.devices[id(d)] = (d, out)
+    return out
+
+
+def _merge(files: list[_FileD], errors: _Errors, cache: _Cache | None = None) -> Spec:
+    cache = cache if cache is not None else _Cache()
     merged: dict[str, _Merged] = {}
     for f in files:
         for p in f.parents:
@@ -1092,22 +1158,34 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
             m.neighbors.extend(p.neighbors)
             for dname, d in p.devices.items():
                 old_d = m.devices.get(dname)
-                m.devices[dname] = d if old_d is None else _merge_device(old_d, d, errors,
-                                                                         (*ppath, "devices", dname))
+                if old_d is None:
+                    m.devices[dname] = d
+                    continue
+                hit = cache.merged.get((id(old_d), id(d)))
+                if hit is None:
+                    more = _Errors()
+                    hit = (_merge_device(old_d, d, more, (*ppath, "devices", dname)), more)
+                    cache.merged[(id(old_d), id(d))] = hit  # drafts live in the Tree, merged ones here
+                m.devices[dname] = hit[0]
+                _replay(errors, hit[1])
 
     # cross checks on the merged result
     by_ns: dict[tuple[str | None, str], _DevD] = {}
     parents: list[Parent] = []
+    outs: dict[str, list[tuple[_DevD, _DevOut]]] = {}
     for m in merged.values():
         ppath = ("parents", m.name)
         if m.devices and m.mode is None:
             first = next(iter(m.devices.values()))
             errors.add(m.loc, ppath, f"parent {m.name} has devices (e.g. {first.name} at {_at(first.loc)}) "
                                      "but no mode; set mode: l2, l3 or l3s")
-        ips: dict[Any, tuple[_DevD, Loc]] = {}
+        ips: dict[tuple[int, int], tuple[_DevD, Loc]] = {}
         devices: list[Device] = []
+        mine = outs[m.name] = []
         for d in m.devices.values():
             dpath = (*ppath, "devices", d.name)
+            out = _device_out(d, cache)
+            mine.append((d, out))
             key = (d.netns, d.name)
             if key in by_ns:
                 other = by_ns[key]
@@ -1120,28 +1198,16 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
                 errors.add(d.loc, dpath, f"device {d.name} has the same name as parent {d.name} "
                                          f"(at {_at(merged[d.name].loc)}), in the same namespace; "
                                          "rename it or give it a netns")
-            for iface, loc, apath in d.addresses:
-                if iface.ip in ips:
-                    od, oloc = ips[iface.ip]
+            for ip, iface, loc, apath in out.ips:
+                if ip in ips:
+                    od, oloc = ips[ip]
                     on = "this device" if od is d else f"device {od.name}"
                     errors.add(loc, apath, f"address {iface.ip} is also on {on} at {_at(oloc)} "
                                            f"(each IP at most once on the ipvlans of parent {m.name})")
                 else:
-                    ips[iface.ip] = (d, loc)
-            if d.mtu is not None and d.mtu < normalize.IPV6_MIN_MTU and d.mtu_loc is not None:
-                if any(a.version == 6 for a, _, _ in d.addresses):
-                    errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280, the minimum for the "
-                                                           "device's IPv6 addresses")
-                elif d.sysctls:
-                    errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280: the kernel drops "
-                                                           f"IPv6 from the device, so its ipv6 settings at "
-                                                           f"{_at(d.sysctls_loc or d.loc)} cannot be kept")
-            devices.append(Device(
-                name=d.name, parent=m.name, netns=d.netns,
-                addresses=tuple(a for a, _, _ in d.addresses), mtu=d.mtu, state=d.state,
-                routes=_unite_routes(d.routes, errors, (*dpath, "routes")),
-                neighbors=_unite_neighbors(d.neighbors, errors, (*dpath, "neighbors")),
-                sysctls=tuple(d.sysctls)))
+                    ips[ip] = (d, loc)
+            _replay(errors, out.errors)
+            devices.append(out.device)
         parents.append(Parent(
             name=m.name,
             mode=m.mode[0] if m.mode is not None else None,
@@ -1149,7 +1215,7 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
             routes=_unite_routes(m.routes, errors, (*ppath, "routes")),
             neighbors=_unite_neighbors(m.neighbors, errors, (*ppath, "neighbors")),
             devices=tuple(devices)))
-    _route_places(merged, errors)
+    _route_places(merged, outs, errors)
     probes: list[Probe] = []
     for f in files:
         probes.extend(p for p in f.probes if p not in probes)
@@ -1191,7 +1257,8 @@ def _merge_device(old: _DevD, new: _DevD, errors: _Errors, path: PathT) -> _DevD
     return out or old
 
 
-def _route_places(merged: dict[str, _Merged], errors: _Errors) -> None:
+def _route_places(merged: dict[str, _Merged], outs: dict[str, list[tuple[_DevD, _DevOut]]],
+                  errors: _Errors) -> None:
     """Routes that could never converge, whatever the kernel does (normalize's table):
 
     - the same route (destination, table, metric as the kernel stores them) on two devices or
@@ -1201,19 +1268,18 @@ def _route_places(merged: dict[str, _Merged], errors: _Errors) -> None:
     """
     first: dict[tuple[str | None, Any], tuple[str, _RouteD]] = {}
     prefix: dict[tuple[str | None, Any], tuple[str, IPInterface, Loc]] = {}
-    places: list[tuple[str | None, str, PathT, list[_RouteD]]] = []
+    places: list[tuple[str | None, str, PathT, list[tuple[Any, _RouteD]]]] = []
     for m in merged.values():
-        places.append((None, f"parent {m.name}", ("parents", m.name, "routes"), m.routes))
-        for d in m.devices.values():
+        places.append((None, f"parent {m.name}", ("parents", m.name, "routes"),
+                       [(_rkey(r.route), r) for r in m.routes]))
+        for d, out in outs[m.name]:
             places.append((d.netns, f"device {d.name}", ("parents", m.name, "devices", d.name, "routes"),
-                           d.routes))
-            for iface, loc, _ in d.addresses:
-                if normalize.has_prefix_route(iface.version, iface.network.prefixlen):
-                    kernels = Route(iface.network, metric=normalize.PREFIX_ROUTE_METRIC[iface.version])
-                    prefix.setdefault((d.netns, kernels.key), (d.name, iface, loc))
+                           out.routes))
+            for rkey, iface, loc in out.prefixes:
+                prefix.setdefault((d.netns, rkey), (d.name, iface, loc))
     for netns, where, path, routes in places:
-        for item in routes:
-            key = (netns, item.route.key)
+        for rkey, item in routes:
+            key = (netns, rkey)
             if key in prefix:
                 dev, iface, loc = prefix[key]
                 errors.add(item.loc, path, f"route {item.route.describe()} is the prefix route the kernel "
@@ -1287,6 +1353,7 @@ class Tree:
     parts: list[_Part]
     errors: _Errors  # the files' own errors: the same for every host
     _memo: dict[tuple[int, ...], tuple[Spec | None, _Errors]] = field(default_factory=dict, repr=False)
+    _cache: _Cache = field(default_factory=lambda: _Cache(), repr=False)
 
     @property
     def file_errors(self) -> list[ConfigError]:
@@ -1321,7 +1388,7 @@ class Tree:
         if hit is None:
             errors = _Errors()
             drafts = [d for d in (self.parts[i].draft for i in key) if d is not None]
-            spec = _merge(drafts, errors)
+            spec = _merge(drafts, errors, self._cache)
             hit = (None if errors.strong or errors.weak else spec, errors)
             self._memo[key] = hit
         return hit

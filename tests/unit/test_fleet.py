@@ -230,3 +230,31 @@ def test_pre_commit_hook_runs_validate_on_an_inventory() -> None:
     (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     assert hook["entry"].split()[:2] == ["ipvland", "validate"] and hook["pass_filenames"] is False
     assert hook["language"] == "python"
+
+
+def test_the_fleet_bench_tree_is_valid_and_its_key_joins_bench_runs_json(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import fleet  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    main, inventory, n_files = fleet.write_tree(tmp_path / "tree")
+    hosts = inventory.read_text().split()
+    assert (n_files, len(hosts), len(set(hosts))) == (100, 10000, 10000)
+    t = load_tree(main)
+    assert t.file_errors == []
+    some = hosts[::997]
+    assert len({t.selected(h) for h in some}) == len(some)  # nearly every host selects its own set of files
+    for h in some:
+        s = t.spec(h)
+        web0 = next(d for d in s.devices if d.name == "web0")
+        assert web0.mtu == 9000 and len(web0.addresses) == 1  # structure shared, addresses per rack pair
+        assert len(s.devices) > 50
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"headline": {"noop_ratio": 1.5}, "noop_ratio": 1.5}))
+    result = fleet.measure(hosts=50)
+    fleet.add_to(out, result)
+    doc = json.loads(out.read_text())
+    assert doc["noop_ratio"] == 1.5 and doc["headline"] == {"noop_ratio": 1.5,
+                                                            "fleet_validate_10k_s": result["fleet_validate_10k_s"]}
+    assert doc["fleet"]["hosts"] == 50 and doc["fleet_validate_10k_s"] > 0
