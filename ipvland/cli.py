@@ -68,6 +68,15 @@ def number(low: float, high: float, *, integer: bool = False) -> Callable[[str],
     return parse
 
 
+def _listen(text: str) -> tuple[str, int]:
+    from ipvland.metrics import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """Every command's --help starts with what it does; the epilog with its exit codes."""
 
@@ -189,6 +198,11 @@ def build_parser() -> _Parser:
     p.add_argument("--rollback-on-probe-failure", action="store_true",
                    help="restore the previous state when a change makes a passing probe fail; the "
                         "rolled-back config is not retried until it changes (default: off)")
+    p.add_argument("--metrics-file", type=Path, default=None, metavar="PATH",
+                   help="write Prometheus metrics to PATH after every reconcile, atomically, for "
+                        "node_exporter's textfile collector (default: none)")
+    p.add_argument("--metrics-listen", type=_listen, default=None, metavar="ADDR:PORT",
+                   help="serve Prometheus metrics over HTTP at ADDR:PORT, e.g. 127.0.0.1:9821 (default: off)")
 
     p = _sub(sub, "peers")
     _config_arg(p)
@@ -469,7 +483,8 @@ def _run(args: argparse.Namespace) -> int:
         os.environ["IPVLAND_HOST"] = args.host
     with held:
         return daemon.run(args.config, args.interval, args.state_dir, args.log_level,
-                          args.rollback_on_probe_failure)
+                          args.rollback_on_probe_failure, metrics_file=args.metrics_file,
+                          metrics_listen=args.metrics_listen)
 
 
 def _status(args: argparse.Namespace) -> int:

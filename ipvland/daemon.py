@@ -162,6 +162,10 @@ class Daemon:
         self.watcher: Any = None
         self.watch_error: str | None = None  # why the config files are not watched (resync and SIGHUP only)
         self.monitor: Any = None
+        # called after every cycle (metrics.py): (daemon, triggers, the reconcile's status view or None
+        # when the cycle ran none, its Report or None)
+        self.observer: Callable[[Daemon, list[str], dict[str, Any] | None, Any], None] | None = None
+        self.last_report: Any = None
 
     # ------------------------------------------------------------------ compatibility views
 
@@ -236,7 +240,9 @@ class Daemon:
                 job = self._next_job()
                 if job is None:
                     break
+                before = self.last
                 self._cycle(job)
+                self._observe(job, before)
         finally:
             self._notify("STOPPING=1")
             self._stop_sources()
@@ -308,6 +314,16 @@ class Daemon:
             self.ready = True
         else:
             self._notify(f"STATUS={summary}")
+
+    def _observe(self, job: Job, before: dict[str, Any] | None) -> None:
+        if self.observer is None:
+            return
+        ran = self.last is not before
+        try:
+            self.observer(self, [t.value for t in job.triggers], self.last if ran else None,
+                          self.last_report if ran else None)
+        except Exception as e:  # metrics never stop the daemon
+            log.error("metrics: %s: %s", type(e).__name__, e)
 
     def _parent_namespaces(self, parent: str) -> set[str | None]:
         spec = self.spec
@@ -430,6 +446,7 @@ class Daemon:
         started = time.time()
         t0 = self._clock()
         spec = self._enforced()
+        self.last_report = None
         if spec is None:
             self.last = {"started": status_mod.iso(started), "duration": 0.0, "result": "no-config",
                          "trigger": reasons, "changes": [], "errors": [], "conflicts": [], "pending": []}
@@ -459,6 +476,7 @@ class Daemon:
         finally:
             self._echoes_read()
         self.reconciles += 1
+        self.last_report = report
         self.last = self._digest(report, started, self._clock() - t0, reasons)
         # null: everything was read; else the namespaces read, null in the list for ipvland's own
         self.last["scope"] = None if scope is None else sorted(scope, key=lambda n: (n is not None, n or ""))
@@ -681,7 +699,8 @@ def install_signals(daemon: Daemon) -> None:
 
 
 def run(config: Path | None, interval: float, state_dir: Path, log_level: str,
-        rollback_on_probe_failure: bool = False) -> int:
+        rollback_on_probe_failure: bool = False, metrics_file: Path | None = None,
+        metrics_listen: tuple[str, int] | None = None) -> int:
     setup_logging(log_level)
     if config is None:
         from ipvland import spec
@@ -697,6 +716,18 @@ def run(config: Path | None, interval: float, state_dir: Path, log_level: str,
     daemon = Daemon(Path(config), state_dir=state_dir, interval=interval, watchdog_usec=_watchdog_usec(),
                     rollback_on_probe_failure=rollback_on_probe_failure,
                     kernel_factory=lambda: marks.open_kernel(state_dir))
+    metrics = None
+    if metrics_file is not None or metrics_listen is not None:
+        from ipvland.metrics import Metrics
+
+        metrics = Metrics(metrics_file)
+        if metrics_listen is not None:
+            try:
+                metrics.listen(*metrics_listen)
+            except OSError as e:
+                log.error("fatal: cannot serve metrics on %s:%d: %s", *metrics_listen, e.strerror or e)
+                return 1
+        daemon.observer = metrics.observe
     install_signals(daemon)
     log.info("starting: config %s, resync every %gs, status in %s", config, interval, state_dir)
     try:
@@ -704,3 +735,6 @@ def run(config: Path | None, interval: float, state_dir: Path, log_level: str,
     except OSError as e:
         log.error("fatal: %s", e)
         return 1
+    finally:
+        if metrics is not None:
+            metrics.stop()
