@@ -8,12 +8,14 @@ output pipe (`ipvland status | head -1`) ends a command quietly.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -104,6 +106,10 @@ COMMAND_HELP = {  # name: (one line for the top-level list, what --help says, ex
               "Make the kernel equal to the config, observe again to verify, run the probes, and print what "
               "changed. Needs root (CAP_NET_ADMIN).",
               "0 converged; 1 anything failed, conflicts, pending, still differs, or a probe failed"),
+    "confirm": ("keep the change a pending `apply --confirm-timeout` made",
+                "Confirm the pending try of `ipvland apply --confirm-timeout`: the change is kept. Without it, "
+                "the state observed before the change is restored at the deadline.",
+                "0 confirmed; 1 nothing pending, or too late (the deadline passed)"),
     "show": ("print the live state ipvland owns, as a config",
              "Print the IPVLAN devices, addresses, routes and neighbors ipvland owns as a config that "
              "`validate` accepts.",
@@ -176,6 +182,13 @@ def build_parser() -> _Parser:
     _json_arg(p)
     p.add_argument("--rollback-on-probe-failure", action="store_true",
                    help="restore the previous state when a change makes a passing probe fail (default: off)")
+    p.add_argument("--confirm-timeout", type=number(1, 86400), default=None, metavar="S",
+                   help="after applying, wait S seconds for `ipvland confirm` (or Enter on a terminal); "
+                        "without it, restore the state observed before the change (default: keep at once)")
+    _state_dir_arg(p)
+
+    p = _sub(sub, "confirm")
+    _state_dir_arg(p)
 
     p = _sub(sub, "probe")
     _config_arg(p)
@@ -375,13 +388,120 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from ipvland.reconcile import reconcile
+    from ipvland import confirm
+    from ipvland.enforce import digest
+    from ipvland.reconcile import reconcile, state_document
 
     loaded = _load(args)
     if loaded is None:
         return EXIT_ERROR
+    state_dir: Path = args.state_dir
+    mine: list[confirm.Try] = []
+
+    def keep_before(before: Any) -> None:  # written before anything is applied: a kill leaves it
+        t = confirm.Try(os.getpid(), time.time(), time.time() + args.confirm_timeout, state_document(before),
+                        digest(loaded.sources), str(_config_path(args)))
+        confirm.write(state_dir, t)
+        mine.append(t)
+
     with _kernel() as kernel:
-        report = reconcile(loaded, kernel, rollback_on_probe_failure=args.rollback_on_probe_failure)
+        if not _no_try_pending(state_dir, kernel):
+            return EXIT_ERROR
+        report = reconcile(loaded, kernel, rollback_on_probe_failure=args.rollback_on_probe_failure,
+                           before_apply=keep_before if args.confirm_timeout is not None else None)
+        code = _print_apply(args, report)
+        if mine and report.rollback is not None:  # a probe broke: already restored, nothing to confirm
+            confirm.close(state_dir, mine[0], "reverted", "rolled back after a probe failed")
+        elif mine:
+            return _wait_for_confirm(args, kernel, mine[0], code)
+    return code
+
+
+def _no_try_pending(state_dir: Path, kernel: Any) -> bool:
+    """Before an apply: a try whose deadline passed is reverted now (its apply died); one still pending
+    blocks the apply (the revert would undo this apply too)."""
+    from ipvland import confirm
+
+    try:
+        done = confirm.finish(state_dir, kernel, time.time())
+        if done is not None:
+            print(f"ipvland apply: {done[0].describe()}: not confirmed in time, reverted: {done[1].describe()}",
+                  file=sys.stderr)
+        t = confirm.pending(state_dir, time.time())
+    except confirm.TryError as e:
+        print(f"ipvland apply: {e}", file=sys.stderr)
+        return False
+    if t is not None:
+        print(f"ipvland apply: {t.describe()}: `ipvland confirm` keeps it; nothing changed", file=sys.stderr)
+        return False
+    return True
+
+
+def _wait_for_confirm(args: argparse.Namespace, kernel: Any, t: Any, code: int) -> int:
+    """The change is made: wait for `ipvland confirm` (or Enter), else restore the state before it."""
+    import select
+
+    from ipvland import confirm
+
+    t = dataclasses.replace(t, deadline=time.time() + args.confirm_timeout, applied=True)  # from now on
+    confirm.write(args.state_dir, t)
+    tty = sys.stdin.isatty()
+    print(f"keep this change? `ipvland confirm`{' or Enter' if tty else ''} within {args.confirm_timeout:g}s, "
+          f"otherwise it is reverted at {time.strftime('%H:%M:%S', time.localtime(t.deadline))}", flush=True)
+    try:
+        while time.time() < t.deadline:
+            current = confirm.read(args.state_dir)
+            if current is None or current.started != t.started:
+                done = confirm.outcome(args.state_dir, t)
+                if done is not None and done.outcome == "confirmed":
+                    print("confirmed: the change is kept")
+                    return code
+                print(f"reverted by another process: {done.detail if done else 'the try is gone'}")
+                return EXIT_ERROR
+            wait = min(0.2, max(0.0, t.deadline - time.time()))
+            if tty and select.select([sys.stdin], [], [], wait)[0]:
+                sys.stdin.readline()
+                confirm.confirm(args.state_dir, time.time())
+                print("confirmed: the change is kept")
+                return code
+            if not tty:
+                time.sleep(wait)
+    except confirm.NothingPending:
+        pass  # the deadline passed while Enter was read: revert below
+    except KeyboardInterrupt:
+        print("interrupted: reverting now")
+        return _revert(args, kernel, force=True)
+    return _revert(args, kernel, force=False)
+
+
+def _revert(args: argparse.Namespace, kernel: Any, force: bool) -> int:
+    from ipvland import confirm
+
+    done = confirm.finish(args.state_dir, kernel, time.time(), force=force)
+    if done is None:  # confirmed in the last instant
+        print("confirmed: the change is kept")
+        return EXIT_OK
+    restored = done[1]
+    print(f"not confirmed in time: reverted: {restored.describe()}")
+    if restored.report is not None:
+        for outcome in restored.report.outcomes:
+            print(f"revert: {outcome.describe()}")
+    return EXIT_ERROR
+
+
+def _confirm(args: argparse.Namespace) -> int:
+    from ipvland import confirm
+
+    try:
+        t = confirm.confirm(args.state_dir, time.time())
+    except (confirm.NothingPending, confirm.TryError) as e:
+        print(f"ipvland confirm: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"confirmed: {t.config} (applied by pid {t.pid}) is kept")
+    return EXIT_OK
+
+
+def _print_apply(args: argparse.Namespace, report: Any) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -553,6 +673,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "render": _render,
     "plan": _plan,
     "apply": _apply,
+    "confirm": _confirm,
     "show": _show,
     "peers": _peers,
     "probe": _probe,
@@ -562,7 +683,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "reload": _reload,
     "wait-online": _wait_online,
 }
-NEEDS_ROOT = ("apply",)  # writes: refused up front rather than failing change by change
+NEEDS_ROOT = ("apply", "confirm")  # writes: refused up front rather than failing change by change
 
 
 def main(argv: Sequence[str] | None = None) -> int:

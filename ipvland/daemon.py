@@ -166,6 +166,7 @@ class Daemon:
         # when the cycle ran none, its Report or None)
         self.observer: Callable[[Daemon, list[str], dict[str, Any] | None, Any], None] | None = None
         self.last_report: Any = None
+        self._try_said: float | None = None  # the pending try already logged
 
     # ------------------------------------------------------------------ compatibility views
 
@@ -443,6 +444,8 @@ class Daemon:
 
     def reconcile_now(self, reasons: list[str], scope: frozenset[str | None] | None = None) -> None:
         """One reconcile; scope: only these namespaces (see reconcile.reconcile), None: everything."""
+        if self._try_holds():
+            return
         started = time.time()
         t0 = self._clock()
         spec = self._enforced()
@@ -485,6 +488,35 @@ class Daemon:
                                   or getattr(report, "rollback", None) is not None)
         self._after(report)
         self._update_monitor()
+
+    def _try_holds(self) -> bool:
+        """`apply --confirm-timeout` left a try pending (confirm.py): hold off until its deadline, then
+        finish its revert if nobody confirmed it. A reverted try of the files this daemon enforces is
+        treated as a rollback: those files are not applied again until they change."""
+        from ipvland import confirm
+
+        now = time.time()
+        try:
+            t = confirm.read(self.state_dir)
+            if t is not None and now < t.deadline:
+                if self._try_said != t.started:
+                    log.info("holding off: %s", t.describe())
+                    self._try_said = t.started
+                    timer = threading.Timer(t.deadline - now + 0.05, self.request, ("try deadline", Trigger.RETRY))
+                    timer.daemon = True
+                    timer.start()
+                return True
+            done = confirm.finish(self.state_dir, self._kernel(), now) if t is not None else None
+        except Exception as e:  # an unreadable try never stops the daemon
+            log.error("pending try: %s", e)
+            return False
+        if done is not None:
+            t, restored = done
+            log.warning("%s: not confirmed in time: reverted (%s)", t.describe(), restored.describe())
+            if t.digest == self.choice.digest:
+                self.choice.reconciled(RolledBack(self.generation, t.digest, time.time(), ("not confirmed",),
+                                                  restored.ok, restored.error), restored.previous)
+        return False
 
     def _echoes_read(self) -> None:
         """The kernel queued the events of our writes before acknowledging them: read them now, as ours."""
