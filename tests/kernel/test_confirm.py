@@ -83,6 +83,15 @@ class Lab:
                                  str(self.state), "--confirm-timeout", str(timeout)], cwd=REPO, text=True,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
+    def kill_while_waiting(self, timeout: float) -> None:
+        """State A, then `apply B --confirm-timeout` SIGKILLed once B is applied and it waits."""
+        self.reset()
+        p = self.try_b(timeout)
+        wait_until("the change, waiting for confirm", lambda: self.pending().get("applied") is True)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(SLOW)
+        assert state() == STATE_B
+
     def pending(self) -> dict[str, Any]:
         try:
             return json.loads((self.state / "try.json").read_text())  # type: ignore[no-any-return]
@@ -131,13 +140,9 @@ def test_a_try_not_confirmed_in_time_restores_the_state_before(lab: Lab) -> None
 
 
 def test_apply_killed_while_waiting_the_daemon_holds_off_then_reverts_and_keeps_off(lab: Lab) -> None:
-    lab.reset()
-    p = lab.try_b(12)
-    wait_until("the change, waiting for confirm", lambda: lab.pending().get("applied") is True)
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait(SLOW)
+    lab.kill_while_waiting(12)
     deadline = lab.pending()["deadline"]
-    assert state() == STATE_B and time.time() < deadline
+    assert time.time() < deadline
     # A daemon whose config is the tried one: it must neither fight the try nor re-apply it after the revert.
     log = lab.dir / "daemon.log"
     with open(log, "ab") as out:
@@ -165,12 +170,7 @@ def test_apply_killed_while_waiting_the_daemon_holds_off_then_reverts_and_keeps_
 
 
 def test_apply_killed_while_waiting_the_next_apply_reverts_it_first(lab: Lab) -> None:
-    lab.reset()
-    p = lab.try_b(3)
-    wait_until("the change, waiting for confirm", lambda: lab.pending().get("applied") is True)
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait(SLOW)
-    assert state() == STATE_B
+    lab.kill_while_waiting(3)
     r = ipvland("apply", "-c", str(lab.a), "--state-dir", str(lab.state))
     if time.time() < lab.pending().get("deadline", 0):  # pragma: no cover - a fast machine: still pending
         assert r.returncode == 1 and "`ipvland confirm` keeps it" in r.stderr
