@@ -140,7 +140,7 @@ def test_a_try_not_confirmed_in_time_restores_the_state_before(lab: Lab) -> None
 
 
 def test_apply_killed_while_waiting_the_daemon_holds_off_then_reverts_and_keeps_off(lab: Lab) -> None:
-    lab.kill_while_waiting(12)
+    lab.kill_while_waiting(30)  # the daemon must start (slow under emulation) before the deadline
     deadline = lab.pending()["deadline"]
     assert time.time() < deadline
     # A daemon whose config is the tried one: it must neither fight the try nor re-apply it after the revert.
