@@ -308,6 +308,10 @@ def _validate_hosts(args: argparse.Namespace) -> int:
             bad += 1
             for error in spec.SpecError(errors).errors:
                 print(f"{host}: {error}", file=sys.stderr)
+    for part, matched in zip(tree.parts, tree.matches(hosts), strict=True):
+        if not matched:  # a typo in a glob, or a host missing from the inventory: not an error
+            print(f"{part.file}: note: its hosts: match none of the {len(hosts)} host(s) of {args.hosts}",
+                  file=sys.stderr)
     where = _config_path(args)
     if file_errors or bad:
         print(f"{where}: {len(file_errors)} error(s) in the files, {bad} of {len(hosts)} host(s) with errors of "

@@ -1366,6 +1366,11 @@ class Tree:
         return tuple(i for i, part in enumerate(self.parts)
                      if part.draft is not None and (part.select is None or part.select.fullmatch(name)))
 
+    def matches(self, hosts: list[str]) -> list[bool]:
+        """For each part: whether it applies to at least one of `hosts` (a file without hosts: always)."""
+        names = [h.lower() for h in hosts]
+        return [part.select is None or any(part.select.fullmatch(n) for n in names) for part in self.parts]
+
     def files_for(self, host: str) -> list[str]:
         return [self.parts[i].file for i in self.selected(host)]
 

@@ -217,6 +217,15 @@ def test_validate_hosts_prefixes_each_hosts_errors_and_reports_file_errors_once(
     assert r.returncode == 1 and "mtu 1500 conflicts" in r.stderr
 
 
+def test_validate_hosts_notes_a_dropin_that_selects_none_of_the_inventory(tmp_path: Path) -> None:
+    p = tree(tmp_path, a__yaml=dev("web0", "{}", hosts='["wbe-*"]'), b__yaml=dev("db0", "{}", hosts="[db-1]"))
+    inv = tmp_path / "inventory"
+    inv.write_text("web-1\ndb-1\n")
+    r = ipvland("validate", "-c", str(p), "--hosts", str(inv))
+    assert r.returncode == 0, r.stderr  # a note, not an error
+    assert r.stderr == f"{tmp_path / 'config.d' / 'a.yaml'}: note: its hosts: match none of the 2 host(s) of {inv}\n"
+
+
 def test_validate_host_and_hosts_are_one_or_the_other(tmp_path: Path) -> None:
     r = ipvland("validate", "--host", "a", "--hosts", "b")
     assert r.returncode == 2 and "not allowed with" in r.stderr
