@@ -189,11 +189,14 @@ def test_bad_listen_addresses_are_usage_errors(text: str) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
 def test_ipvland_run_writes_the_file_and_serves_the_endpoint(tmp_path: Path) -> None:
     # The real command in a throwaway network namespace, with nothing to manage (no ipvlan needed).
+    # --host selects the drop-in meant for node-a (a parent without devices: nothing to change).
     config = tmp_path / "config.yaml"
     config.write_text("version: 1\nparents: {}\n")
+    (tmp_path / "config.d").mkdir()
+    (tmp_path / "config.d" / "a.yaml").write_text("version: 1\nhosts: [node-a]\nparents: {lo: {}}\n")
     out = tmp_path / "m.prom"
     script = (f"ip link set lo up && exec {sys.executable} -m ipvland run -c {config} --state-dir {tmp_path / 's'} "
-              f"--metrics-file {out} --metrics-listen 127.0.0.1:9821")
+              f"--metrics-file {out} --metrics-listen 127.0.0.1:9821 --host node-a")
     p = subprocess.Popen(["unshare", "--net", "sh", "-c", script], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         wait(lambda: out.exists() and value(out.read_text(), "ipvland_reconciles_total",
@@ -205,6 +208,7 @@ def test_ipvland_run_writes_the_file_and_serves_the_endpoint(tmp_path: Path) -> 
         assert scrape.returncode == 0, scrape.stderr
         assert value(scrape.stdout, "ipvland_config_valid") == 1
         assert value(scrape.stdout, "ipvland_managed_objects", kind="device") == 0
+        assert value(scrape.stdout, "ipvland_managed_objects", kind="parent") == 1  # node-a's drop-in
     finally:
         p.terminate()
         _, err = p.communicate(timeout=30)
