@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Done", "NothingPending", "Try", "TryError", "close", "confirm", "finish", "outcome", "pending", "read",
-           "write"]
+__all__ = ["Done", "NothingPending", "Try", "TryError", "TryStarted", "close", "confirm", "finish", "outcome",
+           "pending", "read", "write"]
 
 TRY = "try.json"
 DONE = "try.done.json"
@@ -31,6 +31,10 @@ LOCK = "try.lock"
 
 class TryError(Exception):
     """The try file cannot be read (corrupt, unreadable)."""
+
+
+class TryStarted(Exception):
+    """Raised by the daemon's check right before it applies: a try began while it planned."""
 
 
 class NothingPending(Exception):

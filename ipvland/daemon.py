@@ -167,6 +167,7 @@ class Daemon:
         self.observer: Callable[[Daemon, list[str], dict[str, Any] | None, Any], None] | None = None
         self.last_report: Any = None
         self._try_said: float | None = None  # the pending try already logged
+        self._held: Any = None  # the try this daemon holds off for (confirm.Try)
 
     # ------------------------------------------------------------------ compatibility views
 
@@ -440,7 +441,15 @@ class Daemon:
             return self._reconcile_fn(spec, kernel, **opts)
         from ipvland.reconcile import reconcile
 
-        return reconcile(spec, cast(Any, _Ticking(kernel, self._alive)), progress=self._alive, **opts)
+        return reconcile(spec, cast(Any, _Ticking(kernel, self._alive)), progress=self._alive,
+                         before_apply=self._no_try_started, **opts)
+
+    def _no_try_started(self, observed: Any) -> None:
+        """Right before applying: a try that began while this reconcile planned wins (nothing is applied)."""
+        from ipvland import confirm
+
+        if confirm.pending(self.state_dir, time.time()) is not None:
+            raise confirm.TryStarted()
 
     def reconcile_now(self, reasons: list[str], scope: frozenset[str | None] | None = None) -> None:
         """One reconcile; scope: only these namespaces (see reconcile.reconcile), None: everything."""
@@ -467,6 +476,9 @@ class Daemon:
                 self._writing = True  # from here on, the events are the echoes of our writes
             report = self._call_reconcile(spec, kernel, scope, rollback)
         except Exception as e:
+            if type(e).__name__ == "TryStarted":
+                log.info("a try began while planning: nothing applied, holding off")
+                return
             duration = self._clock() - t0
             log.error("reconcile failed: %s: %s", type(e).__name__, e)
             log.debug("reconcile failure", exc_info=True)
@@ -498,7 +510,10 @@ class Daemon:
         now = time.time()
         try:
             t = confirm.read(self.state_dir)
+            if t is None and self._held is not None:
+                self._try_ended(self._held)
             if t is not None and now < t.deadline:
+                self._held = t
                 if self._try_said != t.started:
                     log.info("holding off: %s", t.describe())
                     self._try_said = t.started
@@ -512,11 +527,34 @@ class Daemon:
             return False
         if done is not None:
             t, restored = done
+            self._held = None
             log.warning("%s: not confirmed in time: reverted (%s)", t.describe(), restored.describe())
-            if t.digest == self.choice.digest:
-                self.choice.reconciled(RolledBack(self.generation, t.digest, time.time(), ("not confirmed",),
-                                                  restored.ok, restored.error), restored.previous)
+            self._refuse_tried(t, restored.ok, restored.error, restored.previous)
         return False
+
+    def _try_ended(self, held: Any) -> None:
+        """The try this daemon held off for is gone: confirmed, or reverted by the apply that made it."""
+        from ipvland import confirm
+        from ipvland import spec as spec_mod
+
+        self._held = None
+        done = confirm.outcome(self.state_dir, held)
+        if done is None or done.outcome != "reverted":
+            log.info("the try of %s was confirmed: reconciling again", held.config)
+            return
+        log.warning("the try of %s was reverted by the apply that made it", held.config)
+        try:
+            previous = spec_mod.loads(held.before, "<state before the try>")
+        except spec_mod.SpecError as e:
+            self._refuse_tried(held, False, str(e), None)
+            return
+        self._refuse_tried(held, "NOT fully" not in done.detail, None, previous)
+
+    def _refuse_tried(self, t: Any, restored: bool, error: str | None, previous: Spec | None) -> None:
+        """A reverted try of the files this daemon enforces counts as a rollback: not applied again."""
+        if t.digest == self.choice.digest:
+            self.choice.reconciled(RolledBack(self.generation, t.digest, time.time(), ("not confirmed",),
+                                              restored, error), previous)
 
     def _echoes_read(self) -> None:
         """The kernel queued the events of our writes before acknowledging them: read them now, as ours."""

@@ -143,12 +143,13 @@ def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
     scope only after one that ended "ok", with the same config. A plan that needs the whole picture
     (Plan.needs_full_view) is made again from a full view before anything is applied.
 
-    before_apply(observed): called with the whole state observed before, only when something is about
-    to be applied (`apply --confirm-timeout` keeps it to restore); it may raise to apply nothing.
+    before_apply(observed): called with the state observed before (the whole of it when scope is None),
+    only when something is about to be applied: `apply --confirm-timeout` keeps it to restore, the
+    daemon raises confirm.TryStarted there when a try began meanwhile (nothing is applied then).
     """
     started, t0 = time.time(), time.monotonic()
     watch = rollback_on_probe_failure and bool(spec.probes)
-    if watch or before_apply is not None:
+    if watch:
         scope = None  # a rollback restores everything observed before: it needs the whole picture
     before = observe(kernel, spec, scope)
     planned = plan(spec, before)

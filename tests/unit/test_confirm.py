@@ -129,3 +129,70 @@ def test_confirm_timeout_bounds(value: str) -> None:
     r = subprocess.run([sys.executable, "-m", "ipvland", "apply", "--confirm-timeout", value], cwd=ROOT,
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "--confirm-timeout" in r.stderr
+
+
+# ---------------------------------------------------------------- the whole flow on this kernel, without IPVLAN
+# A parent's route on a veth is a change every kernel can make: the try, its revert and the daemon's
+# part run for real (netlink, processes, SIGKILL) in a throwaway network and mount namespace.
+# tests/kernel/test_confirm.py does the same with ipvlan devices in the VM.
+
+FLOW = r"""
+set -e
+ip link set lo up
+ip link add vx0 type veth peer name vx1
+ip link set vx0 up && ip link set vx1 up
+ipv() { "$PY" -m ipvland "$@"; }
+route() { ip route show 198.51.100.7/32 dev vx0 | grep -c . || true; }
+echo "A $(route)"
+ipv apply -c "$B" --state-dir "$S" --confirm-timeout 1 </dev/null >"$W/timeout.out" || echo "timeout rc $?"
+echo "after-timeout $(route)"
+"$PY" -m ipvland apply -c "$B" --state-dir "$S" --confirm-timeout 8 </dev/null >/dev/null 2>&1 & P=$!
+i=0; until grep -q '"applied": true' "$S/try.json" 2>/dev/null; do i=$((i+1)); [ $i -lt 300 ] || exit 9; sleep 0.1; done
+kill -9 $P; wait $P || true
+echo "killed $(route)"
+"$PY" -m ipvland run -c "$B" --state-dir "$S" --interval 600 >"$W/daemon.log" 2>&1 & D=$!
+i=0; until grep -q "holding off" "$W/daemon.log"; do i=$((i+1)); [ $i -lt 300 ] || exit 8; sleep 0.1; done
+echo "holding $(route)"
+i=0; until [ "$(route)" = 0 ]; do i=$((i+1)); [ $i -lt 300 ] || exit 7; sleep 0.1; done
+echo "reverted $(route)"
+kill -HUP $D; i=0; until grep -q "reloading" "$W/daemon.log"; do i=$((i+1)); [ $i -lt 100 ] || exit 6; sleep 0.1; done
+sleep 1
+echo "after-hup $(route)"
+kill $D; wait $D; echo "daemon rc $?"
+# A daemon that enforces A (no route) all along, and a live apply trying B: the daemon holds off (it
+# would remove the route at once otherwise), and the apply reverts its own try at the deadline.
+rm -f "$S/status.json"
+"$PY" -m ipvland run -c "$A" --state-dir "$S" --interval 600 >"$W/daemon2.log" 2>&1 & D=$!
+i=0; until [ -f "$S/status.json" ]; do i=$((i+1)); [ $i -lt 300 ] || exit 5; sleep 0.1; done
+"$PY" -m ipvland apply -c "$B" --state-dir "$S" --confirm-timeout 4 </dev/null >"$W/alive.out" & P=$!
+i=0; until grep -q '"applied": true' "$S/try.json" 2>/dev/null; do i=$((i+1)); [ $i -lt 300 ] || exit 4; sleep 0.1; done
+i=0; until grep -q "holding off" "$W/daemon2.log"; do i=$((i+1)); [ $i -lt 300 ] || exit 3; sleep 0.1; done
+echo "during-try $(route)"
+wait $P || echo "alive rc $?"
+echo "self-reverted $(route)"
+kill -HUP $D; sleep 1
+echo "after-hup-2 $(route)"
+kill $D; wait $D; echo "daemon rc $?"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
+def test_timeout_sigkill_daemon_hold_off_revert_and_no_reapply_with_real_netlink(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "config.yaml").write_text("version: 1\nparents: {}\n")
+    b = tmp_path / "b" / "config.yaml"
+    b.write_text("version: 1\nparents:\n  vx0:\n    routes: [{to: 198.51.100.7/32}]\n")
+    env = {**os.environ, "PY": sys.executable, "A": str(tmp_path / "a" / "config.yaml"), "B": str(b),
+           "S": str(tmp_path / "state"), "W": str(tmp_path)}
+    r = subprocess.run(["unshare", "--net", "--mount", "sh", "-c", "mount -t tmpfs t /run && exec sh -c \"$0\"",
+                        FLOW], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    log = (tmp_path / "daemon.log").read_text() if (tmp_path / "daemon.log").exists() else ""
+    assert r.returncode == 0, r.stdout + r.stderr + log
+    assert r.stdout.splitlines() == ["A 0", "timeout rc 1", "after-timeout 0", "killed 1", "holding 1",
+                                     "reverted 0", "after-hup 0", "daemon rc 0", "during-try 1", "alive rc 1",
+                                     "self-reverted 0", "after-hup-2 0", "daemon rc 0"], r.stdout + r.stderr + log
+    out = (tmp_path / "timeout.out").read_text()
+    assert "not confirmed in time: reverted: 1 change(s)" in out and "revert: - route 198.51.100.7/32" in out
+    assert "not confirmed in time: reverted" in log and "holding off: the try of" in log
+    assert "was reverted by the apply that made it" in (tmp_path / "daemon2.log").read_text()
