@@ -53,8 +53,10 @@ def wait_until(what: str, pred: Callable[[], bool], timeout: float = SLOW) -> No
 
 
 def state() -> tuple[int | None, set[str], bool]:
+    """web0's MTU and addresses, and whether app1 exists (its namespace is made by B, never deleted)."""
     web0 = link("web0", "web")
-    return (web0["mtu"] if web0 else None, addrs("web0", "web") if web0 else set(), link("app1", "app") is not None)
+    app1 = Path("/run/netns/app").exists() and link("app1", "app") is not None
+    return (web0["mtu"] if web0 else None, addrs("web0", "web") if web0 else set(), app1)
 
 
 STATE_A = (1500, {"192.0.2.10/24"}, False)
