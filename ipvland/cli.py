@@ -8,12 +8,14 @@ output pipe (`ipvland status | head -1`) ends a command quietly.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -36,6 +38,12 @@ def _config_arg(p: argparse.ArgumentParser, stdin: bool = True) -> None:
     p.add_argument("-c", "--config", type=Path, default=None, metavar="PATH",
                    help=f"main config file; its drop-ins are config.d/*.yaml beside it (default: $IPVLAND_CONFIG "
                         f"or /etc/ipvland/config.yaml{more})")
+
+
+def _host_arg(p: argparse.ArgumentParser) -> argparse.Action:
+    return p.add_argument("--host", default=None, metavar="NAME",
+                          help="this host's identity, which drop-ins' `hosts:` globs select on (default: "
+                               "$IPVLAND_HOST or the hostname)")
 
 
 def _json_arg(p: argparse.ArgumentParser) -> None:
@@ -62,6 +70,15 @@ def number(low: float, high: float, *, integer: bool = False) -> Callable[[str],
     return parse
 
 
+def _listen(text: str) -> tuple[str, int]:
+    from ipvland.metrics import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """Every command's --help starts with what it does; the epilog with its exit codes."""
 
@@ -73,8 +90,14 @@ class _Parser(argparse.ArgumentParser):
 COMMAND_HELP = {  # name: (one line for the top-level list, what --help says, exit codes)
     "validate": ("check the config and its drop-ins",
                  "Check the config and its drop-ins, and print every error as FILE:LINE:COL: path: message "
-                 "(at most 50 per file). Touches nothing.",
+                 "(at most 50 per file). Touches nothing, needs no root: with --hosts, every host of an "
+                 "inventory (each file is parsed once; a host's own errors start with `HOST: `).",
                  "0 valid, 1 invalid"),
+    "render": ("print the effective config of one host",
+               "Print the config one host applies (the main file and the drop-ins whose hosts: select it, "
+               "merged) as YAML that `validate` accepts, each value with the FILE:LINE it came from. "
+               "Touches nothing, needs no root.",
+               "0, 1 when the host's config is invalid"),
     "plan": ("show the changes apply would make",
              "Read the kernel and print the changes `apply` would make, one per line, and the conflicts (!). "
              "Changes nothing.",
@@ -83,6 +106,10 @@ COMMAND_HELP = {  # name: (one line for the top-level list, what --help says, ex
               "Make the kernel equal to the config, observe again to verify, run the probes, and print what "
               "changed. Needs root (CAP_NET_ADMIN).",
               "0 converged; 1 anything failed, conflicts, pending, still differs, or a probe failed"),
+    "confirm": ("keep the change a pending `apply --confirm-timeout` made",
+                "Confirm the pending try of `ipvland apply --confirm-timeout`: the change is kept. Without it, "
+                "the state observed before the change is restored at the deadline.",
+                "0 confirmed; 1 nothing pending, or too late (the deadline passed)"),
     "show": ("print the live state ipvland owns, as a config",
              "Print the IPVLAN devices, addresses, routes and neighbors ipvland owns as a config that "
              "`validate` accepts.",
@@ -130,19 +157,42 @@ def build_parser() -> _Parser:
 
     p = _sub(sub, "validate")
     _config_arg(p)
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--host", default=None, metavar="NAME",
+                     help="validate the config of this host (default: $IPVLAND_HOST or the hostname)")
+    who.add_argument("--hosts", type=Path, default=None, metavar="FILE",
+                     help="validate the config of every host named in FILE (one per line; blank lines and "
+                          "# comments ignored) (default: only this host)")
+
+    p = _sub(sub, "render")
+    _config_arg(p, stdin=False)
+    _host_arg(p)
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: the config and a provenance map (path -> FILE:LINE:COL) (default: YAML "
+                        "with # FILE:LINE comments)")
 
     p = _sub(sub, "plan")
     _config_arg(p)
+    _host_arg(p)
     _json_arg(p)
 
     p = _sub(sub, "apply")
     _config_arg(p)
+    _host_arg(p)
     _json_arg(p)
     p.add_argument("--rollback-on-probe-failure", action="store_true",
                    help="restore the previous state when a change makes a passing probe fail (default: off)")
+    p.add_argument("--confirm-timeout", type=number(1, 86400), default=None, metavar="S",
+                   help="after applying, wait S seconds for `ipvland confirm` (or Enter on a terminal); "
+                        "without it, restore the state observed before the change (default: keep at once)")
+    _state_dir_arg(p)
+
+    p = _sub(sub, "confirm")
+    _state_dir_arg(p)
 
     p = _sub(sub, "probe")
     _config_arg(p)
+    _host_arg(p)
     _json_arg(p)
 
     p = _sub(sub, "show")
@@ -152,6 +202,7 @@ def build_parser() -> _Parser:
 
     p = _sub(sub, "run")
     _config_arg(p, stdin=False)
+    _host_arg(p)
     p.add_argument("--interval", type=number(1, MAX_INTERVAL), default=30.0, metavar="S",
                    help=f"seconds between full resyncs, 1 to {MAX_INTERVAL:g} (default: 30)")
     _state_dir_arg(p)
@@ -160,9 +211,15 @@ def build_parser() -> _Parser:
     p.add_argument("--rollback-on-probe-failure", action="store_true",
                    help="restore the previous state when a change makes a passing probe fail; the "
                         "rolled-back config is not retried until it changes (default: off)")
+    p.add_argument("--metrics-file", type=Path, default=None, metavar="PATH",
+                   help="write Prometheus metrics to PATH after every reconcile, atomically, for "
+                        "node_exporter's textfile collector (default: none)")
+    p.add_argument("--metrics-listen", type=_listen, default=None, metavar="ADDR:PORT",
+                   help="serve Prometheus metrics over HTTP at ADDR:PORT, e.g. 127.0.0.1:9821 (default: off)")
 
     p = _sub(sub, "peers")
     _config_arg(p)
+    _host_arg(p)
     p.add_argument("--format", choices=["ip", "yaml", "route", "frr", "bird"], default="ip",
                    help="ip: `ip neigh replace` lines; yaml: a config for the peer's own ipvland; route, frr, "
                         "bird: an upstream router's host routes to each address via this host (default: ip)")
@@ -206,16 +263,87 @@ def _read_config(args: argparse.Namespace) -> Spec:
 
     if str(args.config) == "-":
         return spec.load_stream(sys.stdin.buffer)
-    return spec.load(_config_path(args))
+    return spec.load(_config_path(args), host=getattr(args, "host", None))
 
 
 def _validate(args: argparse.Namespace) -> int:
+    if args.hosts is not None:
+        return _validate_hosts(args)
     loaded = _load(args, "")
     if loaded is None:
         return EXIT_ERROR
     n_devices = len(loaded.devices)
-    print(f"{loaded.sources[0] if loaded.sources else _config_path(args)}: valid: {len(loaded.parents)} "
+    for_host = f" for host {args.host}" if args.host is not None else ""
+    print(f"{loaded.sources[0] if loaded.sources else _config_path(args)}: valid{for_host}: {len(loaded.parents)} "
           f"parent(s), {n_devices} device(s), {len(loaded.sources)} file(s)")
+    return EXIT_OK
+
+
+def read_inventory(path: Path) -> list[str]:
+    """Host names, one per line; blank lines and # comments ignored; raises OSError/UnicodeError."""
+    names: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name = line.split("#", 1)[0].strip()
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def _validate_hosts(args: argparse.Namespace) -> int:
+    """Every host of an inventory: the files' own errors once, each host's merge errors prefixed with it."""
+    from ipvland import spec
+
+    if str(args.config) == "-":
+        print("ipvland validate: --hosts needs the config tree (-c FILE), not standard input", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        hosts = read_inventory(args.hosts)
+    except (OSError, UnicodeError) as e:
+        print(f"{args.hosts}: cannot read: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        return EXIT_ERROR
+    tree = spec.load_tree(_config_path(args))
+    file_errors = tree.file_errors
+    for error in file_errors:
+        print(error, file=sys.stderr)
+    bad = 0
+    for host in hosts:
+        _, errors = tree.host_errors(host)
+        if errors:
+            bad += 1
+            for error in spec.SpecError(errors).errors:
+                print(f"{host}: {error}", file=sys.stderr)
+    for part, matched in zip(tree.parts, tree.matches(hosts), strict=True):
+        if not matched:  # a typo in a glob, or a host missing from the inventory: not an error
+            print(f"{part.file}: note: its hosts: match none of the {len(hosts)} host(s) of {args.hosts}",
+                  file=sys.stderr)
+    where = _config_path(args)
+    if file_errors or bad:
+        print(f"{where}: {len(file_errors)} error(s) in the files, {bad} of {len(hosts)} host(s) with errors of "
+              f"their own ({args.hosts})", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{where}: valid for all {len(hosts)} host(s) of {args.hosts}, {len(tree.parts)} file(s)")
+    return EXIT_OK
+
+
+def _render(args: argparse.Namespace) -> int:
+    from ipvland import spec
+
+    host = args.host if args.host is not None else spec.default_host()
+    tree = spec.load_tree(_config_path(args))
+    try:
+        document, provenance = tree.render(host)
+    except spec.SpecError as e:
+        for error in e.errors:
+            print(error, file=sys.stderr)
+        print(f"{_config_path(args)}: {e.total} error(s) for host {host}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        where = {spec.render_path(path): f"{loc[0]}:{loc[1]}:{loc[2]}" for path, loc in provenance.items()}
+        print(json.dumps({"host": host, "files": tree.files_for(host), "config": document,
+                          "provenance": where}, indent=2))
+    else:
+        print(spec.render_yaml(document, provenance, header=f"ipvland render --host {host}: the effective config, "
+                                                            "each value with the FILE:LINE it came from"), end="")
     return EXIT_OK
 
 
@@ -268,13 +396,120 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from ipvland.reconcile import reconcile
+    from ipvland import confirm
+    from ipvland.enforce import digest
+    from ipvland.reconcile import reconcile, state_document
 
     loaded = _load(args)
     if loaded is None:
         return EXIT_ERROR
+    state_dir: Path = args.state_dir
+    mine: list[confirm.Try] = []
+
+    def keep_before(before: Any) -> None:  # written before anything is applied: a kill leaves it
+        t = confirm.Try(os.getpid(), time.time(), time.time() + args.confirm_timeout, state_document(before),
+                        digest(loaded.sources), str(_config_path(args)))
+        confirm.write(state_dir, t)
+        mine.append(t)
+
     with _kernel() as kernel:
-        report = reconcile(loaded, kernel, rollback_on_probe_failure=args.rollback_on_probe_failure)
+        if not _no_try_pending(state_dir, kernel):
+            return EXIT_ERROR
+        report = reconcile(loaded, kernel, rollback_on_probe_failure=args.rollback_on_probe_failure,
+                           before_apply=keep_before if args.confirm_timeout is not None else None)
+        code = _print_apply(args, report)
+        if mine and report.rollback is not None:  # a probe broke: already restored, nothing to confirm
+            confirm.close(state_dir, mine[0], "reverted", "rolled back after a probe failed")
+        elif mine:
+            return _wait_for_confirm(args, kernel, mine[0], code)
+    return code
+
+
+def _no_try_pending(state_dir: Path, kernel: Any) -> bool:
+    """Before an apply: a try whose deadline passed is reverted now (its apply died); one still pending
+    blocks the apply (the revert would undo this apply too)."""
+    from ipvland import confirm
+
+    try:
+        done = confirm.finish(state_dir, kernel, time.time())
+        if done is not None:
+            print(f"ipvland apply: {done[0].describe()}: not confirmed in time, reverted: {done[1].describe()}",
+                  file=sys.stderr)
+        t = confirm.pending(state_dir, time.time())
+    except confirm.TryError as e:
+        print(f"ipvland apply: {e}", file=sys.stderr)
+        return False
+    if t is not None:
+        print(f"ipvland apply: {t.describe()}: `ipvland confirm` keeps it; nothing changed", file=sys.stderr)
+        return False
+    return True
+
+
+def _wait_for_confirm(args: argparse.Namespace, kernel: Any, t: Any, code: int) -> int:
+    """The change is made: wait for `ipvland confirm` (or Enter), else restore the state before it."""
+    import select
+
+    from ipvland import confirm
+
+    t = dataclasses.replace(t, deadline=time.time() + args.confirm_timeout, applied=True)  # from now on
+    confirm.write(args.state_dir, t)
+    tty = sys.stdin.isatty()
+    print(f"keep this change? `ipvland confirm`{' or Enter' if tty else ''} within {args.confirm_timeout:g}s, "
+          f"otherwise it is reverted at {time.strftime('%H:%M:%S', time.localtime(t.deadline))}", flush=True)
+    try:
+        while time.time() < t.deadline:
+            current = confirm.read(args.state_dir)
+            if current is None or current.started != t.started:
+                done = confirm.outcome(args.state_dir, t)
+                if done is not None and done.outcome == "confirmed":
+                    print("confirmed: the change is kept")
+                    return code
+                print(f"reverted by another process: {done.detail if done else 'the try is gone'}")
+                return EXIT_ERROR
+            wait = min(0.2, max(0.0, t.deadline - time.time()))
+            if tty and select.select([sys.stdin], [], [], wait)[0]:
+                sys.stdin.readline()
+                confirm.confirm(args.state_dir, time.time())
+                print("confirmed: the change is kept")
+                return code
+            if not tty:
+                time.sleep(wait)
+    except confirm.NothingPending:
+        pass  # the deadline passed while Enter was read: revert below
+    except KeyboardInterrupt:
+        print("interrupted: reverting now")
+        return _revert(args, kernel, force=True)
+    return _revert(args, kernel, force=False)
+
+
+def _revert(args: argparse.Namespace, kernel: Any, force: bool) -> int:
+    from ipvland import confirm
+
+    done = confirm.finish(args.state_dir, kernel, time.time(), force=force)
+    if done is None:  # confirmed in the last instant
+        print("confirmed: the change is kept")
+        return EXIT_OK
+    restored = done[1]
+    print(f"not confirmed in time: reverted: {restored.describe()}")
+    if restored.report is not None:
+        for outcome in restored.report.outcomes:
+            print(f"revert: {outcome.describe()}")
+    return EXIT_ERROR
+
+
+def _confirm(args: argparse.Namespace) -> int:
+    from ipvland import confirm
+
+    try:
+        t = confirm.confirm(args.state_dir, time.time())
+    except (confirm.NothingPending, confirm.TryError) as e:
+        print(f"ipvland confirm: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"confirmed: {t.config} (applied by pid {t.pid}) is kept")
+    return EXIT_OK
+
+
+def _print_apply(args: argparse.Namespace, report: Any) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -403,9 +638,12 @@ def _run(args: argparse.Namespace) -> int:
     except lock.AlreadyRunning as e:
         print(f"ipvland run: {e}", file=sys.stderr)
         return EXIT_ERROR
+    if args.host is not None:  # the daemon loads with spec.load(), which reads the identity from there
+        os.environ["IPVLAND_HOST"] = args.host
     with held:
         return daemon.run(args.config, args.interval, args.state_dir, args.log_level,
-                          args.rollback_on_probe_failure)
+                          args.rollback_on_probe_failure, metrics_file=args.metrics_file,
+                          metrics_listen=args.metrics_listen)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -471,8 +709,10 @@ def _quiet_stdout() -> None:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": _validate,
+    "render": _render,
     "plan": _plan,
     "apply": _apply,
+    "confirm": _confirm,
     "show": _show,
     "peers": _peers,
     "probe": _probe,
@@ -482,7 +722,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "reload": _reload,
     "wait-online": _wait_online,
 }
-NEEDS_ROOT = ("apply",)  # writes: refused up front rather than failing change by change
+NEEDS_ROOT = ("apply", "confirm")  # writes: refused up front rather than failing change by change
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -166,6 +166,12 @@ class Daemon:
         self.watcher: Any = None
         self.watch_error: str | None = None  # why the config files are not watched (resync and SIGHUP only)
         self.monitor: Any = None
+        # called after every cycle (metrics.py): (daemon, triggers, the reconcile's status view or None
+        # when the cycle ran none, its Report or None)
+        self.observer: Callable[[Daemon, list[str], dict[str, Any] | None, Any], None] | None = None
+        self.last_report: Any = None
+        self._try_said: float | None = None  # the pending try already logged
+        self._held: Any = None  # the try this daemon holds off for (confirm.Try)
 
     # ------------------------------------------------------------------ compatibility views
 
@@ -241,7 +247,9 @@ class Daemon:
                 job = self._next_job()
                 if job is None:
                     break
+                before = self.last
                 self._cycle(job)
+                self._observe(job, before)
         finally:
             self._notify("STOPPING=1")
             self._stop_sources()
@@ -314,6 +322,16 @@ class Daemon:
             self.ready = True
         else:
             self._notify(f"STATUS={summary}")
+
+    def _observe(self, job: Job, before: dict[str, Any] | None) -> None:
+        if self.observer is None:
+            return
+        ran = self.last is not before
+        try:
+            self.observer(self, [t.value for t in job.triggers], self.last if ran else None,
+                          self.last_report if ran else None)
+        except Exception as e:  # metrics never stop the daemon
+            log.error("metrics: %s: %s", type(e).__name__, e)
 
     def _parent_namespaces(self, parent: str) -> set[str | None]:
         spec = self.spec
@@ -473,13 +491,24 @@ class Daemon:
             return self._reconcile_fn(spec, kernel, **opts)
         from ipvland.reconcile import reconcile
 
-        return reconcile(spec, cast(Any, _Ticking(kernel, self._alive)), progress=self._alive, **opts)
+        return reconcile(spec, cast(Any, _Ticking(kernel, self._alive)), progress=self._alive,
+                         before_apply=self._no_try_started, **opts)
+
+    def _no_try_started(self, observed: Any) -> None:
+        """Right before applying: a try that began while this reconcile planned wins (nothing is applied)."""
+        from ipvland import confirm
+
+        if confirm.pending(self.state_dir, time.time()) is not None:
+            raise confirm.TryStarted()
 
     def reconcile_now(self, reasons: list[str], scope: frozenset[str | None] | None = None) -> None:
         """One reconcile; scope: only these namespaces (see reconcile.reconcile), None: everything."""
+        if self._try_holds():
+            return
         started = time.time()
         t0 = self._clock()
         spec = self._enforced()
+        self.last_report = None
         if spec is None:
             self.last = {"started": status_mod.iso(started), "duration": 0.0, "result": "no-config",
                          "trigger": reasons, "changes": [], "errors": [], "conflicts": [], "pending": []}
@@ -497,6 +526,9 @@ class Daemon:
                 self._writing = True  # from here on, the events are the echoes of our writes
             report = self._call_reconcile(spec, kernel, scope, rollback)
         except Exception as e:
+            if type(e).__name__ == "TryStarted":
+                log.info("a try began while planning: nothing applied, holding off")
+                return
             duration = self._clock() - t0
             log.error("reconcile failed: %s: %s", type(e).__name__, e)
             log.debug("reconcile failure", exc_info=True)
@@ -509,6 +541,7 @@ class Daemon:
         finally:
             self._echoes_read()
         self.reconciles += 1
+        self.last_report = report
         self.last = self._digest(report, started, self._clock() - t0, reasons)
         # null: everything was read; else the namespaces read, null in the list for ipvland's own
         self.last["scope"] = None if scope is None else sorted(scope, key=lambda n: (n is not None, n or ""))
@@ -519,6 +552,61 @@ class Daemon:
         self.settling = carry_settling(self.settling, scope, getattr(final, "settling", ()))
         self._after(report)
         self._update_monitor()
+
+    def _try_holds(self) -> bool:
+        """`apply --confirm-timeout` left a try pending (confirm.py): hold off until its deadline, then
+        finish its revert if nobody confirmed it. A reverted try of the files this daemon enforces is
+        treated as a rollback: those files are not applied again until they change."""
+        from ipvland import confirm
+
+        now = time.time()
+        try:
+            t = confirm.read(self.state_dir)
+            if t is None and self._held is not None:
+                self._try_ended(self._held)
+            if t is not None and now < t.deadline:
+                self._held = t
+                if self._try_said != t.started:
+                    log.info("holding off: %s", t.describe())
+                    self._try_said = t.started
+                    timer = threading.Timer(t.deadline - now + 0.05, self.request, ("try deadline", Trigger.RETRY))
+                    timer.daemon = True
+                    timer.start()
+                return True
+            done = confirm.finish(self.state_dir, self._kernel(), now) if t is not None else None
+        except Exception as e:  # an unreadable try never stops the daemon
+            log.error("pending try: %s", e)
+            return False
+        if done is not None:
+            t, restored = done
+            self._held = None
+            log.warning("%s: not confirmed in time: reverted (%s)", t.describe(), restored.describe())
+            self._refuse_tried(t, restored.ok, restored.error, restored.previous)
+        return False
+
+    def _try_ended(self, held: Any) -> None:
+        """The try this daemon held off for is gone: confirmed, or reverted by the apply that made it."""
+        from ipvland import confirm
+        from ipvland import spec as spec_mod
+
+        self._held = None
+        done = confirm.outcome(self.state_dir, held)
+        if done is None or done.outcome != "reverted":
+            log.info("the try of %s was confirmed: reconciling again", held.config)
+            return
+        log.warning("the try of %s was reverted by the apply that made it", held.config)
+        try:
+            previous = spec_mod.loads(held.before, "<state before the try>")
+        except spec_mod.SpecError as e:
+            self._refuse_tried(held, False, str(e), None)
+            return
+        self._refuse_tried(held, "NOT fully" not in done.detail, None, previous)
+
+    def _refuse_tried(self, t: Any, restored: bool, error: str | None, previous: Spec | None) -> None:
+        """A reverted try of the files this daemon enforces counts as a rollback: not applied again."""
+        if t.digest == self.choice.digest:
+            self.choice.reconciled(RolledBack(self.generation, t.digest, time.time(), ("not confirmed",),
+                                              restored, error), previous)
 
     def _echoes_read(self) -> None:
         """The kernel queued the events of our writes before acknowledging them: read them now, as ours."""
@@ -747,7 +835,8 @@ def install_signals(daemon: Daemon) -> None:
 
 
 def run(config: Path | None, interval: float, state_dir: Path, log_level: str,
-        rollback_on_probe_failure: bool = False) -> int:
+        rollback_on_probe_failure: bool = False, metrics_file: Path | None = None,
+        metrics_listen: tuple[str, int] | None = None) -> int:
     setup_logging(log_level)
     if config is None:
         from ipvland import spec
@@ -763,6 +852,18 @@ def run(config: Path | None, interval: float, state_dir: Path, log_level: str,
     daemon = Daemon(Path(config), state_dir=state_dir, interval=interval, watchdog_usec=_watchdog_usec(),
                     rollback_on_probe_failure=rollback_on_probe_failure,
                     kernel_factory=lambda: marks.open_kernel(state_dir))
+    metrics = None
+    if metrics_file is not None or metrics_listen is not None:
+        from ipvland.metrics import Metrics
+
+        metrics = Metrics(metrics_file)
+        if metrics_listen is not None:
+            try:
+                metrics.listen(*metrics_listen)
+            except OSError as e:
+                log.error("fatal: cannot serve metrics on %s:%d: %s", *metrics_listen, e.strerror or e)
+                return 1
+        daemon.observer = metrics.observe
     install_signals(daemon)
     log.info("starting: config %s, resync every %gs, status in %s", config, interval, state_dir)
     try:
@@ -770,3 +871,6 @@ def run(config: Path | None, interval: float, state_dir: Path, log_level: str,
     except OSError as e:
         log.error("fatal: %s", e)
         return 1
+    finally:
+        if metrics is not None:
+            metrics.stop()

@@ -23,7 +23,7 @@ from ipvland.show import to_document
 if TYPE_CHECKING:
     from ipvland.kernel import Kernel
 
-__all__ = ["Outcome", "Report", "change_to_json", "reconcile", "watched_namespaces"]
+__all__ = ["Outcome", "Report", "Restored", "change_to_json", "reconcile", "restore", "watched_namespaces"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -135,7 +135,8 @@ def _probes(probes: tuple[Probe, ...], progress: Callable[[], None] | None) -> t
 
 def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
               rollback_on_probe_failure: bool = False, scope: frozenset[str | None] | None = None,
-              progress: Callable[[], None] | None = None) -> Report:
+              progress: Callable[[], None] | None = None,
+              before_apply: Callable[[Observed], None] | None = None) -> Report:
     """Observe, plan, apply, verify (and probe, and roll back when asked).
 
     scope: the namespaces where something happened (the daemon's drift events). Only these are read,
@@ -143,6 +144,10 @@ def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
     only when everything out of scope was converged by the previous reconcile: the daemon passes a
     scope only after one that ended "ok", with the same config. A plan that needs the whole picture
     (Plan.needs_full_view) is made again from a full view before anything is applied.
+
+    before_apply(observed): called with the state observed before (the whole of it when scope is None),
+    only when something is about to be applied: `apply --confirm-timeout` keeps it to restore, the
+    daemon raises confirm.TryStarted there when a try began meanwhile (nothing is applied then).
     """
     started, t0 = time.time(), time.monotonic()
     watch = rollback_on_probe_failure and bool(spec.probes)
@@ -163,6 +168,8 @@ def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
         return Report(planned, (), None, started, time.monotonic() - t0)
     if planned.empty:
         return Report(planned, (), planned, started, time.monotonic() - t0)
+    if before_apply is not None:
+        before_apply(before)
     baseline = _probes(spec.probes, progress) if watch else ()
     outcomes = apply(kernel, planned)
     remaining = plan(spec, observe(kernel, spec, scope))  # verify: what still differs after applying
@@ -175,11 +182,46 @@ def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
     return Report(planned, outcomes, remaining, started, time.monotonic() - t0, probes, rollback)
 
 
+def state_document(observed: Observed) -> str:
+    """What ipvland owns in `observed`, as a config (what `show` prints): a state to restore."""
+    return yaml.safe_dump(to_document(observed))
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A state restored (a rollback, a try reverted): the state as a spec and the reconcile to it."""
+
+    previous: Spec | None
+    report: Report | None
+    error: str | None = None  # why the state could not even be planned
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.report is not None and self.report.ok
+
+    def describe(self) -> str:
+        if self.error is not None:
+            return f"the previous state could not be planned: {self.error}"
+        assert self.report is not None
+        n = sum(o.ok for o in self.report.outcomes)
+        return f"{n} change(s) to restore the previous state, {len(self.report.failures)} failed" + (
+            "" if self.report.ok else ": NOT fully restored")
+
+
+def restore(kernel: Kernel, document: str, source: str = "<state before apply>") -> Restored:
+    """Reconcile the kernel to a state kept as a config (state_document): what a rollback and a
+    reverted try share."""
+    try:
+        previous = spec_mod.loads(document, source)
+    except spec_mod.SpecError as e:
+        return Restored(None, None, "; ".join(str(x) for x in e.errors))
+    return Restored(previous, reconcile(previous, kernel))
+
+
 def _roll_back(kernel: Kernel, before: Observed, broken: tuple[ProbeResult, ...]) -> Rollback:
     """Restore what ipvland owned before the change: the observed state, as a spec, reconciled."""
-    text = yaml.safe_dump(to_document(before))
-    try:
-        previous = spec_mod.loads(text, "<state before apply>")
-    except spec_mod.SpecError as e:
-        return Rollback(broken, None, "; ".join(str(x) for x in e.errors))
-    return Rollback(broken, reconcile(previous, kernel), previous=previous, previous_config=text)
+    restored = restore(kernel, state_document(before))
+    if restored.error is not None:
+        return Rollback(broken, None, restored.error)
+    return Rollback(broken, restored.report, previous=restored.previous,
+                    previous_config=state_document(before))

@@ -13,16 +13,24 @@ How it works:
    and translate its errors into short human messages;
 4. check the values (names, addresses, prefixes, MACs, ranges) and build per-file drafts;
 5. merge the drafts in file order and run the cross-object checks (duplicates, clashes, modes).
+
+One tree, many hosts (`load_tree`): every file is read, parsed and checked ONCE (steps 1-4); a
+drop-in whose top-level `hosts:` globs do not match a host's identity is left out of that host's
+merge (step 5), which is memoised per set of selected files. One device may be spread over several
+files, field by field; the same field with two different values is an error naming both places.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import fnmatch
 import ipaddress
 import json
 import math
 import os
 import re
+import socket
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -60,8 +68,8 @@ from ipvland.model import (
     State,
 )
 
-__all__ = ["SCHEMA", "ConfigError", "SpecError", "default_config_path", "dropin_paths", "excerpt", "load",
-           "load_stream", "loads"]
+__all__ = ["SCHEMA", "ConfigError", "SpecError", "Tree", "default_config_path", "default_host", "dropin_paths",
+           "excerpt", "load", "load_stream", "load_tree", "loads", "render_path", "render_yaml"]
 
 DEFAULT_CONFIG = "/etc/ipvland/config.yaml"
 MAX_FILE_SIZE = 4 * 1024 * 1024
@@ -137,6 +145,11 @@ def default_config_path() -> Path:
     return Path(os.environ.get("IPVLAND_CONFIG") or DEFAULT_CONFIG)
 
 
+def default_host() -> str:
+    """The host's identity for `hosts:` selection: $IPVLAND_HOST if set (and not empty), else the hostname."""
+    return os.environ.get("IPVLAND_HOST") or socket.gethostname()
+
+
 def dropin_paths(path: str | os.PathLike[str]) -> list[Path]:
     """The drop-ins `load(path)` reads: config.d/*.yaml|*.yml beside the main file, lexical order.
 
@@ -147,11 +160,12 @@ def dropin_paths(path: str | os.PathLike[str]) -> list[Path]:
     return paths
 
 
-def load(path: str | os.PathLike[str]) -> Spec:
-    """Read the main file and its drop-ins, validate everything, return the merged Spec."""
+def load(path: str | os.PathLike[str], host: str | None = None) -> Spec:
+    """Read the main file and its drop-ins, validate everything, return the Spec merged for `host`
+    (default: `default_host()`): the drop-ins whose `hosts:` do not match it are checked, not merged."""
     main = str(path)
     try:
-        return _load(Path(path))
+        return load_tree(path).spec(default_host() if host is None else host)
     except SpecError:
         raise
     except RecursionError:
@@ -212,6 +226,11 @@ def _render_path(path: PathT) -> str:
         else:
             out += f"[{excerpt(p)}]"
     return out
+
+
+def render_path(path: PathT) -> str:
+    """A path as errors show it: parents.eth0.devices.web0.addresses[0]."""
+    return _render_path(path)
 
 
 def _at(loc: Loc) -> str:
@@ -482,7 +501,7 @@ def _parse(file: str, text: str, errors: _Errors, loader_class: Any = None) -> _
     return doc
 
 
-_TOP_KEYS = ("version", "parents", "probes")
+_TOP_KEYS = ("version", "parents", "probes", "hosts")
 
 
 def _not_a_config(node: Node) -> str | None:
@@ -649,7 +668,9 @@ def _schema_errors(doc: _Doc, errors: _Errors) -> None:
             keys = ", ".join(sorted(sub.get("properties", {})))
             out.append((doc.at(path), path, f"needs at least one of {keys}", False))
         elif kind == "minItems" and isinstance(inst, list):
-            out.append((doc.at(path), path, f"needs at least {err.validator_value} items, not {len(inst)}", False))
+            least = err.validator_value
+            out.append((doc.at(path), path, f"needs at least {least} item{'s' if least != 1 else ''}, not {len(inst)}",
+                        False))
         elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             out.append((doc.at(path), path, f"{_range(sub)}, not {excerpt(inst)}", False))
         else:  # pattern, minLength, maxLength, not, const: the value checks say it better
@@ -747,6 +768,7 @@ class _DevD:
     sysctls_loc: Loc | None = None
     ip_forward: tuple[bool, Loc] | None = None
     address_options: list[tuple[IPInterface, AddressOptions]] = field(default_factory=list)
+    keys: dict[str, tuple[Any, Loc]] = field(default_factory=dict)  # each key the file gives: raw value, place
 
 
 @dataclass
@@ -880,6 +902,7 @@ def _parent(doc: _Doc, errors: _Errors, name: str, p: dict[str, Any], path: Path
 
 def _device(doc: _Doc, errors: _Errors, name: str, parent: str, d: dict[str, Any], path: PathT) -> _DevD:
     draft = _DevD(name, parent, doc.key_at(path))
+    draft.keys = {k: (v, doc.at((*path, k))) for k, v in d.items()}
     problem = _ifname_problem(name)
     if problem:
         errors.add(draft.loc, path, problem)
@@ -1254,7 +1277,76 @@ class _Merged:
     match: tuple[ParentMatch, Loc] | None = None
 
 
-def _merge(files: list[_FileD], errors: _Errors) -> Spec:
+def _rkey(route: Route) -> tuple[int, int, int, int, int]:
+    """Route.key as plain integers (hashing ipaddress objects is what a merge of many hosts spends its
+    time on): family, destination, prefix length, table, metric as the kernel stores them."""
+    return (route.to.version, int(route.to.network_address), route.to.prefixlen,
+            normalize.route_table(route.table), normalize.route_metric(route.to.version, route.metric))
+
+
+@dataclass
+class _DevOut:
+    """What one (merged) device gives every host that has it, computed once per tree: its Device, the
+    errors of the device alone, and plain keys for the checks across devices."""
+
+    device: Device
+    errors: _Errors
+    ips: list[tuple[tuple[int, int], IPInterface, Loc, PathT]]
+    prefixes: list[tuple[tuple[int, int, int, int, int], IPInterface, Loc]]
+    routes: list[tuple[tuple[int, int, int, int, int], _RouteD]]
+
+
+@dataclass
+class _Cache:
+    """Shared by the merges of one tree (its drafts never change): merged devices per pair of drafts,
+    and each device's own result. Objects are kept alive here, so their ids stay unique."""
+
+    merged: dict[tuple[int, int], tuple[_DevD, _Errors]] = field(default_factory=dict)
+    devices: dict[int, tuple[_DevD, _DevOut]] = field(default_factory=dict)
+
+
+def _replay(errors: _Errors, more: _Errors) -> None:
+    errors.strong.extend(more.strong)
+    errors.weak.extend(more.weak)
+
+
+def _device_out(d: _DevD, cache: _Cache) -> _DevOut:
+    hit = cache.devices.get(id(d))
+    if hit is not None:
+        return hit[1]
+    errors = _Errors()
+    dpath: PathT = ("parents", d.parent, "devices", d.name)
+    if d.mtu is not None and d.mtu < normalize.IPV6_MIN_MTU and d.mtu_loc is not None:
+        if any(a.version == 6 for a, _, _ in d.addresses):
+            errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280, the minimum for the "
+                                                   "device's IPv6 addresses")
+        elif any(key.startswith("ipv6.") for key, _ in d.sysctls):
+            errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280: the kernel drops "
+                                                   f"IPv6 from the device, so its ipv6 settings at "
+                                                   f"{_at(d.sysctls_loc or d.loc)} cannot be kept")
+    device = Device(
+        name=d.name, parent=d.parent, netns=d.netns,
+        addresses=tuple(a for a, _, _ in d.addresses), mtu=d.mtu, state=d.state,
+        routes=_unite_routes(d.routes, errors, (*dpath, "routes")),
+        neighbors=_unite_neighbors(d.neighbors, errors, (*dpath, "neighbors")),
+        sysctls=tuple(d.sysctls), ip_forward=d.ip_forward[0] if d.ip_forward else None,
+        address_options=tuple(d.address_options))
+    prefixes = []
+    for iface, loc, _ in d.addresses:
+        if any(a == iface and o.noprefixroute for a, o in d.address_options):
+            continue  # the kernel adds no prefix route for it
+        if normalize.has_prefix_route(iface.version, iface.network.prefixlen):
+            kernels = Route(iface.network, metric=normalize.PREFIX_ROUTE_METRIC[iface.version])
+            prefixes.append((_rkey(kernels), iface, loc))
+    out = _DevOut(device, errors, [((iface.version, int(iface.ip)), iface, loc, apath)
+                                   for iface, loc, apath in d.addresses],
+                  prefixes, [(_rkey(r.route), r) for r in d.routes])
+    cache.devices[id(d)] = (d, out)
+    return out
+
+
+def _merge(files: list[_FileD], errors: _Errors, cache: _Cache | None = None) -> Spec:
+    cache = cache if cache is not None else _Cache()
     merged: dict[str, _Merged] = {}
     for f in files:
         for p in f.parents:
@@ -1279,25 +1371,35 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
                                                           f"conflicts with the match at {_at(m.match[1])}")
             m.neighbors.extend(p.neighbors)
             for dname, d in p.devices.items():
-                if dname in m.devices:
-                    errors.add(d.loc, (*ppath, "devices", dname),
-                               f"device {dname} is also defined at {_at(m.devices[dname].loc)}")
-                else:
+                old_d = m.devices.get(dname)
+                if old_d is None:
                     m.devices[dname] = d
+                    continue
+                hit = cache.merged.get((id(old_d), id(d)))
+                if hit is None:
+                    more = _Errors()
+                    hit = (_merge_device(old_d, d, more, (*ppath, "devices", dname)), more)
+                    cache.merged[(id(old_d), id(d))] = hit  # drafts live in the Tree, merged ones here
+                m.devices[dname] = hit[0]
+                _replay(errors, hit[1])
 
     # cross checks on the merged result
     by_ns: dict[tuple[str | None, str], _DevD] = {}
     parents: list[Parent] = []
+    outs: dict[str, list[tuple[_DevD, _DevOut]]] = {}
     for m in merged.values():
         ppath = ("parents", m.name)
         if m.devices and m.mode is None:
             first = next(iter(m.devices.values()))
             errors.add(m.loc, ppath, f"parent {m.name} has devices (e.g. {first.name} at {_at(first.loc)}) "
                                      "but no mode; set mode: l2, l3 or l3s")
-        ips: dict[Any, tuple[_DevD, Loc]] = {}
+        ips: dict[tuple[int, int], tuple[_DevD, Loc]] = {}
         devices: list[Device] = []
+        mine = outs[m.name] = []
         for d in m.devices.values():
             dpath = (*ppath, "devices", d.name)
+            out = _device_out(d, cache)
+            mine.append((d, out))
             key = (d.netns, d.name)
             if key in by_ns:
                 other = by_ns[key]
@@ -1310,29 +1412,16 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
                 errors.add(d.loc, dpath, f"device {d.name} has the same name as parent {d.name} "
                                          f"(at {_at(merged[d.name].loc)}), in the same namespace; "
                                          "rename it or give it a netns")
-            for iface, loc, apath in d.addresses:
-                if iface.ip in ips:
-                    od, oloc = ips[iface.ip]
+            for ip, iface, loc, apath in out.ips:
+                if ip in ips:
+                    od, oloc = ips[ip]
                     on = "this device" if od is d else f"device {od.name}"
                     errors.add(loc, apath, f"address {iface.ip} is also on {on} at {_at(oloc)} "
                                            f"(each IP at most once on the ipvlans of parent {m.name})")
                 else:
-                    ips[iface.ip] = (d, loc)
-            if d.mtu is not None and d.mtu < normalize.IPV6_MIN_MTU and d.mtu_loc is not None:
-                if any(a.version == 6 for a, _, _ in d.addresses):
-                    errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280, the minimum for the "
-                                                           "device's IPv6 addresses")
-                elif any(key.startswith("ipv6.") for key, _ in d.sysctls):
-                    errors.add(d.mtu_loc, (*dpath, "mtu"), f"mtu {d.mtu} is below 1280: the kernel drops "
-                                                           f"IPv6 from the device, so its ipv6 settings at "
-                                                           f"{_at(d.sysctls_loc or d.loc)} cannot be kept")
-            devices.append(Device(
-                name=d.name, parent=m.name, netns=d.netns,
-                addresses=tuple(a for a, _, _ in d.addresses), mtu=d.mtu, state=d.state,
-                routes=_unite_routes(d.routes, errors, (*dpath, "routes")),
-                neighbors=_unite_neighbors(d.neighbors, errors, (*dpath, "neighbors")),
-                sysctls=tuple(d.sysctls), ip_forward=d.ip_forward[0] if d.ip_forward else None,
-                address_options=tuple(d.address_options)))
+                    ips[ip] = (d, loc)
+            _replay(errors, out.errors)
+            devices.append(out.device)
         parents.append(Parent(
             name=m.name,
             mode=m.mode[0] if m.mode is not None else None,
@@ -1340,7 +1429,7 @@ def _merge(files: list[_FileD], errors: _Errors) -> Spec:
             routes=_unite_routes(m.routes, errors, (*ppath, "routes")),
             neighbors=_unite_neighbors(m.neighbors, errors, (*ppath, "neighbors")),
             devices=tuple(devices), match=m.match[0] if m.match is not None else None))
-    _route_places(merged, errors)
+    _route_places(merged, outs, errors)
     _ip_forward(merged, errors)
     probes: list[Probe] = []
     for f in files:
@@ -1387,7 +1476,47 @@ def _ip_forward(merged: dict[str, _Merged], errors: _Errors) -> None:
                        "writing ip_forward sets every device's forwarding; say one or the other")
 
 
-def _route_places(merged: dict[str, _Merged], errors: _Errors) -> None:
+# Which _DevD attributes each key of a device sets: how one device spread over several files is merged,
+# field by field. Every device property of the schema must be here (a unit test checks it).
+DEVICE_FIELDS: dict[str, tuple[str, ...]] = {
+    "netns": ("netns",),
+    "addresses": ("addresses", "address_options"),
+    "mtu": ("mtu", "mtu_loc"),
+    "state": ("state",),
+    "routes": ("routes",),
+    "neighbors": ("neighbors",),
+    "ipv6": (),  # sysctls of that family: see _merge_sysctls
+    "ipv4": ("ip_forward",),  # and its sysctls
+}
+
+
+def _merge_device(old: _DevD, new: _DevD, errors: _Errors, path: PathT) -> _DevD:
+    """One device given by several files: each field from the file that sets it; a field two files set
+    must be the same value in both (else an error at the second naming the first). Drafts are never
+    changed (they are shared by every host's merge)."""
+    out: _DevD | None = None
+    for key, (value, loc) in new.keys.items():
+        have = (out or old).keys.get(key)
+        if have is not None:
+            if have[0] != value:
+                errors.add(loc, (*path, key), f"device {new.name} {key} {excerpt(value)} conflicts with "
+                                              f"{excerpt(have[0])} at {_at(have[1])} (a field of a device "
+                                              "has one value: set it in one file)")
+            continue
+        if out is None:
+            out = dataclasses.replace(old, keys=dict(old.keys))
+        for attr in DEVICE_FIELDS.get(key, ()):
+            setattr(out, attr, getattr(new, attr))
+        if key in ("ipv4", "ipv6"):  # two blocks share the sysctls list: take this family's alone
+            out.sysctls = [*(x for x in out.sysctls if not x[0].startswith(f"{key}.")),
+                           *(x for x in new.sysctls if x[0].startswith(f"{key}."))]
+            out.sysctls_loc = out.sysctls_loc or new.sysctls_loc
+        out.keys[key] = (value, loc)
+    return out or old
+
+
+def _route_places(merged: dict[str, _Merged], outs: dict[str, list[tuple[_DevD, _DevOut]]],
+                  errors: _Errors) -> None:
     """Routes that could never converge, whatever the kernel does (normalize's table):
 
     - the same route (destination, table, metric as the kernel stores them) on two devices or
@@ -1397,27 +1526,24 @@ def _route_places(merged: dict[str, _Merged], errors: _Errors) -> None:
     """
     first: dict[tuple[str | None, Any], tuple[str, _RouteD]] = {}
     prefix: dict[tuple[str | None, Any], tuple[str, IPInterface, Loc]] = {}
-    places: list[tuple[str | None, str, PathT, list[_RouteD]]] = []
+    places: list[tuple[str | None, str, PathT, list[tuple[Any, _RouteD]]]] = []
     for m in merged.values():
-        places.append((None, f"parent {m.name}", ("parents", m.name, "routes"), m.routes))
-        for d in m.devices.values():
+        places.append((None, f"parent {m.name}", ("parents", m.name, "routes"),
+                       [(_rkey(r.route), r) for r in m.routes]))
+        for d, out in outs[m.name]:
             places.append((d.netns, f"device {d.name}", ("parents", m.name, "devices", d.name, "routes"),
-                           d.routes))
-            for iface, loc, _ in d.addresses:
-                if any(a == iface and o.noprefixroute for a, o in d.address_options):
-                    continue  # the kernel adds no prefix route for it
-                if normalize.has_prefix_route(iface.version, iface.network.prefixlen):
-                    kernels = Route(iface.network, metric=normalize.PREFIX_ROUTE_METRIC[iface.version])
-                    prefix.setdefault((d.netns, kernels.key), (d.name, iface, loc))
+                           out.routes))
+            for rkey, iface, loc in out.prefixes:
+                prefix.setdefault((d.netns, rkey), (d.name, iface, loc))
     devices = {(None, name) for name in merged} | {(d.netns, d.name) for m in merged.values()
                                                     for d in m.devices.values()}
     for netns, where, path, routes in places:
-        for item in routes:
+        for rkey, item in routes:
             for hop in item.route.nexthops:
                 if hop.dev is not None and (netns, hop.dev) not in devices:
                     ns = f"netns {netns}" if netns else "ipvland's own namespace (a parent or a device without netns)"
                     errors.add(item.loc, path, f"nexthop dev {hop.dev} is not a device of the spec in {ns}")
-            key = (netns, item.route.key)
+            key = (netns, rkey)
             if key in prefix:
                 dev, iface, loc = prefix[key]
                 errors.add(item.loc, path, f"route {item.route.describe()} is the prefix route the kernel "
@@ -1444,15 +1570,206 @@ def _iter_files(main: Path, errors: _Errors) -> Iterator[tuple[Path, str]]:
         yield p, str(p)
 
 
-def _load(main: Path) -> Spec:
+# ---------------------------------------------------------------- one tree, many hosts
+
+_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+")
+
+
+@dataclass
+class _Part:
+    """One file of the tree, read and checked once: its draft, and which hosts it applies to."""
+
+    file: str
+    doc: _Doc | None  # None: it did not parse (its errors are the tree's)
+    draft: _FileD | None
+    select: re.Pattern[str] | None = None  # None: every host
+
+
+def _selection(doc: _Doc, errors: _Errors, main: bool) -> re.Pattern[str] | None:
+    """The compiled `hosts:` globs of a file (None: every host). Invalid globs select nothing (the
+    file's errors make every host's config invalid anyway)."""
+    data = doc.data
+    if not isinstance(data, dict) or "hosts" not in data:
+        return None
+    if main:
+        errors.add(doc.key_at(("hosts",)), ("hosts",), "'hosts' selects the hosts of a drop-in; the main "
+                                                       "file applies to every host (move it to config.d/)")
+        return re.compile(r"(?!)")
+    globs = data["hosts"]
+    good: list[str] = []
+    for i, glob in enumerate(_list(globs)):
+        if not isinstance(glob, str) or not glob:
+            continue  # the schema reported it
+        if not _GLOB.fullmatch(glob) or len(glob) > 253:
+            errors.add(doc.at(("hosts", i)), ("hosts", i),
+                       f"host pattern {excerpt(glob)}: use letters, digits, '-', '_', '.' and the globs * ? [...]")
+            continue
+        good.append(fnmatch.translate(glob.lower()))
+    return re.compile("|".join(good) if good else r"(?!)")
+
+
+@dataclass
+class Tree:
+    """A main file and its drop-ins, each read, parsed and checked once; `spec(host)` merges the files
+    that apply to one host. Pure: no kernel, no root."""
+
+    main: str
+    parts: list[_Part]
+    errors: _Errors  # the files' own errors: the same for every host
+    _memo: dict[tuple[int, ...], tuple[Spec | None, _Errors]] = field(default_factory=dict, repr=False)
+    _cache: _Cache = field(default_factory=lambda: _Cache(), repr=False)
+
+    @property
+    def file_errors(self) -> list[ConfigError]:
+        """The errors of the files themselves (syntax, schema, values, `hosts:`), for every host."""
+        return self.errors.result()
+
+    def selected(self, host: str) -> tuple[int, ...]:
+        """Indexes of the parts that apply to `host` (case-insensitive globs)."""
+        name = host.lower()
+        return tuple(i for i, part in enumerate(self.parts)
+                     if part.draft is not None and (part.select is None or part.select.fullmatch(name)))
+
+    def matches(self, hosts: list[str]) -> list[bool]:
+        """For each part: whether it applies to at least one of `hosts` (a file without hosts: always)."""
+        names = [h.lower() for h in hosts]
+        return [part.select is None or any(part.select.fullmatch(n) for n in names) for part in self.parts]
+
+    def files_for(self, host: str) -> list[str]:
+        return [self.parts[i].file for i in self.selected(host)]
+
+    def host_errors(self, host: str) -> tuple[Spec | None, list[ConfigError]]:
+        """The merge for `host` alone: its Spec (None if invalid) and the errors of the merge itself
+        (conflicts between the files it selects), without the files' own errors."""
+        spec, errors = self._merged(self.selected(host))
+        return (spec, errors.result())
+
+    def spec(self, host: str) -> Spec:
+        """The Spec for `host`; raises SpecError with every error (the files' and the merge's)."""
+        spec, merge = self._merged(self.selected(host))
+        errors = _Errors(self.errors.strong + merge.strong, self.errors.weak + merge.weak).result()
+        if errors or spec is None:
+            raise SpecError(errors)
+        return spec
+
+    def _merged(self, key: tuple[int, ...]) -> tuple[Spec | None, _Errors]:
+        hit = self._memo.get(key)
+        if hit is None:
+            errors = _Errors()
+            drafts = [d for d in (self.parts[i].draft for i in key) if d is not None]
+            spec = _merge(drafts, errors, self._cache)
+            hit = (None if errors.strong or errors.weak else spec, errors)
+            self._memo[key] = hit
+        return hit
+
+    def render(self, host: str) -> tuple[dict[str, Any], dict[PathT, Loc]]:
+        """The effective config for `host` as plain data that `validate` accepts, and where each value came
+        from. Raises SpecError when the host's config is invalid."""
+        self.spec(host)
+        return _render([p.doc for p in (self.parts[i] for i in self.selected(host)) if p.doc is not None])
+
+
+def load_tree(path: str | os.PathLike[str]) -> Tree:
+    """Read and check the main file and every drop-in once, whatever their `hosts:`; never raises for a
+    bad config (the errors are in the Tree)."""
+    main = Path(path)
     errors = _Errors()
-    drafts: list[_FileD] = []
-    for i, (path, file) in enumerate(_iter_files(main, errors)):
-        text = _read(path, file, errors)
+    parts: list[_Part] = []
+    for i, (p, file) in enumerate(_iter_files(main, errors)):
+        text = _read(p, file, errors)
         if text is None:
             continue
-        _draft(file, text, errors, main=(i == 0), drafts=drafts)
-    return _finish(drafts, errors)
+        try:
+            doc = _parse(file, text, errors)
+            if doc is None:
+                continue
+            _schema_errors(doc, errors)
+            parts.append(_Part(file, doc, _extract(doc, errors, main=(i == 0)),
+                               _selection(doc, errors, main=(i == 0))))
+        except RecursionError:
+            errors.file(file, "configuration is nested too deeply")
+    return Tree(str(main), parts, errors)
+
+
+def _render(docs: list[_Doc]) -> tuple[dict[str, Any], dict[PathT, Loc]]:
+    """The selected files merged as plain data (valid: the Spec was built from them): parents by name,
+    device fields from the file that sets them, lists united; `hosts` left out."""
+    out: dict[str, Any] = {"version": 1, "parents": {}}
+    prov: dict[PathT, Loc] = {}
+    if docs:
+        prov[("version",)] = docs[0].at(("version",))
+        prov[("parents",)] = docs[0].key_at(("parents",))
+
+    def unite(target: list[Any], doc: _Doc, src: PathT, dst: PathT, items: list[Any]) -> None:
+        for i, item in enumerate(items):
+            if item not in target:
+                prov[(*dst, len(target))] = doc.at((*src, i))
+                target.append(item)
+
+    probes: list[Any] = []
+    for doc in docs:
+        data = _dict(doc.data)
+        for pname, pval in _dict(data.get("parents")).items():
+            pp: PathT = ("parents", pname)
+            parent = out["parents"].setdefault(pname, {})
+            prov.setdefault(pp, doc.key_at(pp))
+            for key, value in _dict(pval).items():
+                kp = (*pp, key)
+                if key == "devices":
+                    devices = parent.setdefault("devices", {})
+                    for dname, dval in _dict(value).items():
+                        dp = (*kp, dname)
+                        device = devices.setdefault(dname, {})
+                        prov.setdefault(dp, doc.key_at(dp))
+                        for fkey, fval in _dict(dval).items():
+                            if fkey not in device:
+                                device[fkey] = fval
+                                prov[(*dp, fkey)] = doc.at((*dp, fkey))
+                elif isinstance(value, list):
+                    unite(parent.setdefault(key, []), doc, kp, kp, value)
+                elif value is not None and parent.get(key) is None:
+                    parent[key] = value
+                    prov[kp] = doc.at(kp)
+        unite(probes, doc, ("probes",), ("probes",), _list(data.get("probes")))
+    if probes:
+        out["probes"] = probes
+    return out, prov
+
+
+_YAML_WORDS = re.compile(r"(?i)(y|n|yes|no|true|false|on|off|null|~)")
+
+
+def _yaml_key(key: str) -> str:
+    plain = re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", key) and not _YAML_WORDS.fullmatch(key)
+    return key if plain else json.dumps(key)
+
+
+def render_yaml(document: dict[str, Any], provenance: dict[PathT, Loc], header: str = "") -> str:
+    """`Tree.render`'s result as YAML with a `# FILE:LINE` comment on each value: values in JSON's flow
+    syntax (a subset of YAML that ipvland's loader reads back exactly)."""
+    lines: list[str] = [f"# {line}" for line in header.splitlines()]
+
+    def where(path: PathT) -> str:
+        loc = provenance.get(path)
+        return f"  # {loc[0]}:{loc[1]}" if loc else ""
+
+    def emit(value: Any, path: PathT, indent: int, key: str) -> None:
+        pad = "  " * indent
+        block_map = path[0] == "parents" and (len(path) <= 2 or (len(path) <= 4 and path[2] == "devices"))
+        if block_map and isinstance(value, dict) and value:
+            lines.append(f"{pad}{key}:{where(path)}")
+            for k, v in value.items():
+                emit(v, (*path, k), indent + 1, _yaml_key(k))
+        elif len(path) in (1, 3) and isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines.append(f"{pad}{key}:")  # parents' routes and neighbors, probes: one place per item
+            for i, item in enumerate(value):
+                lines.append(f"{pad}  - {json.dumps(item)}{where((*path, i))}")
+        else:
+            lines.append(f"{pad}{key}: {json.dumps(value)}{where(path)}")
+
+    for k, v in document.items():
+        emit(v, (k,), 0, k)
+    return "\n".join(lines) + "\n"
 
 
 def _draft(file: str, text: str, errors: _Errors, *, main: bool, drafts: list[_FileD]) -> None:
