@@ -23,7 +23,7 @@ then applies no change and sends no write for three resync intervals.
 Budget, seed, replay (environment; tests/vm passes IPVLAND_CAMPAIGN_* into the VM):
   IPVLAND_CAMPAIGN_SEED=N        replay a seed (default: a random one, printed at the start)
   IPVLAND_CAMPAIGN_ROUNDS=N      run exactly N apply rounds instead of the time budget
-  IPVLAND_CAMPAIGN_BUDGET=S      seconds of apply rounds (default 80)
+  IPVLAND_CAMPAIGN_BUDGET=S      seconds of apply rounds (default 50)
   IPVLAND_CAMPAIGN_DAEMON_ROUNDS=N  daemon rounds (default 3)
   IPVLAND_CAMPAIGN_DISABLE=a,b   leave classes of specs or drift out (tests/campaign.py `Switches`; all
                                  on by default): v6_metric0  primary_drop  tmp_leftovers  parent_rename
@@ -88,7 +88,7 @@ from tests.campaign import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-BUDGET = float(os.environ.get("IPVLAND_CAMPAIGN_BUDGET", "80"))
+BUDGET = float(os.environ.get("IPVLAND_CAMPAIGN_BUDGET", "50"))
 ROUNDS = int(os.environ["IPVLAND_CAMPAIGN_ROUNDS"]) if os.environ.get("IPVLAND_CAMPAIGN_ROUNDS") else None
 DAEMON_ROUNDS = int(os.environ.get("IPVLAND_CAMPAIGN_DAEMON_ROUNDS", "3"))
 SEED = int(os.environ.get("IPVLAND_CAMPAIGN_SEED") or random.SystemRandom().randrange(1 << 32))

@@ -5,7 +5,6 @@ container stopped), the device is pending, and nothing is created in its place."
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,9 +28,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[spec_mod.Spe
         sh("mount", "--bind", "/run/netns/ctrtmp", str(holder))
         sh("ip", "netns", "del", "ctrtmp")  # from now on the namespace is only at `holder`
         path = tmp / "config.yaml"
-        path.write_text(LAB_HEAD + textwrap.dedent(f"""\
-              c0: {{netns: {{path: {holder}}}, addresses: [192.0.2.10/24]}}
-            """))
+        path.write_text(LAB_HEAD + f"      c0: {{netns: {{path: {holder}}}, addresses: [192.0.2.10/24]}}\n")
         yield spec_mod.load(path), holder
         sh("umount", str(holder), check=False)
 

@@ -31,10 +31,12 @@ def wired_lab(factory: pytest.TempPathFactory, name: str, host_address: str | No
         sh("ip", "addr", "add", host_address, "dev", "lab0")
     sh("ip", "link", "set", "lab0", "up")
     sh("ip", "-n", "wire", "link", "set", "lab0p", "up")
-    yield factory.mktemp(name)
-    sh("ip", "link", "del", "lab0", check=False)
-    for ns in Path("/run/netns").glob("*"):
-        sh("ip", "netns", "del", ns.name, check=False)
+    try:
+        yield factory.mktemp(name)
+    finally:  # also when the test's own setup failed: a lab0 left behind breaks every later test
+        sh("ip", "link", "del", "lab0", check=False)
+        for ns in Path("/run/netns").glob("*"):
+            sh("ip", "netns", "del", ns.name, check=False)
 
 
 def lab_spec(tmp: Path, text: str) -> Spec:
