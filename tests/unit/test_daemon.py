@@ -555,20 +555,29 @@ def test_an_object_rewritten_again_and_again_is_reported_by_name_and_backed_off(
     assert "flapping: address 192.0.2.11/24 dev app0 rewritten 3 times" in caplog.text
 
 
-def test_a_rolled_back_generation_is_not_applied_again_and_repairs_never_roll_back(
-        config: Path, make: Any, tmp_path: Path) -> None:
+def _probe_breaker(calls: list[tuple[str, bool]], good: Callable[[Spec], bool]) -> Callable[..., Report]:
+    """A reconcile_fn under which every spec but the good ones (and the restored state) breaks a probe
+    and is rolled back; it records (the spec's last source, whether rollback was armed)."""
     from ipvland.reconcile import Rollback
 
     previous = Spec(version=1, sources=("<state before apply>",))
     broken = ProbeResult(Probe(ipaddress.ip_address("192.0.2.1"), "web"), False, 3, error="no reply")
-    calls: list[tuple[str, bool]] = []
 
     def breaks_probe(spec: Spec, kernel: Any, rollback_on_probe_failure: bool = False, **kw: Any) -> Report:
         calls.append((spec.sources[-1], rollback_on_probe_failure))
-        if spec is previous or "good-1" in spec.sources[-1]:
+        if spec is previous or good(spec):
             return empty_report(spec, kernel)
-        restore = empty_report(previous, kernel)
-        return Report(Plan(), (), Plan(), time.time(), 0.0, (broken,), Rollback((broken,), restore, previous=previous))
+        return Report(Plan(), (), Plan(), time.time(), 0.0, (broken,),
+                      Rollback((broken,), empty_report(previous, kernel), previous=previous,
+                               previous_config="version: 1\nparents: {}\n"))
+
+    return breaks_probe
+
+
+def test_a_rolled_back_generation_is_not_applied_again_and_repairs_never_roll_back(
+        config: Path, make: Any, tmp_path: Path) -> None:
+    calls: list[tuple[str, bool]] = []
+    breaks_probe = _probe_breaker(calls, lambda spec: "good-1" in spec.sources[-1])
 
     d, _rec, notes, _r = make(config, rollback_on_probe_failure=True, reconcile_fn=breaks_probe)
     notes.wait_for("STATUS=", 1)
@@ -598,19 +607,9 @@ def test_a_restarted_daemon_still_refuses_the_rolled_back_generation(
         config: Path, make: Any, tmp_path: Path) -> None:
     """Before: a restart forgot the rollback and applied the config that broke the probes again."""
     from ipvland.enforce import RECORD_FILE
-    from ipvland.reconcile import Rollback
 
-    previous = Spec(version=1, sources=("<state before apply>",))
-    broken = ProbeResult(Probe(ipaddress.ip_address("192.0.2.1"), "web"), False, 3, error="no reply")
     calls: list[tuple[str, bool]] = []
-
-    def breaks_probe(spec: Spec, kernel: Any, rollback_on_probe_failure: bool = False, **kw: Any) -> Report:
-        calls.append((spec.sources[-1], rollback_on_probe_failure))
-        if "broken" not in spec.sources[-1]:
-            return empty_report(spec, kernel)
-        return Report(Plan(), (), Plan(), time.time(), 0.0, (broken,),
-                      Rollback((broken,), empty_report(previous, kernel), previous=previous,
-                               previous_config="version: 1\nparents: {}\n"))
+    breaks_probe = _probe_breaker(calls, lambda spec: "broken" not in spec.sources[-1])
 
     config.write_text("broken-1\n")
     d, _rec, notes, run = make(config, rollback_on_probe_failure=True, reconcile_fn=breaks_probe)
