@@ -69,7 +69,9 @@ def _write_json(state_dir: Path, name: str, body: dict[str, Any]) -> None:
     tmp = state_dir / f".{name}.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
-        os.write(fd, json.dumps(body).encode())
+        data = json.dumps(body).encode()
+        while data:  # a short write (a full tmpfs) must not leave half a file to be renamed into place
+            data = data[os.write(fd, data):]
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -831,7 +831,9 @@ class Kernel:
             if family not in _AF or action not in _RULE_ACTION_NAMES:
                 continue
             a = _attrs(data, 28, len(data))
-            mark = _u32(a[_FRA_FWMARK]) if _FRA_FWMARK in a else None
+            # the kernel dumps FRA_FWMARK and FRA_FWMASK whenever either is non-zero (fwmark 0/0xff too)
+            mark = _u32(a[_FRA_FWMARK]) if _FRA_FWMARK in a else 0
+            mask = _u32(a[_FRA_FWMASK]) if _FRA_FWMASK in a else None
             rule = Rule(
                 priority=_u32(a[_FRA_PRIORITY]) if _FRA_PRIORITY in a else 0,
                 family=_AF[family], netns=netns,
@@ -839,8 +841,8 @@ class Kernel:
                 dst=_network(family, a[_FRA_DST], dst_len) if _FRA_DST in a else None,
                 iif=_str(a[_FRA_IIFNAME]) if _FRA_IIFNAME in a else None,
                 oif=_str(a[_FRA_OIFNAME]) if _FRA_OIFNAME in a else None,
-                fwmark=mark or None,
-                fwmask=_u32(a[_FRA_FWMASK]) if _FRA_FWMASK in a and mark else None,
+                fwmark=mark if mark or mask else None,
+                fwmask=mask if mark or mask else None,
                 table=(_u32(a[_FRA_TABLE]) if _FRA_TABLE in a else table) if _RULE_ACTION_NAMES[action] == "table"
                 else None,
                 action=_RULE_ACTION_NAMES[action],
@@ -868,7 +870,7 @@ class Kernel:
             body += _nla(_FRA_IIFNAME, rule.iif.encode() + b"\0")
         if rule.oif is not None:
             body += _nla(_FRA_OIFNAME, rule.oif.encode() + b"\0")
-        if rule.fwmark:
+        if rule.fwmark is not None and (rule.fwmark or rule.fwmask):  # 0/MASK: unmarked packets only
             body += _nla(_FRA_FWMARK, struct.pack("I", rule.fwmark))
             if rule.fwmask is not None:
                 body += _nla(_FRA_FWMASK, struct.pack("I", rule.fwmask))

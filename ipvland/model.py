@@ -202,9 +202,11 @@ class Rule:
     @property
     def attrs(self) -> tuple[object, ...]:
         """Everything the kernel compares; the mask as it stores it (normalize)."""
-        mask = self.fwmask if self.fwmask is not None else (FULL_MARK_MASK if self.fwmark else None)
-        return (self.src, self.dst, self.iif, self.oif, self.fwmark or None, mask, self.table, self.action,
-                self.invert)
+        # The kernel's (mark, mask): no mask given is 0xffffffff for a mark, 0 for mark 0; a mask of 0
+        # matches every packet, as no fwmark does. fwmark 0/0xff ("unmarked only") is a real filter.
+        mask = self.fwmask if self.fwmask is not None else (FULL_MARK_MASK if self.fwmark else 0)
+        fw = (self.fwmark or 0, mask) if mask else None
+        return (self.src, self.dst, self.iif, self.oif, fw, self.table, self.action, self.invert)
 
     def describe(self) -> str:
         parts = [f"rule {self.priority}" + ("" if self.family == 4 else " (ipv6)")]
@@ -212,7 +214,7 @@ class Rule:
             parts.append("not")
         parts.append(f"from {self.src or 'all'}")
         parts += _said(("to", self.dst), ("iif", self.iif), ("oif", self.oif))
-        if self.fwmark:
+        if self.fwmark is not None and (self.fwmark or self.fwmask):
             parts.append(f"fwmark {self.fwmark:#x}" + (f"/{self.fwmask:#x}" if self.fwmask is not None else ""))
         parts.append(f"lookup {self.table}" if self.action == "table" else self.action)
         return " ".join(parts) + _where(self.netns)

@@ -354,7 +354,7 @@ class _Planner:
             if seen is None or seen.dad_failed:
                 self.changes.append(AddressAdd(ns, name, address, options))
                 continue
-            if seen.tentative:
+            if seen.tentative and device.state is not State.DOWN:  # DAD waits for up: not settling
                 self.settling.append(Settling(ns, f"address {address} dev {name}{_where(ns)}",
                                               "IPv6 duplicate address detection in progress"))
             if seen.options != options:

@@ -471,6 +471,18 @@ def test_an_address_still_in_dad_is_in_place_and_settling_not_a_change() -> None
     assert not plan(spec_of(WEB), base).settling
 
 
+def test_a_tentative_address_on_a_down_device_is_not_settling() -> None:
+    """Review finding: DAD waits for the device to be up, so a down device's IPv6 address stays
+    tentative for good, and wait-online waited for it forever."""
+    base = converged_web()
+    tentative = ObservedAddress("web", 7, IF("2001:db8::10/64"), tentative=True)
+    addresses = (*(a for a in base.addresses if a.address != IF("2001:db8::10/64")), tentative)
+    links = tuple(replace(x, up=False) if x.name == "web0" else x for x in base.links)
+    p = plan(spec_of(replace(WEB, state=State.DOWN, routes=())), replace(base, addresses=addresses, links=links))
+    assert not p.settling
+    assert plan(spec_of(WEB), replace(base, addresses=addresses)).settling  # up: it is
+
+
 def test_a_route_in_conflict_names_its_protocol_as_iproute2_does() -> None:
     observed = Observed(links=(parent_link(),), routes=(
         ObservedRoute(None, 2, Route(NET("203.0.113.0/24")), 4),
