@@ -11,6 +11,7 @@ import ipaddress
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -155,7 +156,11 @@ def test_addresses_routes_neighbors_roundtrip(lab: Lab) -> None:
 
     got_addrs = {a.address for a in k.addresses(ns) if a.ifindex == index}
     assert {a4, a6} <= got_addrs
-    ours = {r.route: r for r in k.routes(ns) if r.owned}
+    # The kernel reports each route's scope (rtm_scope): link for a route without a gateway, universe
+    # (0) otherwise, where the spec says None (the default the planner compares through normalize).
+    scopes = {replace(r.route, scope=None): r.route.scope for r in k.routes(ns) if r.owned}
+    assert scopes[Route(net("0.0.0.0/0"))] == 253 and scopes[Route(net("::/0"), metric=300)] == 0, scopes
+    ours = {replace(r.route, scope=None): r for r in k.routes(ns) if r.owned}
     assert set(ours) == {
         Route(net("0.0.0.0/0")),
         Route(net("10.78.0.0/16"), via=addr("10.77.0.1"), metric=5, table=100),
@@ -173,7 +178,7 @@ def test_addresses_routes_neighbors_roundtrip(lab: Lab) -> None:
     assert Neighbor(addr("10.77.0.9"), "02:00:00:00:00:0a") in {n.neighbor for n in k.neighbors(ns)}
     k.set_route(ns, "db0", Route(net("10.78.0.0/16"), via=addr("10.77.0.3"), metric=5, table=100), replace=True)
     assert Route(net("10.78.0.0/16"), via=addr("10.77.0.3"), metric=5, table=100) in {
-        r.route for r in k.routes(ns)}
+        replace(r.route, scope=None) for r in k.routes(ns)}
 
     with pytest.raises(KernelError) as dup:
         k.set_route(ns, "db0", Route(net("0.0.0.0/0")))
