@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -279,14 +280,37 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def read_inventory(path: Path) -> list[str]:
-    """Host names, one per line; blank lines and # comments ignored; raises OSError/UnicodeError."""
+INVENTORY_MAX_BYTES = 16 * 1024 * 1024  # 10,000 host names take 0.2 MB
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?")
+
+
+def read_inventory(path: Path) -> tuple[list[str], list[str]]:
+    """Host names, one per line (blank lines and # comments ignored), and the errors of the lines
+    that are not a host name. Raises OSError/UnicodeError. An error names the line, never its
+    content: an inventory given by mistake (a secret file) must not be echoed."""
+    from ipvland.spec import MAX_ERRORS_PER_FILE
+
+    with open(path, "rb") as f:
+        data = f.read(INVENTORY_MAX_BYTES + 1)
+    if len(data) > INVENTORY_MAX_BYTES:
+        return [], [f"{path}: larger than {INVENTORY_MAX_BYTES // (1024 * 1024)} MiB: not an inventory of host names"]
     names: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    seen: set[str] = set()
+    bad: list[int] = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
         name = line.split("#", 1)[0].strip()
-        if name and name not in names:
+        if not name:
+            continue
+        if not _HOST_NAME.fullmatch(name):
+            bad.append(number)
+        elif name not in seen:
+            seen.add(name)
             names.append(name)
-    return names
+    errors = [f"{path}:{n}: not a host name (one per line: letters, digits, '-', '_' and '.', at most 253)"
+              for n in bad[:MAX_ERRORS_PER_FILE]]
+    if len(bad) > len(errors):
+        errors.append(f"{path}: … and {len(bad) - len(errors)} more line(s) that are not a host name")
+    return names, errors
 
 
 def _validate_hosts(args: argparse.Namespace) -> int:
@@ -297,9 +321,16 @@ def _validate_hosts(args: argparse.Namespace) -> int:
         print("ipvland validate: --hosts needs the config tree (-c FILE), not standard input", file=sys.stderr)
         return EXIT_USAGE
     try:
-        hosts = read_inventory(args.hosts)
-    except (OSError, UnicodeError) as e:
-        print(f"{args.hosts}: cannot read: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        hosts, inventory_errors = read_inventory(args.hosts)
+    except UnicodeError:
+        print(f"{args.hosts}: not UTF-8 text: not an inventory of host names", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:
+        print(f"{args.hosts}: cannot read: {e.strerror or type(e).__name__}", file=sys.stderr)
+        return EXIT_ERROR
+    if inventory_errors:
+        for error in inventory_errors:
+            print(error, file=sys.stderr)
         return EXIT_ERROR
     tree = spec.load_tree(_config_path(args))
     file_errors = tree.file_errors

@@ -145,6 +145,7 @@ class Daemon:
             self.feeder = FeederThread(Feeder(self.watchdog_timeout, clock()), notify, clock)
         self._clamp_said: str | None = None
         self._kept_rollback: dict[str, Any] | None = None  # what RECORD_FILE holds
+        self._host: str | None = None  # the identity the last config was selected for (spec.default_host)
 
         self.kernel: Any = None
         self.reconciles = 0
@@ -372,6 +373,12 @@ class Daemon:
         from ipvland import spec as spec_mod
 
         load_fn = self._load_fn or spec_mod.load
+        host = spec_mod.default_host()
+        if host != self._host:  # the hostname can change under a running daemon (DHCP, hostnamectl)
+            if self._host is not None:
+                log.warning("host identity changed from %s to %s: drop-ins' hosts: now select for %s",
+                            self._host, host, host)
+            self._host = host
         try:
             return load_fn(self.config)
         except spec_mod.SpecError as e:
@@ -395,8 +402,9 @@ class Daemon:
         if what == "same":
             return False
         self.flaps.reset()
-        log.info("config generation %d loaded: %d parent(s), %d device(s) from %s", self.generation,
-                 len(loaded.parents), len(loaded.devices), ", ".join(loaded.sources) or str(self.config))
+        log.info("config generation %d loaded for host %s: %d parent(s), %d device(s) from %s", self.generation,
+                 self._host, len(loaded.parents), len(loaded.devices),
+                 ", ".join(loaded.sources) or str(self.config))
         return True
 
     def _config_error(self, errors: list[str]) -> None:

@@ -1608,6 +1608,15 @@ def _selection(doc: _Doc, errors: _Errors, main: bool) -> re.Pattern[str] | None
     return re.compile("|".join(good) if good else r"(?!)")
 
 
+def host_selected(select: re.Pattern[str], host: str) -> bool:
+    """Whether a file's `hosts:` globs select `host`, case-insensitively. A host whose identity is
+    fully qualified (the hostname of many installs, many Kubernetes node names) is also selected by
+    its short name, the first label: `hosts: [db-1]` selects db-1.example.com, so one inventory of
+    short names serves hosts whether or not their hostname carries the domain."""
+    name = host.lower()
+    return bool(select.fullmatch(name) or ("." in name and select.fullmatch(name.split(".", 1)[0])))
+
+
 @dataclass
 class Tree:
     """A main file and its drop-ins, each read, parsed and checked once; `spec(host)` merges the files
@@ -1625,15 +1634,13 @@ class Tree:
         return self.errors.result()
 
     def selected(self, host: str) -> tuple[int, ...]:
-        """Indexes of the parts that apply to `host` (case-insensitive globs)."""
-        name = host.lower()
+        """Indexes of the parts that apply to `host` (see `host_selected`)."""
         return tuple(i for i, part in enumerate(self.parts)
-                     if part.draft is not None and (part.select is None or part.select.fullmatch(name)))
+                     if part.draft is not None and (part.select is None or host_selected(part.select, host)))
 
     def matches(self, hosts: list[str]) -> list[bool]:
         """For each part: whether it applies to at least one of `hosts` (a file without hosts: always)."""
-        names = [h.lower() for h in hosts]
-        return [part.select is None or any(part.select.fullmatch(n) for n in names) for part in self.parts]
+        return [part.select is None or any(host_selected(part.select, h) for h in hosts) for part in self.parts]
 
     def files_for(self, host: str) -> list[str]:
         return [self.parts[i].file for i in self.selected(host)]

@@ -775,3 +775,19 @@ def test_a_conflict_without_a_write_is_not_held(config: Path, make: Any) -> None
         d.on_netlink_event("db", 1)
         rec.wait_calls(n, timeout=0.8)  # well under the 1 s hold
     assert status.read(d.state_dir)["backoff"] is None
+
+
+def test_a_host_identity_change_is_logged_and_named_at_the_next_load(
+        config: Path, make: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # A hostname set late (DHCP, hostnamectl) selects other drop-ins: say so, and which identity a
+    # generation was selected for, instead of applying another host's files without a word.
+    monkeypatch.setenv("IPVLAND_HOST", "localhost")
+    caplog.set_level(logging.INFO, logger="ipvland")
+    d, rec, _notes, _r = make(config)
+    rec.wait_calls(1)
+    assert "config generation 1 loaded for host localhost" in caplog.text
+    monkeypatch.setenv("IPVLAND_HOST", "web-1")
+    config.write_text("good-2\n")
+    assert d.load()
+    assert "host identity changed from localhost to web-1" in caplog.text
+    assert "config generation 2 loaded for host web-1" in caplog.text

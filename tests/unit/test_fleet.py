@@ -280,3 +280,39 @@ def test_a_device_merged_across_files_keeps_the_sysctls_and_options_of_both_fami
     assert dict(device.sysctls) == {"ipv6.accept_ra": 0, "ipv4.rp_filter": 2}
     assert device.ip_forward is True
     assert [str(a) for a, o in device.address_options if o.nodad] == ["2001:db8::1/64"]
+
+
+def test_regression_an_inventory_that_is_a_secret_file_is_not_echoed(tmp_path: Path) -> None:
+    # `validate --hosts /etc/shadow` (a wrong path in a CI job) printed each line as a host name.
+    p = tree(tmp_path, a__yaml=dev("web0", "{mtu: 1400}"), b__yaml=dev("web0", "{mtu: 1500}", hosts="['*']"))
+    inv = tmp_path / "shadow"
+    inv.write_text("root:$6$saltsalt$SECRETHASH:19000:0:99999:7:::\nweb-1\n" + "daemon:*:19000::::::\n" * 80)
+    r = ipvland("validate", "-c", str(p), "--hosts", str(inv))
+    assert r.returncode == 1
+    assert "SECRET" not in r.stdout + r.stderr and "saltsalt" not in r.stderr and "daemon:" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0] == f"{inv}:1: not a host name (one per line: letters, digits, '-', '_' and '.', at most 253)"
+    assert lines[1].startswith(f"{inv}:3: ")
+    assert lines[-1] == f"{inv}: … and 31 more line(s) that are not a host name"  # 81 bad lines, 50 shown
+    assert len(lines) == 51
+
+
+def test_an_inventory_larger_than_any_fleet_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    p = tree(tmp_path)
+    inv = tmp_path / "big"
+    with open(inv, "wb") as f:
+        f.truncate(64 * 1024 * 1024)  # sparse: 64 MiB of NULs
+    r = ipvland("validate", "-c", str(p), "--hosts", str(inv))
+    assert r.returncode == 1 and r.stderr == f"{inv}: larger than 16 MiB: not an inventory of host names\n"
+
+
+def test_a_fully_qualified_host_is_selected_by_its_short_name_too(tmp_path: Path) -> None:
+    p = tree(tmp_path, a__yaml=dev("db0", "{mtu: 1400}", hosts="[db-1]"),
+             b__yaml=dev("web0", "{mtu: 1400}", hosts="['web-1.example.com']"))
+    def names(host: str) -> set[str]:
+        return {d.name for d in load(p, host=host).devices}
+
+    assert names("db-1.example.com") == {"db0"} and names("DB-1") == {"db0"}
+    assert names("web-1.example.com") == {"web0"}
+    assert names("web-1") == set()  # a pattern with a domain needs the domain
+    assert names("db-10.example.com") == set()
