@@ -329,8 +329,7 @@ def _validate_hosts(args: argparse.Namespace) -> int:
         print(f"{args.hosts}: cannot read: {e.strerror or type(e).__name__}", file=sys.stderr)
         return EXIT_ERROR
     if inventory_errors:
-        for error in inventory_errors:
-            print(error, file=sys.stderr)
+        print("\n".join(inventory_errors), file=sys.stderr)
         return EXIT_ERROR
     tree = spec.load_tree(_config_path(args))
     file_errors = tree.file_errors
