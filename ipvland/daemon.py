@@ -103,7 +103,7 @@ class Daemon:
         config: Path,
         *,
         state_dir: Path,
-        interval: float = 30.0,
+        interval: float = 300.0,
         load_fn: LoadFn | None = None,
         reconcile_fn: ReconcileFn | None = None,
         kernel_factory: Callable[[], Any] | None = None,

@@ -121,7 +121,7 @@ def test_good_intervals_parse() -> None:
     parser = cli.build_parser()
     assert parser.parse_args(["run", "--interval", "1"]).interval == 1.0
     assert parser.parse_args(["run", "--interval", "86400"]).interval == 86400.0
-    assert parser.parse_args(["run"]).interval == 30.0
+    assert parser.parse_args(["run"]).interval == 300.0
 
 
 def test_a_nan_interval_exits_2_at_once_as_a_process() -> None:
