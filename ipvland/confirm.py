@@ -106,10 +106,25 @@ def outcome(state_dir: Path, t: Try) -> Done | None:
     return done if done.started == t.started else None
 
 
+def in_progress(t: Try) -> bool:
+    """The apply that started `t` is still making the change: its first deadline was written before
+    it began, and an apply slower than the timeout must not be reverted under its feet. A dead apply
+    (killed mid-way) is not in progress: its try is reverted at the deadline. The pid must still be
+    an ipvland process (not a reused pid)."""
+    if t.applied:
+        return False
+    try:
+        with open(f"/proc/{t.pid}/cmdline", "rb") as f:
+            return b"ipvland" in f.read()
+    except OSError:
+        return False
+
+
 def pending(state_dir: Path, now: float) -> Try | None:
-    """The try whose deadline has not passed (what the daemon holds off for), else None."""
+    """The try whose deadline has not passed, or still being applied (what the daemon holds off
+    for), else None."""
     t = read(state_dir)
-    return t if t is not None and now < t.deadline else None
+    return t if t is not None and (now < t.deadline or in_progress(t)) else None
 
 
 @contextlib.contextmanager
@@ -141,6 +156,9 @@ def confirm(state_dir: Path, now: float) -> Try:
         t = read(state_dir)
         if t is None:
             raise NothingPending("no try is pending (never started, confirmed, or reverted already)")
+        if in_progress(t):
+            raise NothingPending(f"the change is still being made by pid {t.pid}: confirm it once `apply` "
+                                 "asks (nothing was confirmed)")
         if now >= t.deadline:
             raise NothingPending(f"too late: {t.describe()}, and that time has passed")
         _close(state_dir, t, "confirmed", now)
@@ -156,7 +174,7 @@ def finish(state_dir: Path, kernel: Any, now: float, *, force: bool = False) -> 
         return None  # the common case, without creating the state directory or its lock
     with locked(state_dir):
         t = read(state_dir)
-        if t is None or (now < t.deadline and not force):
+        if t is None or ((now < t.deadline or in_progress(t)) and not force):
             return None
         restored = restore(kernel, t.before, f"<state before the try of {t.config}>")
         _close(state_dir, t, "reverted", time.time(), restored.describe())

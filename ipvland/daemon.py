@@ -172,6 +172,7 @@ class Daemon:
         self.observer: Callable[[Daemon, list[str], dict[str, Any] | None, Any], None] | None = None
         self.last_report: Any = None
         self._try_said: float | None = None  # the pending try already logged
+        self._try_armed: tuple[float, float] | None = None  # (try, deadline) a timer is set for
         self._held: Any = None  # the try this daemon holds off for (confirm.Try)
 
     # ------------------------------------------------------------------ compatibility views
@@ -572,14 +573,16 @@ class Daemon:
             t = confirm.read(self.state_dir)
             if t is None and self._held is not None:
                 self._try_ended(self._held)
-            if t is not None and now < t.deadline:
+            if t is not None and (now < t.deadline or confirm.in_progress(t)):
                 self._held = t
                 if self._try_said != t.started:
                     log.info("holding off: %s", t.describe())
                     self._try_said = t.started
-                    timer = threading.Timer(t.deadline - now + 0.05, self.request, ("try deadline", Trigger.RETRY))
-                    timer.daemon = True
-                    timer.start()
+                if now >= t.deadline:  # its apply is still making the change: look again in a second
+                    self._try_timer(1.0)
+                elif self._try_armed != (t.started, t.deadline):  # once per deadline (apply moves it)
+                    self._try_armed = (t.started, t.deadline)
+                    self._try_timer(t.deadline - now + 0.05)
                 return True
             done = confirm.finish(self.state_dir, self._kernel(), now) if t is not None else None
         except Exception as e:  # an unreadable try never stops the daemon
@@ -591,6 +594,11 @@ class Daemon:
             log.warning("%s: not confirmed in time: reverted (%s)", t.describe(), restored.describe())
             self._refuse_tried(t, restored.ok, restored.error, restored.previous)
         return False
+
+    def _try_timer(self, seconds: float) -> None:
+        timer = threading.Timer(seconds, self.request, ("try deadline", Trigger.RETRY))
+        timer.daemon = True
+        timer.start()
 
     def _try_ended(self, held: Any) -> None:
         """The try this daemon held off for is gone: confirmed, or reverted by the apply that made it."""

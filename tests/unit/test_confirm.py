@@ -3,6 +3,7 @@ daemon holding off, and the commands' refusals. The kernel side is tests/kernel/
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -56,6 +57,28 @@ def test_confirm_after_the_deadline_is_too_late(tmp_path: Path) -> None:
     assert confirm.read(tmp_path) == t  # still there: the revert is due
 
 
+def test_regression_a_try_still_being_applied_is_not_reverted_at_its_first_deadline(tmp_path: Path) -> None:
+    # Review finding: the first deadline is written before the apply starts; an apply slower than
+    # --confirm-timeout was reverted by a daemon (or the next apply) while it was still writing.
+    applying = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "ipvland-apply"])
+    try:
+        t = dataclasses.replace(a_try(time.time() - 5), pid=applying.pid, applied=False)
+        confirm.write(tmp_path, t)
+        assert confirm.in_progress(t)
+        assert confirm.pending(tmp_path, time.time()) == t  # the daemon holds off
+        assert confirm.finish(tmp_path, object(), time.time()) is None  # nothing reverted
+        with pytest.raises(confirm.NothingPending, match="still being made by pid"):
+            confirm.confirm(tmp_path, time.time())
+        assert not confirm.in_progress(dataclasses.replace(t, applied=True))  # made: the deadline rules
+    finally:
+        applying.kill()
+        applying.wait()
+    assert not confirm.in_progress(t)  # the apply died mid-way: its try is due at the deadline
+    assert confirm.pending(tmp_path, time.time()) is None
+    mine = dataclasses.replace(t, pid=os.getpid())  # a live pid that is not an ipvland process
+    assert not confirm.in_progress(mine) or b"ipvland" in Path(f"/proc/{os.getpid()}/cmdline").read_bytes()
+
+
 def test_a_corrupt_try_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
     (tmp_path / "try.json").write_text("{not json")
     with pytest.raises(confirm.TryError, match="cannot read the pending try"):
@@ -100,6 +123,41 @@ def test_the_daemon_holds_off_while_a_try_is_pending_then_reconciles(tmp_path: P
     finally:
         d.request_stop()
         t.join(10)
+
+
+def test_regression_the_daemon_holds_off_past_the_first_deadline_while_the_apply_is_still_making_it(
+        tmp_path: Path) -> None:
+    calls: list[float] = []
+
+    def reconcile(spec: Spec, kernel: Any, **_: Any) -> Report:
+        calls.append(time.time())
+        return Report(Plan(), (), Plan(), time.time(), 0.0)
+
+    applying = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "ipvland-apply"])
+    state = tmp_path / "state"
+    slow = dataclasses.replace(a_try(time.time() + 0.3), pid=applying.pid, applied=False)
+    confirm.write(state, slow)
+    config = tmp_path / "c.yaml"
+    config.write_text("x")
+    d = daemon_mod.Daemon(config, state_dir=state, load_fn=lambda p: Spec(version=1, sources=(str(p),)),
+                          reconcile_fn=reconcile, kernel_factory=object, namespaces_fn=lambda s, k: frozenset(),
+                          watch_files=False, watch_netlink=False, debounce=0.01, max_delay=0.05)
+    t = threading.Thread(target=d.serve, daemon=True)
+    t.start()
+    try:
+        time.sleep(1.5)  # past the first deadline, the apply still writing: neither revert nor reconcile
+        d.on_netlink_event(None, 1)
+        time.sleep(0.5)
+        assert calls == [] and confirm.read(state) == slow
+        made = dataclasses.replace(slow, deadline=time.time() + 1.0, applied=True)  # apply: made, waits
+        confirm.write(state, made)
+        time.sleep(0.5)
+        assert calls == [] and confirm.read(state) == made
+    finally:
+        d.request_stop()
+        t.join(10)
+        applying.kill()
+        applying.wait()
 
 
 def ipvland(*args: str) -> subprocess.CompletedProcess[str]:
