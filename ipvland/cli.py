@@ -443,7 +443,7 @@ def _apply(args: argparse.Namespace) -> int:
 
     def keep_before(before: Any) -> None:  # written before anything is applied: a kill leaves it
         t = confirm.Try(os.getpid(), time.time(), time.time() + args.confirm_timeout, state_document(before),
-                        digest(loaded.sources), str(_config_path(args)))
+                        digest(loaded.sources), str(_config_path(args)), ip_forward=before.ip_forward)
         confirm.write(state_dir, t)
         mine.append(t)
 
@@ -529,6 +529,10 @@ def _revert(args: argparse.Namespace, kernel: Any, force: bool) -> int:
     if restored.report is not None:
         for outcome in restored.report.outcomes:
             print(f"revert: {outcome.describe()}")
+    for line in restored.forwarding:
+        print(f"revert: {line}")
+    for line in restored.forwarding_failed:
+        print(f"revert: {line}", file=sys.stderr)
     return EXIT_ERROR
 
 

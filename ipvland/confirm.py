@@ -50,6 +50,8 @@ class Try:
     digest: str  # of the tried config's files (the daemon refuses them after a revert)
     config: str  # the tried config's main file, for messages
     applied: bool = False  # the change was made (False: apply may have been killed while making it)
+    # [netns, value] of ip_forward before, where the tried config sets it (reconcile.restore)
+    ip_forward: tuple[tuple[str | None, int], ...] = ()
 
     def describe(self) -> str:
         until = time.strftime("%H:%M:%S", time.localtime(self.deadline))
@@ -90,6 +92,7 @@ def write(state_dir: Path, t: Try) -> None:
 def read(state_dir: Path) -> Try | None:
     try:
         body = json.loads((state_dir / TRY).read_text(encoding="utf-8"))
+        body["ip_forward"] = tuple((ns, int(value)) for ns, value in body.get("ip_forward", ()))
         return Try(**body)
     except FileNotFoundError:
         return None
@@ -176,6 +179,6 @@ def finish(state_dir: Path, kernel: Any, now: float, *, force: bool = False) -> 
         t = read(state_dir)
         if t is None or ((now < t.deadline or in_progress(t)) and not force):
             return None
-        restored = restore(kernel, t.before, f"<state before the try of {t.config}>")
+        restored = restore(kernel, t.before, f"<state before the try of {t.config}>", ip_forward=t.ip_forward)
         _close(state_dir, t, "reverted", time.time(), restored.describe())
         return t, restored

@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import enum
 import ipaddress
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ipvland import normalize
 from ipvland import spec as spec_mod
 from ipvland.apply import Outcome, apply
 from ipvland.model import Change, Conflict, Observed, Plan, Probe, Spec
@@ -194,33 +196,60 @@ class Restored:
     previous: Spec | None
     report: Report | None
     error: str | None = None  # why the state could not even be planned
+    # ip_forward of namespaces the state as a config cannot say (no device of it existed): put back
+    # by hand, "~ netns web ipv4.ip_forward 1 -> 0", and the writes that failed, with the reason
+    forwarding: tuple[str, ...] = ()
+    forwarding_failed: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.report is not None and self.report.ok
+        return (self.error is None and self.report is not None and self.report.ok
+                and not self.forwarding_failed)
 
     def describe(self) -> str:
         if self.error is not None:
             return f"the previous state could not be planned: {self.error}"
         assert self.report is not None
-        n = sum(o.ok for o in self.report.outcomes)
-        return f"{n} change(s) to restore the previous state, {len(self.report.failures)} failed" + (
-            "" if self.report.ok else ": NOT fully restored")
+        n = sum(o.ok for o in self.report.outcomes) + len(self.forwarding)
+        failed = len(self.report.failures) + len(self.forwarding_failed)
+        return f"{n} change(s) to restore the previous state, {failed} failed" + (
+            "" if self.ok else ": NOT fully restored")
 
 
-def restore(kernel: Kernel, document: str, source: str = "<state before apply>") -> Restored:
+def restore(kernel: Kernel, document: str, source: str = "<state before apply>",
+            ip_forward: Iterable[tuple[str | None, int]] = ()) -> Restored:
     """Reconcile the kernel to a state kept as a config (state_document): what a rollback and a
-    reverted try share."""
+    reverted try share. `ip_forward`: the namespaces' values observed before (Observed.ip_forward).
+    A config says ip_forward on a device, so a namespace that had no device before the change cannot
+    be said in `document`; its value is written back here, after the reconcile (a namespace gone
+    since is skipped: nothing forwards there any more)."""
     try:
         previous = spec_mod.loads(document, source)
     except spec_mod.SpecError as e:
         return Restored(None, None, "; ".join(str(x) for x in e.errors))
-    return Restored(previous, reconcile(previous, kernel))
+    report = reconcile(previous, kernel)
+    said = {d.netns for d in previous.devices if d.ip_forward is not None}
+    done: list[str] = []
+    failed: list[str] = []
+    names = kernel.list_namespaces() if any(ns is not None for ns, _ in ip_forward) else frozenset()
+    for netns, value in ip_forward:
+        gone = netns is not None and (not os.path.exists(netns) if "/" in netns else netns not in names)
+        if netns in said or gone:
+            continue
+        where = f" netns {netns}" if netns else ""
+        try:
+            now = kernel.ip_forward(netns)
+            if now is not None and now != value:
+                kernel.set_ip_forward(netns, value)
+                done.append(f"~{where} {normalize.IP_FORWARD} {now} -> {value}")
+        except Exception as e:  # KernelError carries the kernel's reason; one failure never stops the rest
+            failed.append(f"{normalize.IP_FORWARD}{where}: {e}")
+    return Restored(previous, report, forwarding=tuple(done), forwarding_failed=tuple(failed))
 
 
 def _roll_back(kernel: Kernel, before: Observed, broken: tuple[ProbeResult, ...]) -> Rollback:
     """Restore what ipvland owned before the change: the observed state, as a spec, reconciled."""
-    restored = restore(kernel, state_document(before))
+    restored = restore(kernel, state_document(before), ip_forward=before.ip_forward)
     if restored.error is not None:
         return Rollback(broken, None, restored.error)
     return Rollback(broken, restored.report, previous=restored.previous,

@@ -184,3 +184,33 @@ def test_apply_killed_while_waiting_the_next_apply_reverts_it_first(lab: Lab) ->
     assert r.returncode == 0, r.stdout + r.stderr
     assert "not confirmed in time, reverted" in r.stderr
     assert state() == STATE_A and not (lab.state / "try.json").exists()
+
+
+C = """
+    version: 1
+    parents:
+      lab0:
+        mode: l2
+        devices:
+          web0: {netns: web, addresses: [192.0.2.10/24], mtu: 1500}
+          fwd0: {addresses: [192.0.2.30/24], ipv4: {ip_forward: true}}
+    """
+
+
+def test_regression_a_reverted_try_puts_back_ip_forward_of_a_namespace_that_had_no_device(lab: Lab) -> None:
+    # Review finding: the state before a try is kept as a config, and a config says ip_forward on a
+    # device: the host had no device of ipvland's, so the revert left the host forwarding.
+    lab.reset()
+    forward = Path("/proc/sys/net/ipv4/ip_forward")
+    forward.write_text("0")
+    c = lab.dir / "c" / "config.yaml"
+    c.parent.mkdir(exist_ok=True)
+    c.write_text(textwrap.dedent(C))
+    r = subprocess.run([sys.executable, "-m", "ipvland", "apply", "-c", str(c), "--state-dir", str(lab.state),
+                        "--confirm-timeout", "2"], cwd=REPO, text=True, capture_output=True, timeout=SLOW,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "not confirmed in time: reverted" in r.stdout and "NOT fully" not in r.stdout, r.stdout
+    assert "revert: ~ ipv4.ip_forward 1 -> 0" in r.stdout, r.stdout
+    assert forward.read_text().strip() == "0"
+    assert state() == STATE_A and link("fwd0") is None
