@@ -443,7 +443,8 @@ def _apply(args: argparse.Namespace) -> int:
 
     def keep_before(before: Any) -> None:  # written before anything is applied: a kill leaves it
         t = confirm.Try(os.getpid(), time.time(), time.time() + args.confirm_timeout, state_document(before),
-                        digest(loaded.sources), str(_config_path(args)), ip_forward=before.ip_forward)
+                        digest(loaded.sources), str(_config_path(args)), ip_forward=before.ip_forward,
+                        pid_start=confirm.process_start(os.getpid()))
         confirm.write(state_dir, t)
         mine.append(t)
 

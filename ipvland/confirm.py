@@ -52,6 +52,7 @@ class Try:
     applied: bool = False  # the change was made (False: apply may have been killed while making it)
     # [netns, value] of ip_forward before, where the tried config sets it (reconcile.restore)
     ip_forward: tuple[tuple[str | None, int], ...] = ()
+    pid_start: int | None = None  # the apply's start time (/proc/PID/stat), so a reused pid is not it
 
     def describe(self) -> str:
         until = time.strftime("%H:%M:%S", time.localtime(self.deadline))
@@ -92,6 +93,8 @@ def write(state_dir: Path, t: Try) -> None:
 def read(state_dir: Path) -> Try | None:
     try:
         body = json.loads((state_dir / TRY).read_text(encoding="utf-8"))
+        if not isinstance(body, dict):
+            raise TypeError("not a JSON object")
         body["ip_forward"] = tuple((ns, int(value)) for ns, value in body.get("ip_forward", ()))
         return Try(**body)
     except FileNotFoundError:
@@ -109,25 +112,36 @@ def outcome(state_dir: Path, t: Try) -> Done | None:
     return done if done.started == t.started else None
 
 
-def in_progress(t: Try) -> bool:
+# An apply still making its change is waited for at most this long after its first deadline (one
+# stopped with Ctrl-Z, or hung in the kernel, must not hold the daemon off forever).
+APPLY_GRACE = 600.0
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process `pid` (clock ticks after boot, /proc/PID/stat field 22), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # after the command name, which may hold anything
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def in_progress(t: Try, now: float) -> bool:
     """The apply that started `t` is still making the change: its first deadline was written before
     it began, and an apply slower than the timeout must not be reverted under its feet. A dead apply
-    (killed mid-way) is not in progress: its try is reverted at the deadline. The pid must still be
-    an ipvland process (not a reused pid)."""
-    if t.applied:
+    (killed mid-way) is not in progress, nor a pid reused by another process (its start time differs),
+    nor an apply still at it APPLY_GRACE after the deadline: those tries are reverted."""
+    if t.applied or now >= t.deadline + APPLY_GRACE:
         return False
-    try:
-        with open(f"/proc/{t.pid}/cmdline", "rb") as f:
-            return b"ipvland" in f.read()
-    except OSError:
-        return False
+    return t.pid_start is not None and process_start(t.pid) == t.pid_start
 
 
 def pending(state_dir: Path, now: float) -> Try | None:
     """The try whose deadline has not passed, or still being applied (what the daemon holds off
     for), else None."""
     t = read(state_dir)
-    return t if t is not None and (now < t.deadline or in_progress(t)) else None
+    return t if t is not None and (now < t.deadline or in_progress(t, now)) else None
 
 
 @contextlib.contextmanager
@@ -159,7 +173,7 @@ def confirm(state_dir: Path, now: float) -> Try:
         t = read(state_dir)
         if t is None:
             raise NothingPending("no try is pending (never started, confirmed, or reverted already)")
-        if in_progress(t):
+        if in_progress(t, now):
             raise NothingPending(f"the change is still being made by pid {t.pid}: confirm it once `apply` "
                                  "asks (nothing was confirmed)")
         if now >= t.deadline:
@@ -177,7 +191,7 @@ def finish(state_dir: Path, kernel: Any, now: float, *, force: bool = False) -> 
         return None  # the common case, without creating the state directory or its lock
     with locked(state_dir):
         t = read(state_dir)
-        if t is None or ((now < t.deadline or in_progress(t)) and not force):
+        if t is None or ((now < t.deadline or in_progress(t, now)) and not force):
             return None
         restored = restore(kernel, t.before, f"<state before the try of {t.config}>", ip_forward=t.ip_forward)
         _close(state_dir, t, "reverted", time.time(), restored.describe())

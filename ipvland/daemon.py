@@ -573,12 +573,16 @@ class Daemon:
             t = confirm.read(self.state_dir)
             if t is None and self._held is not None:
                 self._try_ended(self._held)
-            if t is not None and (now < t.deadline or confirm.in_progress(t)):
+            if t is not None and (now < t.deadline or confirm.in_progress(t, now)):
                 self._held = t
                 if self._try_said != t.started:
                     log.info("holding off: %s", t.describe())
                     self._try_said = t.started
                 if now >= t.deadline:  # its apply is still making the change: look again in a second
+                    if self._try_armed != (t.started, -1.0):
+                        self._try_armed = (t.started, -1.0)
+                        log.warning("holding off past the deadline: pid %d is still applying %s (waited for "
+                                    "at most %.0f s more)", t.pid, t.config, t.deadline + confirm.APPLY_GRACE - now)
                     self._try_timer(1.0)
                 elif self._try_armed != (t.started, t.deadline):  # once per deadline (apply moves it)
                     self._try_armed = (t.started, t.deadline)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from types import ModuleType
 
 
@@ -25,14 +26,25 @@ def install() -> None:
         return  # not installed: the real import fails later with its own message
     loader = spec.loader
     module = importlib.util.module_from_spec(spec)
+    lock = threading.RLock()
+    loading = threading.local()
 
     def load_whole_package(name: str) -> object:  # PEP 562: called only for names not yet there
-        if name.startswith("__"):
-            raise AttributeError(name)  # dunder probes (__all__, __wrapped__...) need no full load
-        if importlib.util.find_spec(f"pyroute2.{name}") is not None:
+        if not name.startswith("__") and importlib.util.find_spec(f"pyroute2.{name}") is not None:
             return importlib.import_module(f"pyroute2.{name}")  # `from pyroute2 import config`
-        del module.__getattr__
-        loader.exec_module(module)
+        with lock:  # one thread runs the real __init__; the others wait here until it is whole
+            if getattr(loading, "now", False):  # the real __init__ asking for a name it has not set yet
+                raise AttributeError(f"partially initialized module 'pyroute2' has no attribute {name!r}")
+            if "__getattr__" in vars(module):
+                loading.now = True
+                try:
+                    loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop("pyroute2", None)  # no half-built package: the next import starts over
+                    raise
+                finally:
+                    loading.now = False
+                del module.__getattr__  # whole: from now on a plain module
         return getattr(module, name)
 
     module.__getattr__ = load_whole_package  # type: ignore[method-assign]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import ipaddress
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -233,7 +232,8 @@ def restore(kernel: Kernel, document: str, source: str = "<state before apply>",
     failed: list[str] = []
     names = kernel.list_namespaces() if any(ns is not None for ns, _ in ip_forward) else frozenset()
     for netns, value in ip_forward:
-        gone = netns is not None and (not os.path.exists(netns) if "/" in netns else netns not in names)
+        # A path (/proc/PID/ns/net) may mean another namespace by now (a reused pid): only names.
+        gone = netns is not None and ("/" in netns or netns not in names)
         if netns in said or gone:
             continue
         where = f" netns {netns}" if netns else ""

@@ -29,3 +29,20 @@ def test_the_package_itself_still_works_for_anyone_else_in_the_process() -> None
               "from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg\n"
               "print(before, is_light(pyroute2), IPRoute.__name__, pyroute2.__version__ != 'unknown')")
     assert out == "True False IPRoute True"
+
+
+def test_regression_the_package_asked_for_by_two_threads_at_once_is_whole_for_both() -> None:
+    # Review finding: one thread asked for pyroute2.IPRoute while another ran `from pyroute2 import NDB`;
+    # the second saw the package half-built (ImportError), and `__version__` was refused outright.
+    out = run("import threading, ipvland.kernel, pyroute2\n"
+              "errors = []\n"
+              "def use(code):\n"
+              "    try:\n"
+              "        exec(code, {'pyroute2': pyroute2})\n"
+              "    except Exception as e:\n"
+              "        errors.append(repr(e))\n"
+              "threads = [threading.Thread(target=use, args=(c,)) for c in\n"
+              "           ('pyroute2.IPRoute', 'from pyroute2 import NDB', 'pyroute2.__version__') * 3]\n"
+              "[t.start() for t in threads]; [t.join() for t in threads]\n"
+              "print(errors, pyroute2.__version__ != 'unknown')")
+    assert out == "[] True"
