@@ -139,7 +139,7 @@ def lab(tmp_path: Path) -> Iterator[Daemon]:
     yield d
     if d.p is not None:
         d.stop(signal.SIGKILL)
-    print(d.logs()[-1500:])
+    print(d.logs()[-20000:])
     ip("link", "del", "lab0", check=False)
     for ns in Path("/run/netns").glob("*") if Path("/run/netns").is_dir() else []:
         ip("netns", "del", ns.name, check=False)
@@ -266,7 +266,9 @@ ROLLBACK_GOOD = """
         devices:
           c1: {netns: c1, addresses: [192.0.2.10/24]}
     probes:
-      - {netns: c1, target: 192.0.2.1, tries: 2, timeout: 1}
+      # 2 x 1 s was seen to fail once under emulation on a busy host right after a renumbering (the
+      # peer resolving the new address), which rolled the good generation back: give it slack.
+      - {netns: c1, target: 192.0.2.1, tries: 3, timeout: 2}
     """
 
 
