@@ -186,15 +186,7 @@ def test_apply_killed_while_waiting_the_next_apply_reverts_it_first(lab: Lab) ->
     assert state() == STATE_A and not (lab.state / "try.json").exists()
 
 
-C = """
-    version: 1
-    parents:
-      lab0:
-        mode: l2
-        devices:
-          web0: {netns: web, addresses: [192.0.2.10/24], mtu: 1500}
-          fwd0: {addresses: [192.0.2.30/24], ipv4: {ip_forward: true}}
-    """
+C = A.rstrip() + "\n          fwd0: {addresses: [192.0.2.30/24], ipv4: {ip_forward: true}}\n"  # A + a host device
 
 
 def test_regression_a_reverted_try_puts_back_ip_forward_of_a_namespace_that_had_no_device(lab: Lab) -> None:

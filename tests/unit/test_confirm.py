@@ -95,6 +95,18 @@ def test_finish_without_a_try_creates_nothing(tmp_path: Path) -> None:
     assert not state.exists()  # a plain apply never creates the state directory
 
 
+def serving_daemon(tmp_path: Path, state: Path, reconcile: Any) -> tuple[daemon_mod.Daemon, threading.Thread]:
+    """A daemon on a stand-in config and reconcile, serving on a thread."""
+    config = tmp_path / "c.yaml"
+    config.write_text("x")
+    d = daemon_mod.Daemon(config, state_dir=state, load_fn=lambda p: Spec(version=1, sources=(str(p),)),
+                          reconcile_fn=reconcile, kernel_factory=object, namespaces_fn=lambda s, k: frozenset(),
+                          watch_files=False, watch_netlink=False, debounce=0.01, max_delay=0.05)
+    t = threading.Thread(target=d.serve, daemon=True)
+    t.start()
+    return d, t
+
+
 def test_the_daemon_holds_off_while_a_try_is_pending_then_reconciles(tmp_path: Path) -> None:
     calls: list[float] = []
 
@@ -104,13 +116,7 @@ def test_the_daemon_holds_off_while_a_try_is_pending_then_reconciles(tmp_path: P
 
     state = tmp_path / "state"
     confirm.write(state, a_try(time.time() + 600))
-    config = tmp_path / "c.yaml"
-    config.write_text("x")
-    d = daemon_mod.Daemon(config, state_dir=state, load_fn=lambda p: Spec(version=1, sources=(str(p),)),
-                          reconcile_fn=reconcile, kernel_factory=object, namespaces_fn=lambda s, k: frozenset(),
-                          watch_files=False, watch_netlink=False, debounce=0.01, max_delay=0.05)
-    t = threading.Thread(target=d.serve, daemon=True)
-    t.start()
+    d, t = serving_daemon(tmp_path, state, reconcile)
     try:
         deadline = time.monotonic() + 10
         while not (state / "status.json").exists():
@@ -142,13 +148,7 @@ def test_regression_the_daemon_holds_off_past_the_first_deadline_while_the_apply
     slow = dataclasses.replace(a_try(time.time() + 0.3), pid=applying.pid, applied=False,
                                pid_start=confirm.process_start(applying.pid))
     confirm.write(state, slow)
-    config = tmp_path / "c.yaml"
-    config.write_text("x")
-    d = daemon_mod.Daemon(config, state_dir=state, load_fn=lambda p: Spec(version=1, sources=(str(p),)),
-                          reconcile_fn=reconcile, kernel_factory=object, namespaces_fn=lambda s, k: frozenset(),
-                          watch_files=False, watch_netlink=False, debounce=0.01, max_delay=0.05)
-    t = threading.Thread(target=d.serve, daemon=True)
-    t.start()
+    d, t = serving_daemon(tmp_path, state, reconcile)
     try:
         time.sleep(1.5)  # past the first deadline, the apply still writing: neither revert nor reconcile
         d.on_netlink_event(None, 1)
