@@ -183,14 +183,13 @@ class LinkMemory:
         buf = bytearray(1 << 16)
         while True:
             n = sock.recv_into(buf)
-            offset = 0
-            while offset + _NLMSGHDR.size <= n:
-                length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(buf, offset)
-                if kind in (NLMSG_DONE, NLMSG_ERROR) or length < _NLMSGHDR.size:
+            for kind, start, end in messages(buf, n):
+                if kind in (NLMSG_DONE, NLMSG_ERROR):
                     return
                 if kind == RTM_NEWLINK:
-                    self.changed(kind, buf, offset + _NLMSGHDR.size, offset + length)
-                offset += (length + 3) & ~3
+                    self.changed(kind, buf, start, end)
+            if n < _NLMSGHDR.size:
+                return  # nothing more will come (a dump always ends with NLMSG_DONE)
 
 
 def seeded_memory() -> LinkMemory:
@@ -208,24 +207,30 @@ def seeded_memory() -> LinkMemory:
     return memory
 
 
+def messages(buf: bytes | bytearray | memoryview, size: int) -> Iterator[tuple[int, int, int]]:
+    """(type, payload start, payload end) of each whole netlink message in buf[:size]."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= size:
+        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(buf, offset)
+        if length < _NLMSGHDR.size or offset + length > size:
+            return
+        yield kind, offset + _NLMSGHDR.size, offset + length
+        offset += (length + 3) & ~3
+
+
 def scan(buf: bytes | bytearray | memoryview, size: int | None = None, names: set[str] | None = None,
          memory: LinkMemory | None = None) -> int:
     """How many messages in one datagram can concern ipvland; the names of links in link messages
     are added to `names` (with `memory`: only of links whose message shows a change)."""
-    end = len(buf) if size is None else size
-    offset = count = 0
-    while offset + _NLMSGHDR.size <= end:
-        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(buf, offset)
-        if length < _NLMSGHDR.size or offset + length > end:
-            break
-        if relevant(kind, buf, offset + _NLMSGHDR.size, offset + length):
+    count = 0
+    for kind, start, end in messages(buf, len(buf) if size is None else size):
+        if relevant(kind, buf, start, end):
             count += 1
             if names is not None and kind in (RTM_NEWLINK, RTM_DELLINK) and (
-                    memory is None or memory.changed(kind, buf, offset + _NLMSGHDR.size, offset + length)):
-                name = link_name(buf, offset + _NLMSGHDR.size, offset + length)
+                    memory is None or memory.changed(kind, buf, start, end)):
+                name = link_name(buf, start, end)
                 if name:
                     names.add(name)
-        offset += (length + 3) & ~3
     return count
 
 
