@@ -432,7 +432,6 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _apply(args: argparse.Namespace) -> int:
     from ipvland import confirm
-    from ipvland.enforce import digest
     from ipvland.reconcile import reconcile, state_document
 
     loaded = _load(args)
@@ -443,7 +442,7 @@ def _apply(args: argparse.Namespace) -> int:
 
     def keep_before(before: Any) -> None:  # written before anything is applied: a kill leaves it
         t = confirm.Try(os.getpid(), time.time(), time.time() + args.confirm_timeout, state_document(before),
-                        digest(loaded.sources), str(_config_path(args)), ip_forward=before.ip_forward,
+                        loaded.files_sha256, str(_config_path(args)), ip_forward=before.ip_forward,
                         pid_start=confirm.process_start(os.getpid()))
         confirm.write(state_dir, t)
         mine.append(t)

@@ -43,7 +43,7 @@ from types import FrameType
 from typing import Any, cast
 
 from ipvland import status as status_mod
-from ipvland.enforce import RECORD_FILE, ConfigChoice, RolledBack, digest, from_record
+from ipvland.enforce import RECORD_FILE, ConfigChoice, RolledBack, from_record
 from ipvland.flaps import FlapDetector, object_key
 from ipvland.heartbeat import Feeder, FeederThread, clamp_probes
 from ipvland.model import Settling, Spec
@@ -397,7 +397,7 @@ class Daemon:
             return False
         if self.choice.errors is not None:
             log.info("config: valid again")
-        what = self.choice.loaded(loaded, digest(loaded.sources), time.time())
+        what = self.choice.loaded(loaded, loaded.files_sha256, time.time())
         if what == "refused":
             return False
         if what == "same":

@@ -11,8 +11,9 @@
 
 Rollback belongs to config generations: only the first reconcile of a new generation (`trial`) runs
 the baseline probes and may roll back; every later one is a repair, which never does. A generation
-that was rolled back is remembered by the content hash of the files it was loaded from, so reloading
-the same files (at every resync, SIGHUP or file event) does not apply it again.
+that was rolled back is remembered by the content hash of the files it was loaded from
+(`Spec.files_sha256`, taken from the bytes parsed), so reloading the same files (at every resync,
+SIGHUP or file event) does not apply it again.
 
 That memory outlives the daemon: the daemon keeps `record()` in `<state dir>/rolled-back.json`
 (RECORD_FILE) and hands it back with `remember()` at start, so a restarted daemon neither applies the
@@ -23,26 +24,10 @@ network state the record describes.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from ipvland.model import Spec
-
-
-def digest(paths: Iterable[str]) -> str:
-    """The content hash of the files a config was loaded from (a missing one counts as missing)."""
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(path.encode() + b"\0")
-        try:
-            h.update(Path(path).read_bytes())
-        except OSError as e:
-            h.update(f"\0<unreadable: {e.errno}>".encode())
-        h.update(b"\0\0")
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -287,6 +287,11 @@ class Spec:
     sources: tuple[str, ...] = ()  # the files it was read from, in merge order
     probes: tuple[Probe, ...] = ()
     rules: tuple[Rule, ...] = ()
+    # SHA-256 of the bytes this Spec was parsed from (spec.Tree.spec), "" when it was not read from files.
+    # Taken from the very bytes parsed, never by reading the files again: a file replaced between the
+    # parse and a second read would pair one content with the other's digest. Not part of equality:
+    # a comment changes the files, not the config.
+    files_sha256: str = field(default="", compare=False)
 
     @property
     def devices(self) -> tuple[Device, ...]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import hashlib
 import ipaddress
 import json
 import math
@@ -1583,6 +1584,7 @@ class _Part:
     doc: _Doc | None  # None: it did not parse (its errors are the tree's)
     draft: _FileD | None
     select: re.Pattern[str] | None = None  # None: every host
+    sha256: str = ""  # of the bytes parsed
 
 
 def _selection(doc: _Doc, errors: _Errors, main: bool) -> re.Pattern[str] | None:
@@ -1653,11 +1655,15 @@ class Tree:
 
     def spec(self, host: str) -> Spec:
         """The Spec for `host`; raises SpecError with every error (the files' and the merge's)."""
-        spec, merge = self._merged(self.selected(host))
+        key = self.selected(host)
+        spec, merge = self._merged(key)
         errors = _Errors(self.errors.strong + merge.strong, self.errors.weak + merge.weak).result()
         if errors or spec is None:
             raise SpecError(errors)
-        return spec
+        h = hashlib.sha256()
+        for i in key:
+            h.update(f"{self.parts[i].file}\0{self.parts[i].sha256}\0".encode())
+        return dataclasses.replace(spec, files_sha256=h.hexdigest())
 
     def _merged(self, key: tuple[int, ...]) -> tuple[Spec | None, _Errors]:
         hit = self._memo.get(key)
@@ -1692,7 +1698,8 @@ def load_tree(path: str | os.PathLike[str]) -> Tree:
                 continue
             _schema_errors(doc, errors)
             parts.append(_Part(file, doc, _extract(doc, errors, main=(i == 0)),
-                               _selection(doc, errors, main=(i == 0))))
+                               _selection(doc, errors, main=(i == 0)),
+                               hashlib.sha256(text.encode("utf-8")).hexdigest()))
         except RecursionError:
             errors.file(file, "configuration is nested too deeply")
     return Tree(str(main), parts, errors)

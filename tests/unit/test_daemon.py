@@ -6,6 +6,7 @@ tests/kernel/test_daemon_kernel.py runs the real daemon against a real kernel in
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import threading
@@ -30,7 +31,7 @@ def fake_load(path: Path) -> Spec:
     text = path.read_text()
     if not text.strip() or text.startswith("bad"):
         raise SpecError([ConfigError(str(path), 2, 3, "parents", "broken on purpose")])
-    return Spec(version=1, sources=(str(path), text.strip()))
+    return Spec(version=1, sources=(str(path), text.strip()), files_sha256=hashlib.sha256(text.encode()).hexdigest())
 
 
 def empty_report(spec: Spec, kernel: Any) -> Report:
@@ -634,6 +635,35 @@ def test_a_restarted_daemon_still_refuses_the_rolled_back_generation(
     assert calls[-1] == ("good-2", True) and d.generation == 2
     assert not record.exists()
     assert run.stop() == 0
+
+
+def test_a_file_replaced_while_it_is_read_never_pairs_the_old_config_with_the_new_digest(
+        config: Path, make: Any) -> None:
+    """Before: the rolled-back files were parsed, then hashed by reading them again; a sync tool that
+    replaced them in between made the old (refused) config look like new files, and it was applied
+    again (seen on the kernel: test_a_rolled_back_generation_is_not_applied_again_at_resyncs...)."""
+    calls: list[tuple[str, bool]] = []
+    breaks_probe = _probe_breaker(calls, lambda spec: "broken" not in spec.sources[-1])
+    config.write_text("broken-1\n")
+    replace_after_read: list[str] = []
+
+    def load_racing_a_sync_tool(path: Path) -> Spec:
+        spec = fake_load(path)
+        if replace_after_read:
+            path.write_text(replace_after_read.pop())  # the new files land right after the parse
+        return spec
+
+    d, _rec, notes, _r = make(config, rollback_on_probe_failure=True, reconcile_fn=breaks_probe,
+                              load_fn=load_racing_a_sync_tool)
+    notes.wait_for("STATUS=", 1)
+    assert d.choice.is_rolled_back and calls == [("broken-1", True)]
+    replace_after_read.append("good-2\n")
+    d.on_file_event("modified")  # reads broken-1 while good-2 replaces it
+    notes.wait_for("STATUS=", 2)
+    assert calls[-1] == ("<state before apply>", False), "the refused config was applied again"
+    d.on_file_event("modified")  # the event of the rename: good-2 read and hashed together
+    notes.wait_for("STATUS=", 3)
+    assert calls[-1] == ("good-2", True) and d.generation == 2
 
 
 def test_events_of_ipvlands_own_writes_are_not_drift(config: Path, make: Any) -> None:

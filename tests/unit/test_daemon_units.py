@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from ipvland.enforce import ConfigChoice, RolledBack, digest
+from ipvland.enforce import ConfigChoice, RolledBack
 from ipvland.flaps import FlapDetector, object_key
 from ipvland.heartbeat import Feeder, clamp_probes, probe_budget
 from ipvland.model import (
@@ -68,16 +67,6 @@ def test_a_rollback_whose_previous_state_could_not_be_planned_enforces_nothing()
     c.loaded(A, "h1", 0.0)
     c.reconciled(rolled(1, "h1"), None)
     assert c.enforced is None and "could not be restored" in c.reason
-
-
-def test_digest_is_the_files_content(tmp_path: Path) -> None:
-    f = tmp_path / "c.yaml"
-    f.write_text("a")
-    one = digest([str(f)])
-    assert digest([str(f)]) == one
-    f.write_text("b")
-    assert digest([str(f)]) != one
-    assert digest([str(tmp_path / "missing")]) != digest([])
 
 
 def test_object_keys_name_objects_not_changes() -> None:

@@ -143,6 +143,26 @@ def test_each_file_is_parsed_once_for_any_number_of_hosts(tmp_path: Path, monkey
     assert len(t._memo) == 6  # five hosts with their file, and every other host
 
 
+def test_files_sha256_is_of_the_bytes_parsed_for_this_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The digest a rollback refuses: of the selected files' bytes as parsed, never a second read."""
+    p = tree(tmp_path, all__yaml=dev("common0", "{netns: c}"), web__yaml=dev("web0", "{}", hosts="[web-1]"))
+    web, other = load(p, host="web-1"), load(p, host="x")
+    assert len(web.files_sha256) == 64 and web.files_sha256 != other.files_sha256
+    (tmp_path / "config.d" / "web.yaml").write_text(dev("web0", "{}", hosts="[web-1]") + "# a comment\n")
+    assert load(p, host="x").files_sha256 == other.files_sha256, "another host's file is not this host's"
+    commented = load(p, host="web-1")
+    assert commented == web and commented.files_sha256 != web.files_sha256  # same config, other files
+    real = spec_mod._read
+
+    def read_then_replaced(path: Path, file: str, errors: object) -> str | None:
+        text = real(path, file, errors)  # type: ignore[arg-type]
+        path.write_text("version: 1\nparents: {}\n")  # a sync tool replaces it right after the read
+        return text
+
+    monkeypatch.setattr(spec_mod, "_read", read_then_replaced)
+    assert load(p, host="web-1").files_sha256 == commented.files_sha256
+
+
 # ---------------------------------------------------------------- render
 
 

@@ -50,7 +50,8 @@ def wait(pred: Callable[[], bool], timeout: float = 10.0) -> None:
 SPEC = Spec(version=1, sources=("c",), probes=(Probe(ipaddress.ip_address("192.0.2.1"), "web"),), parents=(
     Parent("eth0", routes=(Route(ipaddress.ip_network("198.51.100.7/32")),), devices=(
         Device("web0", "eth0", netns="web", addresses=(ipaddress.ip_interface("192.0.2.10/24"),
-                                                       ipaddress.ip_interface("2001:db8::10/64"))),)),))
+                                                       ipaddress.ip_interface("2001:db8::10/64"))),)),),
+    files_sha256="5e" * 32)
 
 
 def mtu_change() -> LinkMtuSet:
