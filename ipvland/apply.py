@@ -2,6 +2,11 @@
 
 A change whose device could not be created (or whose namespace could not be made) is skipped, not
 attempted: its error would only repeat the first one.
+
+Writes are pipelined (Kernel.posting): each change's requests are sent under the change's index
+without waiting for the kernel's answer, and one settle() at the end maps every refusal back to its
+change by sequence number. Creating a device is synchronous, so the skip rule above still sees a
+failed create before its dependents. The outcomes are logged in plan order once all are known.
 """
 
 from __future__ import annotations
@@ -113,26 +118,33 @@ def apply(kernel: Kernel, plan: Plan) -> tuple[Outcome, ...]:
     failed_devices: dict[DeviceRef, str] = {}
     failed_namespaces: dict[str, str] = {}
     outcomes: list[Outcome] = []
-    for change in plan.changes:
+    for i, change in enumerate(plan.changes):
         ref = change.device
         blocker = None
         if ref is not None:
             blocker = failed_devices.get(ref) or (failed_namespaces.get(ref[0]) if ref[0] else None)
         if blocker is not None:
             outcomes.append(Outcome(change, blocker, skipped=True))
-            log.warning("%s", outcomes[-1].describe())
             continue
         try:
-            execute(kernel, change)
+            with kernel.posting(i):
+                execute(kernel, change)
         except Exception as e:  # KernelError carries the kernel's reason; anything else is ours
-            outcome = Outcome(change, str(e))
+            outcomes.append(Outcome(change, str(e)))
             if isinstance(change, LinkCreate):
                 failed_devices[change.device] = f"link {change.spec.name} was not created"
             elif isinstance(change, NamespaceCreate):
                 failed_namespaces[change.name] = f"netns {change.name} was not created"
+        else:
+            outcomes.append(Outcome(change))
+    for i, error in kernel.settle():  # posted under the change's index
+        if outcomes[i].ok:  # a change's first refusal is its error
+            outcomes[i] = Outcome(outcomes[i].change, str(error))
+    for outcome in outcomes:
+        if outcome.skipped:
+            log.warning("%s", outcome.describe())
+        elif outcome.error:
             log.error("%s", outcome.describe())
         else:
-            outcome = Outcome(change)
-            log.info("%s", change.describe())
-        outcomes.append(outcome)
+            log.info("%s", outcome.change.describe())
     return tuple(outcomes)

@@ -3,10 +3,12 @@
 One plain rtnetlink socket per namespace carries both reads and writes:
 - reads are dumps decoded by a small struct decoder that looks only at the attributes ipvland needs
   (decoding everything through pyroute2 costs far more than the dump itself);
-- writes are encoded by pyroute2's message classes, with ipvland's own ipvlan NLA class registered
-  (pyroute2 0.9.7 knows IFLA_IPVLAN_MODE but not IFLA_IPVLAN_FLAGS), and sent on that same socket,
-  one request and its ACK at a time. pyroute2's IPRoute transport is not used: its per-request
-  asyncio machinery cost about 3x the kernel's own time per write (profile in issue 6).
+- writes are encoded with `struct` by the small encoders below (the kernel's uapi structs, one
+  attribute each), and sent on that same socket, one request and its ACK at a time. pyroute2's IPRoute
+  transport is not used (its per-request asyncio machinery cost about 3x the kernel's own time per
+  write, issue 6), nor its message classes any more: encoding the 100 nested create messages alone
+  took 2.7 s of a profiled cold apply at N=100 (issue 13). pyroute2 stays the reference decoder in
+  the unit tests of these encoders (tests/unit/test_encode.py).
 - errors carry the kernel's extended ACK message (NETLINK_EXT_ACK), e.g. "Address already assigned
   to an ipvlan device", next to strerror.
 
@@ -29,30 +31,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
-
-from pyroute2.netlink import (
-    NLM_F_ACK,
-    NLM_F_CREATE,
-    NLM_F_EXCL,
-    NLM_F_REPLACE,
-    NLM_F_REQUEST,
-    nla,
-)
-from pyroute2.netlink.rtnl import (
-    RTM_DELADDR,
-    RTM_DELLINK,
-    RTM_DELNEIGH,
-    RTM_DELROUTE,
-    RTM_NEWADDR,
-    RTM_NEWLINK,
-    RTM_NEWNEIGH,
-    RTM_NEWROUTE,
-)
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.ndmsg import ndmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
+from typing import TypeVar
 
 from ipvland import normalize
 from ipvland.model import (
@@ -78,32 +57,6 @@ from ipvland.model import (
     route_dev,
 )
 from ipvland.netns import NETNS_DIR, entered, is_namespace, mount_new_namespace
-
-# ---------------------------------------------------------------- pyroute2: the ipvlan link kind
-
-
-class IpvlanData(nla):  # type: ignore[misc]  # pyroute2 is untyped
-    """IFLA_INFO_DATA of kind ipvlan (include/uapi/linux/if_link.h), flags included."""
-
-    prefix = "IFLA_"
-    nla_map = (
-        ("IFLA_IPVLAN_UNSPEC", "none"),
-        ("IFLA_IPVLAN_MODE", "uint16"),
-        ("IFLA_IPVLAN_FLAGS", "uint16"),
-    )
-
-
-def register_ipvlan_kind() -> None:
-    """Make pyroute2 encode (and decode) ipvlan mode and flags.
-
-    The registry is one class attribute shared by every socket in the process, and any later
-    register_link_kind() call first restores pyroute2's own plugins (which drop the flags), so this
-    is re-checked each time a socket is opened.
-    """
-    data_map = ifinfmsg.ifinfo.data_map
-    if data_map.get("ipvlan") is not IpvlanData:
-        ifinfmsg.ifinfo.register_link_kind(module={"ipvlan": IpvlanData})
-
 
 # ---------------------------------------------------------------- namespaces and sockets
 
@@ -250,6 +203,20 @@ def _kernel_error(op: str, e: OSError) -> KernelError:
 
 # ---------------------------------------------------------------- the raw socket
 
+# include/uapi/linux/netlink.h and rtnetlink.h
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_REPLACE = 0x100
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
+RTM_NEWROUTE = 24
+RTM_DELROUTE = 25
+RTM_NEWNEIGH = 28
+RTM_DELNEIGH = 29
 _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
 _NLM_F_DUMP = 0x300
@@ -284,6 +251,7 @@ _IFLA_MTU = 4
 _IFLA_LINK = 5
 _IFLA_LINKINFO = 18
 _IFLA_IFALIAS = 20
+_IFLA_NET_NS_FD = 28
 _IFLA_EXT_MASK = 29
 _IFLA_LINK_NETNSID = 37
 _IFLA_PERM_ADDRESS = 54
@@ -310,6 +278,7 @@ _IFLA_INFO_KIND = 1
 _IFLA_INFO_DATA = 2
 _IFLA_IPVLAN_MODE = 1
 _IFLA_IPVLAN_FLAGS = 2
+_VETH_INFO_PEER = 1
 _IFF_UP = 1
 _IFA_ADDRESS = 1
 _IFA_LOCAL = 2
@@ -354,6 +323,27 @@ def _attrs(data: bytes, off: int, end: int) -> Attrs:
 
 def _nla(kind: int, value: bytes) -> bytes:
     return struct.pack("HH", 4 + len(value), kind) + value + bytes(-len(value) % 4)
+
+
+def _u32_nla(kind: int, value: int) -> bytes:
+    return _nla(kind, struct.pack("I", value))
+
+
+def _str_nla(kind: int, value: str) -> bytes:
+    return _nla(kind, value.encode() + b"\0")
+
+
+def _ifinfomsg(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
+    """struct ifinfomsg: family (AF_UNSPEC), type, index, flags, change."""
+    return struct.pack("BxHiII", socket.AF_UNSPEC, 0, index, flags, change)
+
+
+def _ipvlan_linkinfo(mode: Mode, flags: Flag) -> bytes:
+    """IFLA_LINKINFO of kind ipvlan: the mode and flags (u16 each) in IFLA_INFO_DATA."""
+    data = _nla(_IFLA_IPVLAN_MODE, struct.pack("H", mode.value)) + _nla(_IFLA_IPVLAN_FLAGS,
+                                                                        struct.pack("H", flags.value))
+    return _nla(_IFLA_LINKINFO | _NLA_F_NESTED,
+                _str_nla(_IFLA_INFO_KIND, "ipvlan") + _nla(_IFLA_INFO_DATA | _NLA_F_NESTED, data))
 
 
 def _str(value: bytes) -> str:
@@ -466,12 +456,30 @@ def _network(family: int, packed: bytes, prefixlen: int) -> ipaddress.IPv4Networ
     return ipaddress.IPv6Network((packed[:16], prefixlen), strict=False)
 
 
-class _Channel:
-    """A raw rtnetlink socket in one namespace: requests and dumps, answers handed back undecoded."""
+_NLMSG_NOOP = 1
+Posted = tuple[int, str]  # a posted write: the caller's tag, and the operation (for the error)
+_OUTBOX_LIMIT = 32 << 10  # bytes of posted requests sent in one sendmsg (the kernel takes up to sk_sndbuf)
 
-    def __init__(self, sock: socket.socket) -> None:
+
+class _Channel:
+    """A raw rtnetlink socket in one namespace: requests and dumps, answers handed back undecoded.
+
+    Writes may also be *posted* (pipelined): sent without NLM_F_ACK, several in one sendmsg, their
+    answers read later. rtnetlink does each request inside the sendmsg that carries it, in order, and
+    answers one without NLM_F_ACK only when it refuses it, so a posted write costs no read at all;
+    `settle()` sends a NLMSG_NOOP with NLM_F_ACK behind them (a barrier: its ACK comes after every
+    refusal of what was posted before it) and hands back the refusals by the tag each was posted with.
+    Every other request first sends what is posted (`flush`, also the other channels' through the
+    Kernel): the kernel then has done every earlier write, in the order they were made.
+    """
+
+    def __init__(self, sock: socket.socket, flush_others: Callable[[], None] = lambda: None) -> None:
         self.sock = sock
         self.seq = 0
+        self.outbox = bytearray()
+        self.posted: dict[int, Posted] = {}  # seq -> what was posted, until settled
+        self.refused: list[tuple[Posted, OSError]] = []  # refusals of posted writes, read so far
+        self._flush_others = flush_others
         # the id under which this namespace knows ipvland's own (Kernel._nsid_of_home): fixed for the
         # life of the two namespaces, so asked once per socket, not once per dump
         self.home_nsid: int | None = None
@@ -480,11 +488,36 @@ class _Channel:
     def close(self) -> None:
         self.sock.close()
 
+    def post(self, msg_type: int, body: bytes, flags: int, tag: Posted) -> None:
+        """Queue a write without NLM_F_ACK; sent at the latest by the next request or settle()."""
+        self.seq += 1
+        self.posted[self.seq] = tag
+        self.outbox += struct.pack("IHHII", 16 + len(body), msg_type, NLM_F_REQUEST | flags, self.seq, 0) + body
+        if len(self.outbox) >= _OUTBOX_LIMIT:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.outbox:
+            data = bytes(self.outbox)
+            self.outbox.clear()
+            self.sock.send(data)
+
+    def settle(self) -> list[tuple[Posted, OSError]]:
+        """The refusals of every write posted so far, with their tags (none: all were done)."""
+        if self.posted:
+            for _ in self.request(_NLMSG_NOOP, b"", NLM_F_REQUEST | NLM_F_ACK):
+                pass
+            self.posted.clear()
+        refused, self.refused = self.refused, []
+        return refused
+
     def request(self, msg_type: int, body: bytes, flags: int) -> Iterator[tuple[int, bytes, int]]:
         """Yields (type, data, offset of the payload) for each answer until DONE, or the one answer.
 
         A request with NLM_F_ACK and no answer of its own yields nothing; a refusal raises OSError.
         """
+        self._flush_others()
+        self.flush()  # on its own: a dump's first answers would otherwise wait behind the posted writes
         self.seq += 1
         seq = self.seq
         self.sock.send(struct.pack("IHHII", 16 + len(body), msg_type, flags, seq, 0) + body)
@@ -496,7 +529,10 @@ class _Channel:
                 length, mtype, mflags, mseq, _ = struct.unpack_from("IHHII", data, off)
                 if length < 16:
                     return
-                if mseq == seq:  # anything else is a late answer to an abandoned request
+                if mseq != seq and mseq in self.posted and mtype == _NLMSG_ERROR:
+                    if struct.unpack_from("i", data, off + 16)[0]:  # a posted write was refused
+                        self.refused.append((self.posted[mseq], _refusal(data, off, length, mflags)))
+                elif mseq == seq:  # anything else is a late answer to an abandoned request
                     # A dump that raced with a change: read it to its end (the kernel refuses a new
                     # dump on this socket, EBUSY, while one is under way), then say so.
                     interrupted = interrupted or bool(mflags & _NLM_F_DUMP_INTR)
@@ -555,6 +591,12 @@ class Kernel:
 
     `writes` counts every netlink write request sent (add/set/del), so a caller can check that a
     reconcile with nothing to do sent none; `dumps` counts dump requests per namespace.
+
+    Writes made inside `posting(tag)` are pipelined (see _Channel): sent without waiting for an
+    answer, and `settle()` hands back the refused ones with their tags. Only one channel holds
+    unsent posted writes at a time, and they are sent before any request on any channel, a /proc
+    write, or a write to another channel: the kernel sees every change in the order it was made.
+    Creating and renaming a device stay synchronous: what follows needs the device to exist.
     """
 
     def __init__(self) -> None:
@@ -566,6 +608,9 @@ class Kernel:
         self._channels: dict[str | None, tuple[tuple[int, int] | None, _Channel]] = {}
         self._index: dict[str | None, dict[str, int]] = {}  # name -> ifindex, from the latest dump
         self._root_names: dict[int, str] = {}
+        self._tag: int | None = None  # not None: writes are posted under this tag
+        self._posting: _Channel | None = None  # the channel whose posted writes may be unsent
+        self._refused: list[tuple[int, KernelError]] = []  # of channels closed before settle()
 
     # -- lifetime
 
@@ -587,8 +632,42 @@ class Kernel:
         """Drop the cached socket of a namespace (e.g. after it was deleted)."""
         cached = self._channels.pop(netns, None)
         if cached is not None:
+            self._refused.extend(self._settle(cached[1]))
             cached[1].close()
         self._index.pop(netns, None)
+
+    # -- pipelined writes
+
+    @contextlib.contextmanager
+    def posting(self, tag: int) -> Iterator[None]:
+        """Writes inside are posted under `tag`, not waited for; settle() says which were refused."""
+        self._tag = tag
+        try:
+            yield
+        finally:
+            self._tag = None
+
+    def settle(self) -> list[tuple[int, KernelError]]:
+        """(tag, the kernel's refusal) of every posted write it refused, once all were done."""
+        refused, self._refused = self._refused, []
+        for _, channel in list(self._channels.values()):
+            refused.extend(self._settle(channel))
+        self._posting = None
+        return refused
+
+    def _settle(self, channel: _Channel) -> list[tuple[int, KernelError]]:
+        if self._posting is channel:
+            self._posting = None
+        try:
+            answers = channel.settle()
+        except OSError as e:  # the socket failed: nothing posted on it is known to be done
+            answers = [(posted, e) for posted in channel.posted.values()]
+            channel.posted.clear()
+        return [(tag, _kernel_error(op, error)) for (tag, op), error in answers]
+
+    def _flush_posted(self) -> None:
+        if self._posting is not None:
+            self._posting.flush()
 
     def retain(self, namespaces: frozenset[str]) -> None:
         """Close the sockets of every named namespace but these (the spec's): a socket keeps its
@@ -613,7 +692,7 @@ class Kernel:
             return cached[1]
         if cached is not None and netns is not None:
             self.forget(netns)  # the name now means another namespace
-        channel = _Channel(_open_raw(netns))
+        channel = _Channel(_open_raw(netns), self._flush_posted)
         self._channels[netns] = (identity, channel)
         return channel
 
@@ -886,17 +965,19 @@ class Kernel:
     def delete_rule(self, rule: Rule) -> None:
         self._rule_request(rule.netns, f"delete {rule.describe()}", _RTM_DELRULE, rule, 0)
 
-    def _write(self, netns: str | None, op: str, msg: Any, msg_type: int, flags: int, extra: bytes = b"") -> None:
-        """Encode `msg` (a pyroute2 message) and send it on the namespace's socket; wait for the ACK.
-
-        `extra`: attributes appended as they are (those pyroute2 cannot encode, e.g. IFLA_AF_SPEC)."""
-        register_ipvlan_kind()
-        msg["header"] = {"type": msg_type, "flags": 0, "sequence_number": 0, "pid": 0}
-        msg.encode()
-        body = bytes(msg.data[16:]) + extra  # the channel writes its own header (length, sequence number)
+    def _write(self, netns: str | None, op: str, msg_type: int, flags: int, body: bytes, sync: bool = False) -> None:
+        """Send one request (its body: the uapi struct and attributes) on the namespace's socket; the
+        channel writes the header (length, sequence number). Waits for the ACK unless posting()."""
         self.writes += 1
         try:
-            self._channel(netns).write(msg_type, body, flags)
+            channel = self._channel(netns)
+            if self._tag is None or sync:
+                channel.write(msg_type, body, flags)
+                return
+            if self._posting is not channel:
+                self._flush_posted()
+                self._posting = channel
+            channel.post(msg_type, body, flags, (self._tag, op))
         except OSError as e:
             raise _kernel_error(op, e) from None
 
@@ -921,16 +1002,14 @@ class Kernel:
     def _forget_name(self, netns: str | None, name: str) -> None:
         self._index.get(netns, {}).pop(name, None)
 
-    def _link_msg(self, netns: str | None, name: str, attrs: list[tuple[str, Any]]) -> Any:
+    def _link_msg(self, netns: str | None, name: str, attrs: bytes = b"", flags: int = 0, change: int = 0) -> bytes:
         """A changelink of the device `name`: by the ifindex the latest dump gave it, so a device
         renamed or replaced since is not the one changed (the kernel answers ENODEV); by name
         (ifindex 0) only when no dump has shown it yet (just created)."""
-        msg = ifinfmsg()
-        msg["family"] = socket.AF_UNSPEC
         index = self._index.get(netns, {}).get(name)
-        msg["index"] = index or 0
-        msg["attrs"] = list(attrs) if index else [("IFLA_IFNAME", name), *attrs]
-        return msg
+        if index:
+            return _ifinfomsg(index, flags, change) + attrs
+        return _ifinfomsg(0, flags, change) + _str_nla(_IFLA_IFNAME, name) + attrs
 
     def create_ipvlan(self, parent: str, name: str, mode: Mode, flags: Flag, mtu: int | None = None,
                       netns: str | None = None) -> None:
@@ -946,17 +1025,10 @@ class Kernel:
             parent_index = self.ifindex(None, parent)
         except KernelError as e:
             raise KernelError(op, e.errno, f"parent {parent}: {e.message}") from None
-        attrs: list[tuple[str, Any]] = [
-            ("IFLA_IFNAME", name),
-            ("IFLA_LINK", parent_index),
-            ("IFLA_LINKINFO", {"attrs": [
-                ("IFLA_INFO_KIND", "ipvlan"),
-                ("IFLA_INFO_DATA", {"attrs": [("IFLA_IPVLAN_MODE", mode.value),
-                                              ("IFLA_IPVLAN_FLAGS", flags.value)]}),
-            ]}),
-        ]
+        body = (_ifinfomsg() + _str_nla(_IFLA_IFNAME, name) + _u32_nla(_IFLA_LINK, parent_index)
+                + _ipvlan_linkinfo(mode, flags))
         if mtu is not None:
-            attrs.append(("IFLA_MTU", mtu))
+            body += _u32_nla(_IFLA_MTU, mtu)
         self._forget_name(netns, name)
         fd = -1
         try:
@@ -965,48 +1037,45 @@ class Kernel:
                     fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
                 except OSError as e:
                     raise KernelError(op, e.errno or 0, f"netns {netns}: {os.strerror(e.errno or 0)}") from None
-                attrs.append(("IFLA_NET_NS_FD", fd))
-            msg = ifinfmsg()
-            msg["family"] = socket.AF_UNSPEC
-            msg["attrs"] = attrs
-            self._write(None, op, msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL)
+                body += _u32_nla(_IFLA_NET_NS_FD, fd)
+            self._write(None, op, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, sync=True)
         finally:
             if fd >= 0:
                 os.close(fd)
+
+    def create_veth(self, name: str, peer: str) -> None:
+        """A veth pair in ipvland's own namespace (marks.detect's throwaway parent)."""
+        peer_info = _nla(_VETH_INFO_PEER | _NLA_F_NESTED, _ifinfomsg() + _str_nla(_IFLA_IFNAME, peer))
+        body = _ifinfomsg() + _str_nla(_IFLA_IFNAME, name) + _nla(
+            _IFLA_LINKINFO | _NLA_F_NESTED, _str_nla(_IFLA_INFO_KIND, "veth") + _nla(_IFLA_INFO_DATA | _NLA_F_NESTED,
+                                                                                     peer_info))
+        self._write(None, f"create veth {name}", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, sync=True)
 
     def rename_link(self, netns: str | None, old: str, new: str, alias: str | None = None) -> None:
         """Rename, and set the alias in the same request: a device gets its name and owner at once.
 
         With the alias (a device becoming ipvland's), the same request sets promote_secondaries, so
         that deleting an IPv4 primary never takes its secondaries with it (normalize)."""
-        attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", new)]
+        index = self.ifindex(netns, old)
+        body = _ifinfomsg(index) + _str_nla(_IFLA_IFNAME, new)
         if alias is not None:
-            attrs.append(("IFLA_IFALIAS", alias))
-        msg = ifinfmsg()
-        msg["family"] = socket.AF_UNSPEC
-        msg["index"] = self.ifindex(netns, old)
-        msg["attrs"] = attrs
-        extra = _promote_secondaries() if alias is not None else b""
-        self._write(netns, f"rename link {old} to {new}{_where(netns)}", msg, RTM_NEWLINK, 0, extra)
+            body += _str_nla(_IFLA_IFALIAS, alias) + _promote_secondaries()
+        self._write(netns, f"rename link {old} to {new}{_where(netns)}", RTM_NEWLINK, 0, body, sync=True)
         self._forget_name(netns, old)
-        self._index.setdefault(netns, {})[new] = msg["index"]
+        self._index.setdefault(netns, {})[new] = index
 
     def delete_link(self, netns: str | None, name: str) -> None:
-        self._write(netns, f"delete link {name}{_where(netns)}", self._link_msg(netns, name, []), RTM_DELLINK, 0)
+        self._write(netns, f"delete link {name}{_where(netns)}", RTM_DELLINK, 0, self._link_msg(netns, name))
         self._forget_name(netns, name)
 
     def set_port_mode(self, netns: str | None, name: str, mode: Mode, flags: Flag) -> None:
         """Changelink of one ipvlan: mode and flags belong to its parent, so every sibling changes."""
-        msg = self._link_msg(netns, name, [("IFLA_LINKINFO", {"attrs": [
-            ("IFLA_INFO_KIND", "ipvlan"),
-            ("IFLA_INFO_DATA", {"attrs": [("IFLA_IPVLAN_MODE", mode.value),
-                                          ("IFLA_IPVLAN_FLAGS", flags.value)]}),
-        ]})])
-        self._write(netns, f"set mode of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
+        self._write(netns, f"set mode of link {name}{_where(netns)}", RTM_NEWLINK, 0,
+                    self._link_msg(netns, name, _ipvlan_linkinfo(mode, flags)))
 
     def set_mtu(self, netns: str | None, name: str, mtu: int) -> None:
-        msg = self._link_msg(netns, name, [("IFLA_MTU", mtu)])
-        self._write(netns, f"set mtu of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
+        self._write(netns, f"set mtu of link {name}{_where(netns)}", RTM_NEWLINK, 0,
+                    self._link_msg(netns, name, _u32_nla(_IFLA_MTU, mtu)))
 
     def set_sysctl(self, netns: str | None, name: str, key: str, value: int) -> None:
         """A per-device sysctl of normalize.SYSCTLS: promote_secondaries by netlink (a changelink),
@@ -1014,7 +1083,7 @@ class Kernel:
         devconf over netlink). Both count as writes."""
         op = f"set {key} of link {name}{_where(netns)}"
         if key == normalize.PROMOTE_SECONDARIES and value == 1:
-            self._write(netns, op, self._link_msg(netns, name, []), RTM_NEWLINK, 0, _promote_secondaries())
+            self._write(netns, op, RTM_NEWLINK, 0, self._link_msg(netns, name, _promote_secondaries()))
             return
         self._write_proc(netns, op, normalize.SYSCTLS[key].proc.format(dev=name), value)
 
@@ -1022,6 +1091,7 @@ class Kernel:
         """Write /proc/sys/net/PROC as seen from the namespace (the file is opened inside it)."""
         path = os.path.join("/proc/sys/net", proc)
         self.writes += 1
+        self._flush_posted()  # the device it names may have been posted
         try:
             with entered(netns):
                 fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -1049,119 +1119,105 @@ class Kernel:
         return None
 
     def set_alias(self, netns: str | None, name: str, alias: str) -> None:
-        msg = self._link_msg(netns, name, [("IFLA_IFALIAS", alias)])
-        self._write(netns, f"set alias of link {name}{_where(netns)}", msg, RTM_NEWLINK, 0)
+        self._write(netns, f"set alias of link {name}{_where(netns)}", RTM_NEWLINK, 0,
+                    self._link_msg(netns, name, _str_nla(_IFLA_IFALIAS, alias)))
 
     def set_up(self, netns: str | None, name: str, up: bool) -> None:
-        msg = self._link_msg(netns, name, [])
-        msg["flags"] = _IFF_UP if up else 0
-        msg["change"] = _IFF_UP
-        self._write(netns, f"set link {name}{_where(netns)} {'up' if up else 'down'}", msg, RTM_NEWLINK, 0)
+        self._write(netns, f"set link {name}{_where(netns)} {'up' if up else 'down'}", RTM_NEWLINK, 0,
+                    self._link_msg(netns, name, flags=_IFF_UP if up else 0, change=_IFF_UP))
 
-    def _addr_msg(self, netns: str | None, dev: str, iface: IPInterface, peer: IPAddress | None = None) -> Any:
-        """IFA_LOCAL is the address, IFA_ADDRESS the peer of a point-to-point one (else the address
-        again): the kernel finds an IPv4 address by both."""
-        msg = ifaddrmsg()
-        msg["family"] = socket.AF_INET if iface.version == 4 else socket.AF_INET6
-        msg["prefixlen"] = iface.network.prefixlen
-        msg["index"] = self.ifindex(netns, dev)
-        attrs: list[tuple[str, Any]] = [("IFA_ADDRESS", str(peer if peer is not None else iface.ip))]
+    def _addr_msg(self, netns: str | None, dev: str, iface: IPInterface, peer: IPAddress | None = None) -> bytes:
+        """struct ifaddrmsg and the address. IFA_LOCAL is the address, IFA_ADDRESS the peer of a
+        point-to-point one (else the address again): the kernel finds an IPv4 address by both."""
+        body = struct.pack("BBBBI", _FAMILY[iface.version], iface.network.prefixlen, 0, 0,
+                           self.ifindex(netns, dev))
+        body += _nla(_IFA_ADDRESS, (peer if peer is not None else iface.ip).packed)
         if iface.version == 4 or peer is not None:
-            attrs.append(("IFA_LOCAL", str(iface.ip)))
-        msg["attrs"] = attrs
-        return msg
+            body += _nla(_IFA_LOCAL, iface.ip.packed)
+        return body
 
     def add_address(self, netns: str | None, dev: str, iface: IPInterface, options: AddressOptions = PLAIN,
                     replace: bool = False) -> None:
         """Add (or, replace, change in place) an address with its flags and preferred lifetime."""
-        msg = self._addr_msg(netns, dev, iface, options.peer)
+        body = self._addr_msg(netns, dev, iface, options.peer)
         flags = ((normalize.IFA_F_NODAD if options.nodad else 0) | (normalize.IFA_F_HOMEADDRESS if options.home else 0)
                  | (normalize.IFA_F_NOPREFIXROUTE if options.noprefixroute else 0))
-        extra = _nla(_IFA_FLAGS, struct.pack("I", flags)) if flags or replace else b""
+        if flags or replace:
+            body += _u32_nla(_IFA_FLAGS, flags)
         if options.deprecated or replace:
             forever = normalize.INFINITY_LIFE_TIME
-            extra += _nla(_IFA_CACHEINFO, struct.pack("4I", 0 if options.deprecated else forever, forever, 0, 0))
+            body += _nla(_IFA_CACHEINFO, struct.pack("4I", 0 if options.deprecated else forever, forever, 0, 0))
         self._write(netns, f"{'replace' if replace else 'add'} address {iface}{options.describe()} dev {dev}"
-                    f"{_where(netns)}", msg, RTM_NEWADDR, NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL),
-                    extra)
+                    f"{_where(netns)}", RTM_NEWADDR, NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL),
+                    body)
 
     def delete_address(self, netns: str | None, dev: str, iface: IPInterface, peer: IPAddress | None = None) -> None:
-        msg = self._addr_msg(netns, dev, iface, peer)
-        self._write(netns, f"delete address {iface} dev {dev}{_where(netns)}", msg, RTM_DELADDR, 0)
+        self._write(netns, f"delete address {iface} dev {dev}{_where(netns)}", RTM_DELADDR, 0,
+                    self._addr_msg(netns, dev, iface, peer))
 
-    def _route_msg(self, netns: str | None, dev: str, route: Route, delete: bool = False) -> tuple[Any, bytes]:
-        """The request and the attributes appended raw (metrics, multipath). A delete names the route
-        by its key, type and protocol (scope: any), plus its device and gateway when it has one path."""
+    def _route_msg(self, netns: str | None, dev: str, route: Route, delete: bool = False) -> bytes:
+        """struct rtmsg and the route's attributes. A delete names the route by its key, type and
+        protocol (scope: any), plus its device and gateway when it has one path."""
         table = route.table if route.table is not None else MAIN_TABLE
-        msg = rtmsg()
-        msg["family"] = socket.AF_INET if route.to.version == 4 else socket.AF_INET6
-        msg["dst_len"] = route.to.prefixlen
-        msg["table"] = table if table < 256 else 252  # RT_TABLE_COMPAT; the real id is in RTA_TABLE
-        # proto stays RT_PROTO in a delete: the kernel then refuses (ESRCH) one ipvland did not add
-        msg["proto"] = RT_PROTO
-        msg["scope"] = 255 if delete else route.effective_scope  # RT_SCOPE_NOWHERE: any (a delete)
-        msg["type"] = normalize.ROUTE_TYPES[route.type]
-        msg["flags"] = normalize.RTNH_F_ONLINK if route.onlink and not delete else 0
-        attrs: list[tuple[str, Any]] = [("RTA_TABLE", table)]
+        body = struct.pack(
+            "BBBBBBBBI", _FAMILY[route.to.version], route.to.prefixlen, 0, 0,
+            table if table < 256 else 252,  # RT_TABLE_COMPAT; the real id is in RTA_TABLE
+            RT_PROTO,  # also in a delete: the kernel then refuses (ESRCH) one ipvland did not add
+            255 if delete else route.effective_scope,  # RT_SCOPE_NOWHERE: any (a delete)
+            normalize.ROUTE_TYPES[route.type],
+            normalize.RTNH_F_ONLINK if route.onlink and not delete else 0)
+        body += _u32_nla(_RTA_TABLE, table)
         if not route.reject and not route.nexthops:
-            attrs.append(("RTA_OIF", self.ifindex(netns, dev)))
+            body += _u32_nla(_RTA_OIF, self.ifindex(netns, dev))
         if route.to.prefixlen:
-            attrs.append(("RTA_DST", str(route.to.network_address)))
+            body += _nla(_RTA_DST, route.to.network_address.packed)
         if route.via is not None:
             if route.via.version == route.to.version:
-                attrs.append(("RTA_GATEWAY", str(route.via)))
-            else:
-                attrs.append(("RTA_VIA", {"family": socket.AF_INET6 if route.via.version == 6
-                                          else socket.AF_INET, "addr": str(route.via)}))
+                body += _nla(_RTA_GATEWAY, route.via.packed)
+            else:  # struct rtvia: the gateway's family, then its address
+                body += _nla(_RTA_VIA, struct.pack("H", _FAMILY[route.via.version]) + route.via.packed)
         if route.metric is not None:
-            attrs.append(("RTA_PRIORITY", route.metric))
-        extra = b""
-        if route.src is not None and not delete:
-            attrs.append(("RTA_PREFSRC", str(route.src)))
-        msg["attrs"] = attrs
+            body += _u32_nla(_RTA_PRIORITY, route.metric)
         if delete:
-            return msg, extra
+            return body
+        if route.src is not None:
+            body += _nla(_RTA_PREFSRC, route.src.packed)
         if route.mtu is not None:
-            extra += _nla(_RTA_METRICS | _NLA_F_NESTED, _nla(_RTAX_MTU, struct.pack("I", route.mtu)))
+            body += _nla(_RTA_METRICS | _NLA_F_NESTED, _u32_nla(_RTAX_MTU, route.mtu))
         if route.nexthops:
             hops = b""
             for hop in route.nexthops:
                 gw = b"" if hop.via is None else _nla(_RTA_GATEWAY, hop.via.packed)
                 hops += struct.pack("HBBi", 8 + len(gw), 0, hop.weight - 1,
                                     self.ifindex(netns, hop.dev or dev)) + gw
-            extra += _nla(_RTA_MULTIPATH, hops)
-        return msg, extra
+            body += _nla(_RTA_MULTIPATH, hops)
+        return body
 
     def set_route(self, netns: str | None, dev: str, route: Route, replace: bool = False) -> None:
-        msg, extra = self._route_msg(netns, dev, route)
         flags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
         self._write(netns, f"{'replace' if replace else 'add'} route {route.describe()}{route_dev(route, dev)}"
-                    f"{_where(netns)}", msg, RTM_NEWROUTE, flags, extra)
+                    f"{_where(netns)}", RTM_NEWROUTE, flags, self._route_msg(netns, dev, route))
 
     def delete_route(self, netns: str | None, dev: str, route: Route) -> None:
-        msg, _ = self._route_msg(netns, dev, route, delete=True)
-        self._write(netns, f"delete route {route.describe()}{route_dev(route, dev)}{_where(netns)}", msg,
-                    RTM_DELROUTE, 0)
+        self._write(netns, f"delete route {route.describe()}{route_dev(route, dev)}{_where(netns)}",
+                    RTM_DELROUTE, 0, self._route_msg(netns, dev, route, delete=True))
 
-    def _neigh_msg(self, netns: str | None, dev: str, neighbor: Neighbor) -> Any:
-        msg = ndmsg()
-        msg["family"] = socket.AF_INET if neighbor.address.version == 4 else socket.AF_INET6
-        msg["ifindex"] = self.ifindex(netns, dev)
-        msg["state"] = _NUD_PERMANENT
-        msg["attrs"] = [("NDA_DST", str(neighbor.address)), ("NDA_LLADDR", neighbor.lladdr),
-                        ("NDA_PROTOCOL", RT_PROTO)]
-        return msg
+    def _neigh_msg(self, netns: str | None, dev: str, neighbor: Neighbor) -> bytes:
+        """struct ndmsg (family, ifindex, state, flags, type), a permanent entry of ipvland's protocol."""
+        body = struct.pack("BxxxiHBB", _FAMILY[neighbor.address.version], self.ifindex(netns, dev),
+                           _NUD_PERMANENT, 0, 0)
+        return (body + _nla(_NDA_DST, neighbor.address.packed)
+                + _nla(_NDA_LLADDR, bytes.fromhex(neighbor.lladdr.replace(":", "")))
+                + _nla(_NDA_PROTOCOL, struct.pack("B", RT_PROTO)))
 
     def set_neighbor(self, netns: str | None, dev: str, neighbor: Neighbor, replace: bool = False) -> None:
-        msg = self._neigh_msg(netns, dev, neighbor)
         flags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
         op = f"{'replace' if replace else 'add'} neighbor {neighbor.address} dev {dev}{_where(netns)}"
-        self._write(netns, op, msg, RTM_NEWNEIGH, flags)
+        self._write(netns, op, RTM_NEWNEIGH, flags, self._neigh_msg(netns, dev, neighbor))
 
     def delete_neighbor(self, netns: str | None, dev: str, neighbor: Neighbor) -> None:
-        msg = self._neigh_msg(netns, dev, neighbor)
-        self._write(netns, f"delete neighbor {neighbor.address} dev {dev}{_where(netns)}", msg,
-                    RTM_DELNEIGH, 0)
+        self._write(netns, f"delete neighbor {neighbor.address} dev {dev}{_where(netns)}", RTM_DELNEIGH, 0,
+                    self._neigh_msg(netns, dev, neighbor))
 
 
 E = TypeVar("E", Mode, Flag)

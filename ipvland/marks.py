@@ -96,19 +96,7 @@ def _probe_here(out: Detected) -> None:
 
 def _veth(k: Any) -> None:
     """A veth pair ipvprobe0/ipvprobeP: an Ethernet device for the ipvlan flags probe."""
-    import socket
-
-    from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
-    from pyroute2.netlink.rtnl import RTM_NEWLINK
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-    msg = ifinfmsg()
-    msg["family"] = socket.AF_UNSPEC
-    msg["attrs"] = [("IFLA_IFNAME", "ipvprobe0"), ("IFLA_LINKINFO", {"attrs": [
-        ("IFLA_INFO_KIND", "veth"),
-        ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": [("IFLA_IFNAME", "ipvprobeP")]})]}),
-    ]})]
-    k._write(None, "create veth ipvprobe0", msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL)
+    k.create_veth("ipvprobe0", "ipvprobeP")
 
 
 def detect() -> Detected:

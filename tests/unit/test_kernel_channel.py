@@ -80,3 +80,34 @@ def test_late_answers_to_an_abandoned_request_are_skipped() -> None:
     channel.seq = 1
     channel.write(RTM_NEWLINK, b"\0" * 16, 0)  # returns on seq 2's ACK, nothing raised
     assert sock.queue == []
+
+
+# ---------------------------------------------------------------- posted (pipelined) writes
+
+
+def test_posted_writes_go_out_together_and_only_refusals_come_back_by_tag() -> None:
+    # Three writes posted (seq 1-3), the kernel refuses seq 2; settle's barrier (seq 4) is ACKed last.
+    sock = FakeSocket([], [error(2, errno.EEXIST, "exists") + error(4, 0)])
+    channel = _Channel(sock)  # type: ignore[arg-type]
+    for i in range(3):
+        channel.post(RTM_NEWLINK, b"\0" * 16, 0, (i, f"write {i}"))
+    assert sock.sent == []  # nothing sent yet
+    channel.flush()
+    assert len(sock.sent) == 1 and len(sock.sent[0]) == 3 * 32  # one sendmsg, three requests
+    flags = [struct.unpack_from("H", sock.sent[0], 32 * i + 6)[0] for i in range(3)]
+    assert flags == [1, 1, 1]  # NLM_F_REQUEST, no NLM_F_ACK: a write that is done answers nothing
+    refused = channel.settle()
+    assert [(tag, e.errno) for tag, e in refused] == [((1, "write 1"), errno.EEXIST)]
+    assert struct.unpack_from("HH", sock.sent[1], 4) == (1, 5)  # NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK
+    assert channel.posted == {} and channel.settle() == []
+
+
+def test_a_refusal_of_a_posted_write_read_during_another_request_is_kept_for_settle() -> None:
+    flushed: list[int] = []
+    sock = FakeSocket([], [error(1, errno.ENETUNREACH) + msg(RTM_NEWLINK, 2, b"link") + error(2, 0)],
+                      [error(3, 0)])
+    channel = _Channel(sock, lambda: flushed.append(1))  # type: ignore[arg-type]
+    channel.post(24, b"\0" * 12, 0, (7, "add route"))
+    got = list(channel.request(18, b"", 1 | 4))  # a lookup: the posted write goes out first, alone
+    assert flushed == [1] and len(sock.sent) == 2 and [d[16:20] for _, d, _ in got] == [b"link"]
+    assert [(tag, e.errno) for tag, e in channel.settle()] == [((7, "add route"), errno.ENETUNREACH)]
