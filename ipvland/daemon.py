@@ -802,11 +802,7 @@ def carry_settling(previous: dict[str | None, tuple[str, ...]], scope: frozenset
     return out
 
 def _quiet_libraries(record: logging.LogRecord) -> bool:
-    # pyroute2's tc module warns at import when /proc/net/psched is unreadable (the unit's ProcSubset=pid
-    # hides it): ipvland never uses tc, so that warning says nothing true about ipvland.
-    if record.name.startswith("pyroute2.netlink.rtnl.tcmsg") and record.levelno < logging.ERROR:
-        return False
-    return record.levelno >= logging.WARNING or record.name.split(".")[0] not in ("pyroute2", "watchdog")
+    return record.levelno >= logging.WARNING or record.name.split(".")[0] != "watchdog"
 
 
 def under_journal() -> bool:
@@ -824,8 +820,8 @@ def setup_logging(level: str) -> None:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    # Libraries' debug output (pyroute2 logs every netlink message) would drown ours; a filter on the
-    # handler holds whatever levels they set on their own loggers (pyroute2 resets its level on import).
+    # Libraries' debug output (watchdog's observer) would drown ours; a filter on the handler holds
+    # whatever levels they set on their own loggers.
     handler.addFilter(_quiet_libraries)
 
 

@@ -136,17 +136,21 @@ def test_reload_of_a_missing_process(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"no process {os.getpid()}" in capsys.readouterr().err
 
 
-def test_pyroute2_tc_warning_is_not_logged_under_procsubset_pid() -> None:
-    """Issue 10, defect 5: the unit's ProcSubset=pid hides /proc/net/psched and pyroute2's tc module (which
-    ipvland never uses) warned at import, in the journal at every start. Reproduced with a real procfs
-    mounted subset=pid, as systemd mounts it."""
-    code = ("from ipvland import daemon; daemon.setup_logging('info'); import ipvland.kernel; "
-            "import logging; logging.getLogger('ipvland').warning('ours still shows')")
-    done = subprocess.run(["unshare", "--mount", "--pid", "--fork", "sh", "-c",
+def test_the_daemon_never_imports_pyroute2_so_no_tc_warning_under_procsubset_pid() -> None:
+    """Issue 10, defect 5: the unit's ProcSubset=pid hides /proc/net/psched, and pyroute2's tc module
+    warned at import, in the journal at every start. ipvland now encodes its requests itself and never
+    imports pyroute2 (issue 13): run its modules, and a kernel write, under a procfs mounted
+    subset=pid as systemd mounts it, and look."""
+    code = ("import sys, logging; from ipvland import cli, daemon, reconcile, observe, apply, kernel, events; "
+            "daemon.setup_logging('info'); k = kernel.Kernel(); k.create_veth('ipvprobe0', 'ipvprobeP'); "
+            "k.links(None); k.close(); logging.getLogger('ipvland').warning('ours still shows'); "
+            "print(sorted(m for m in sys.modules if m.startswith('pyroute2')))")
+    done = subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork", "sh", "-c",
                            'mount -t proc -o subset=pid proc /proc && test ! -e /proc/net/psched && exec "$@"',
                            "sh", sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "ours still shows" in done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
     assert "psched" not in done.stderr and "tc subsystem" not in done.stderr, done.stderr
 
 
