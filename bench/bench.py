@@ -57,6 +57,7 @@ import yaml  # noqa: E402
 
 from ipvland import kernel as kmod  # noqa: E402
 from ipvland import spec as spec_mod  # noqa: E402
+from ipvland.cli import DEFAULT_INTERVAL  # noqa: E402
 from ipvland.kernel import Kernel  # noqa: E402
 from ipvland.model import Spec  # noqa: E402
 from ipvland.observe import observe  # noqa: E402
@@ -297,14 +298,44 @@ def writes_workload(spec: Spec, k: Kernel) -> dict[str, Any]:
 
 
 class Daemon:
-    def __init__(self, config: Path, work: Path) -> None:
+    """`ipvland run` on the lab; interval None: the default resync (cli.DEFAULT_INTERVAL)."""
+
+    def __init__(self, config: Path, work: Path, interval: float | None = 600.0) -> None:
         self.state = work / "state"
         self.logfile = work / "daemon.log"
+        every = ["--interval", f"{interval:g}"] if interval is not None else []
         with open(self.logfile, "wb") as out:
             self.p = subprocess.Popen(
                 [sys.executable, "-m", "ipvland", "run", "-c", str(config), "--state-dir", str(self.state),
-                 "--interval", "600", "--log-level", "warning"],
+                 *every, "--log-level", "warning"],
                 stdout=out, stderr=out, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def started(self, timeout: float) -> float:
+        """Seconds to its first convergence; RuntimeError if it did not converge or died."""
+        t0 = time.monotonic()
+        if not wait(lambda: self.converged_after(0) or self.p.poll() is not None, timeout, 0.2) \
+                or self.p.poll() is not None:
+            raise RuntimeError(f"the daemon did not converge in {timeout:.0f}s:\n{self.tail()}")
+        return round(time.monotonic() - t0, 2)
+
+    def quiet(self, seconds: float = 3.0, limit: float = 120.0) -> float:
+        """Wait until no reconcile ran for `seconds` (its own repair writes set off one more, scoped,
+        no-op reconcile); the seconds that took."""
+        t0 = time.monotonic()
+        settled, since = self.status().get("reconciles", 0), time.monotonic()
+        while time.monotonic() - since < seconds and time.monotonic() - t0 < limit:
+            time.sleep(0.2)
+            count = self.status().get("reconciles", 0)
+            if count != settled:
+                settled, since = count, time.monotonic()
+        return round(time.monotonic() - t0, 1)
+
+    def cpu_over(self, seconds: float) -> tuple[float, float, int]:
+        """(CPU %, window s, reconciles in it) over a window of `seconds`."""
+        r0, c0, t0 = self.status().get("reconciles", 0), self.cpu_seconds(), time.monotonic()
+        time.sleep(seconds)
+        c1, t1 = self.cpu_seconds(), time.monotonic()
+        return round(100 * (c1 - c0) / (t1 - t0), 3), round(t1 - t0, 1), self.status().get("reconciles", 0) - r0
 
     def status(self) -> dict[str, Any]:
         try:
@@ -367,11 +398,7 @@ def daemon_workload(n: int, config: Path, work: Path, events: int, idle_seconds:
     d = Daemon(config, work)
     out: dict[str, Any] = {}
     try:
-        t0 = time.monotonic()
-        if not wait(lambda: d.converged_after(0) or d.p.poll() is not None, startup_timeout, 0.2) \
-                or d.p.poll() is not None:
-            raise RuntimeError(f"the daemon did not converge in {startup_timeout:.0f}s:\n{d.tail()}")
-        out["startup_to_converged_s"] = round(time.monotonic() - t0, 2)
+        out["startup_to_converged_s"] = d.started(startup_timeout)
         out["rss_mb"] = round(d.rss_mb(), 1)
         out["fds"] = d.fds()
         rng = random.Random(seed)
@@ -409,27 +436,31 @@ def daemon_workload(n: int, config: Path, work: Path, events: int, idle_seconds:
             out["repair_p99_ms"] = round(times[max(0, -(-99 * len(times) // 100) - 1)], 1)  # nearest rank
             out["repair_max_ms"] = round(times[-1], 1)
         # 5. idle: nothing happens; the daemon must not poll. The window opens once the daemon has
-        # finished reacting to the last event (its own writes there trigger one more, scoped, no-op
-        # reconcile): no reconcile for 3 s in a row.
-        t_settle = time.monotonic()
-        settled, since = d.status().get("reconciles", 0), time.monotonic()
-        while time.monotonic() - since < 3.0 and time.monotonic() - t_settle < 120:
-            time.sleep(0.2)
-            now_count = d.status().get("reconciles", 0)
-            if now_count != settled:
-                settled, since = now_count, time.monotonic()
-        out["settle_s"] = round(time.monotonic() - t_settle, 1)
-        r0, c0, t0 = d.status().get("reconciles", 0), d.cpu_seconds(), time.monotonic()
-        time.sleep(idle_seconds)
-        c1, t1 = d.cpu_seconds(), time.monotonic()
-        out["idle_reconciles"] = d.status().get("reconciles", 0) - r0  # 0: the CPU was not a reconcile
-        out["idle_window_s"] = round(t1 - t0, 1)
-        out["idle_cpu_percent"] = round(100 * (c1 - c0) / (t1 - t0), 3)
+        # finished reacting to the last event: no reconcile for 3 s in a row.
+        out["settle_s"] = d.quiet()
+        # idle_reconciles 0: the CPU was not a reconcile
+        out["idle_cpu_percent"], out["idle_window_s"], out["idle_reconciles"] = d.cpu_over(idle_seconds)
         out["rss_mb_after_repairs"] = round(d.rss_mb(), 1)
         out["daemon_reconciles"] = d.status().get("reconciles")
     finally:
         d.stop()
     return out
+
+
+def steady_workload(config: Path, work: Path, seconds: float, startup_timeout: float) -> dict[str, Any]:
+    """6. The steady state at default settings (issue 13): a daemon started without --interval, its CPU
+    over a window as long as the default resync interval once it is quiet, so that exactly one
+    periodic full resync falls inside, nothing else changing."""
+    (work / "steady").mkdir(exist_ok=True)
+    d = Daemon(config, work / "steady", interval=None)
+    try:
+        d.started(startup_timeout)
+        d.quiet()
+        cpu, window, reconciles = d.cpu_over(seconds)
+    finally:
+        d.stop()
+    return {"steady_cpu_percent_default": cpu, "steady_window_s": window, "steady_reconciles": reconciles,
+            "default_interval_s": DEFAULT_INTERVAL}
 
 
 # ---------------------------------------------------------------- one size
@@ -508,6 +539,12 @@ def run_size(n: int, args: argparse.Namespace, checkpoint: Any = lambda res: Non
         res.update(daemon_workload(n, config, work, args.events, idle, args.startup_timeout, seed=n,
                                    budget=args.repair_budget))
         checkpoint(res)
+        steady = args.steady_seconds if args.steady_seconds is not None else (
+            DEFAULT_INTERVAL if n >= 1000 else 0.0)
+        if steady > 0 and layout == "tens":
+            log(f"N={n}: steady state at the default interval: {steady:.0f}s")
+            res.update(steady_workload(config, work, steady, args.startup_timeout))
+            checkpoint(res)
 
     # Last, as the longest at N=1000 (hundreds of ip processes per run): the no-op baseline.
     bruns = args.noop_baseline_runs or (1 if n >= 1000 else 3)
@@ -563,7 +600,8 @@ def headline(results: list[dict[str, Any]]) -> dict[str, Any]:
     if 100 in by and 1000 in by:
         growth = by[1000]["noop_ipvland"]["seconds"] / by[100]["noop_ipvland"]["seconds"]
         h["noop_growth_100_to_1000"] = round(growth, 2)
-    for key in ("repair_p50_ms", "repair_p99_ms", "rss_mb", "idle_cpu_percent", "idle_window_s"):
+    for key in ("repair_p50_ms", "repair_p99_ms", "rss_mb", "idle_cpu_percent", "idle_window_s",
+                "steady_cpu_percent_default", "steady_window_s"):
         if key in big:
             h[key] = big[key]
     foreign = [r for r in results if "noop_foreign_ratio" in r]
@@ -606,7 +644,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--startup-timeout", type=float, default=600.0)
     ap.add_argument("--repair-budget", type=float,
                     help="stop the drift events of a size after this many seconds (JSON: repair_events)")
-    ap.add_argument("--no-daemon", action="store_true", help="skip workloads 3 and 5")
+    ap.add_argument("--steady-seconds", type=float,
+                    help=f"steady-state CPU window at the default interval (default {DEFAULT_INTERVAL:g} at "
+                         "N>=1000, else 0: not measured)")
+    ap.add_argument("--no-daemon", action="store_true", help="skip workloads 3, 5 and 6")
     ap.add_argument("--profile", type=lambda s: {int(x) for x in s.split(",")},
                     help="sizes at which to profile (pyinstrument) the cold apply and the no-op (extra runs)")
     args = ap.parse_args(argv)

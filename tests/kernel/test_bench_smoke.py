@@ -19,7 +19,8 @@ def test_bench_runs_at_size_10(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     r = subprocess.run(
         [str(REPO / "bench" / "run"), "--sizes", "10", "--json", str(out),
-         "--events", "4", "--idle-seconds", "2", "--noop-runs", "2", "--startup-timeout", "240"],
+         "--events", "4", "--idle-seconds", "2", "--noop-runs", "2", "--startup-timeout", "240",
+         "--steady-seconds", "3"],
         capture_output=True, text=True, cwd=REPO, timeout=900, check=False)
     assert r.returncode == 0, f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-5000:]}"
     data = json.loads(out.read_text())
@@ -37,6 +38,8 @@ def test_bench_runs_at_size_10(tmp_path: Path) -> None:
     assert 0 < data["repair_p50_ms"] <= data["repair_p99_ms"]
     assert 0 < data["rss_mb"] < 1024
     assert 0 <= data["idle_cpu_percent"] <= 200
+    assert 0 <= data["steady_cpu_percent_default"] <= 200 and data["steady_window_s"] >= 3.0  # issue 13
+    assert size["default_interval_s"] == 300 and size["steady_reconciles"] >= 0
     assert "| N |" in r.stdout  # the table
     # issue 13: the per-ns layout (one ipvlan per namespace) ran too, at the largest size
     for key in ("repair_p50_ms_per_ns", "repair_p99_ms_per_ns", "noop_ratio_per_ns", "cold_apply_ratio_per_ns",
