@@ -5,12 +5,14 @@ attempted: its error would only repeat the first one.
 
 Writes are pipelined (Kernel.posting): each change's requests are sent under the change's index
 without waiting for the kernel's answer, and one settle() at the end maps every refusal back to its
-change by sequence number. Creating a device is synchronous, so the skip rule above still sees a
-failed create before its dependents. The outcomes are logged in plan order once all are known.
+change by sequence number. Creating a namespace or a device (with its rename, and the removal of the
+temporary device when the rename fails) is synchronous, so the skip rule above still sees a failed
+create before its dependents. The outcomes are logged in plan order once all are known.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
     from ipvland.kernel import Kernel
 
 log = logging.getLogger("ipvland.apply")
+
+SYNCHRONOUS = (NamespaceCreate, LinkCreate)  # what comes after them needs them done
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ def apply(kernel: Kernel, plan: Plan) -> tuple[Outcome, ...]:
             outcomes.append(Outcome(change, blocker, skipped=True))
             continue
         try:
-            with kernel.posting(i):
+            with contextlib.nullcontext() if isinstance(change, SYNCHRONOUS) else kernel.posting(i):
                 execute(kernel, change)
         except Exception as e:  # KernelError carries the kernel's reason; anything else is ours
             outcomes.append(Outcome(change, str(e)))

@@ -220,6 +220,12 @@ class RecordingKernel:
     def __exit__(self, *exc: object) -> None:
         self._kernel.close()
 
+    @contextlib.contextmanager
+    def posting(self, tag: int) -> Iterator[None]:
+        """No pipelining here: the record must follow what the kernel did, so every write is waited
+        for (a posted add refused later would be recorded as ipvland's: review of issue 13)."""
+        yield
+
     def neighbors(self, netns: str | None) -> list[ObservedNeighbor]:
         seen = self._kernel.neighbors(netns)
         with self.record.update() as keys:

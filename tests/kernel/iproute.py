@@ -49,7 +49,7 @@ def addrs(name: str, netns: str | None = None) -> set[str]:
 
 
 # Every device a lab test may leave in the test's namespace (the named namespaces all go).
-LAB_DEVICES = ("lab0", "lab1", "lab9", "foreign0", "theirs0", "cnipeer0", "webpeer0")
+LAB_DEVICES = ("lab0", "lab1", "lab9", "foreign0", "theirs0", "cnipeer0", "webpeer0", "pipe0")
 
 
 def lab_setup(tmp_path: Path) -> Iterator[Path]:

@@ -111,3 +111,51 @@ def test_a_refusal_of_a_posted_write_read_during_another_request_is_kept_for_set
     got = list(channel.request(18, b"", 1 | 4))  # a lookup: the posted write goes out first, alone
     assert flushed == [1] and len(sock.sent) == 2 and [d[16:20] for _, d, _ in got] == [b"link"]
     assert [(tag, e.errno) for tag, e in channel.settle()] == [((7, "add route"), errno.ENETUNREACH)]
+
+
+def test_posted_writes_are_drained_every_window_so_refusals_never_fill_the_socket() -> None:
+    # Review of issue 13: 700 refusals queued on a default host filled the receive queue; the kernel
+    # then dropped every answer, and the next request waited forever.
+    from ipvland.kernel import _POST_WINDOW
+
+    sock = FakeSocket([], [error(3, errno.ENODEV) + error(_POST_WINDOW + 1, 0)], [], [error(_POST_WINDOW + 3, 0)])
+    channel = _Channel(sock)  # type: ignore[arg-type]
+    for i in range(_POST_WINDOW + 1):
+        channel.post(RTM_NEWLINK, b"\0" * 16, 0, (i, f"write {i}"))
+    # the window's writes went out, then a barrier, before the next write was queued
+    assert len(sock.sent) == 2 and struct.unpack_from("H", sock.sent[1], 4)[0] == 1  # NLMSG_NOOP
+    assert channel.posted == {_POST_WINDOW + 2: (_POST_WINDOW, f"write {_POST_WINDOW}")}
+    assert [tag for tag, _ in channel.settle()] == [(2, "write 2")]
+
+
+class FailingSocket(FakeSocket):
+    def __init__(self, send_error: int | None, recv_error: int | None) -> None:
+        super().__init__([])
+        self.send_error, self.recv_error = send_error, recv_error
+
+    def send(self, data: bytes) -> int:
+        if self.send_error is not None:
+            raise OSError(self.send_error, "refused as a whole")
+        self.sent.append(data)
+        return len(data)
+
+    def recv(self, _size: int) -> bytes:
+        raise OSError(self.recv_error, "no buffer space")
+
+
+def test_a_send_refused_as_a_whole_refuses_each_write_in_it() -> None:
+    channel = _Channel(FailingSocket(errno.EACCES, None))  # type: ignore[arg-type]
+    for i in range(3):
+        channel.post(RTM_NEWLINK, b"\0" * 16, 0, (i, f"write {i}"))
+    refused = channel.settle()
+    assert [(tag, e.errno) for tag, e in refused] == [((i, f"write {i}"), errno.EACCES) for i in range(3)]
+    assert channel.posted == {} and channel.settle() == []
+
+
+def test_a_lost_answer_is_said_to_be_lost_not_assumed_done_and_nothing_carries_over() -> None:
+    channel = _Channel(FailingSocket(None, errno.ENOBUFS))  # type: ignore[arg-type]
+    channel.post(RTM_NEWLINK, b"\0" * 16, 0, (0, "write 0"))
+    refused = channel.settle()
+    assert [(tag, e.errno) for tag, e in refused] == [((0, "write 0"), errno.ENOBUFS)]
+    assert "answer was lost" in str(refused[0][1])
+    assert channel.settle() == [] and channel.refused == [] and channel.posted == {}
