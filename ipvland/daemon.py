@@ -43,7 +43,7 @@ from types import FrameType
 from typing import Any, cast
 
 from ipvland import status as status_mod
-from ipvland.enforce import RECORD_FILE, ConfigChoice, RolledBack, from_record
+from ipvland.enforce import RECORD_FILE, ConfigChoice, RolledBack, from_record, legacy_files_digest, migrated
 from ipvland.flaps import FlapDetector, object_key
 from ipvland.heartbeat import Feeder, FeederThread, clamp_probes
 from ipvland.model import Settling, Spec
@@ -397,6 +397,9 @@ class Daemon:
             return False
         if self.choice.errors is not None:
             log.info("config: valid again")
+        rolled = self.choice.rolled_back
+        if rolled is not None and rolled.legacy_digest and self.choice.is_rolled_back:
+            self.choice.redigested(migrated(rolled, loaded))  # a record from before an upgrade
         what = self.choice.loaded(loaded, loaded.files_sha256, time.time())
         if what == "refused":
             return False
@@ -624,9 +627,11 @@ class Daemon:
 
     def _refuse_tried(self, t: Any, restored: bool, error: str | None, previous: Spec | None) -> None:
         """A reverted try of the files this daemon enforces counts as a rollback: not applied again."""
-        if t.digest == self.choice.digest:
-            self.choice.reconciled(RolledBack(self.generation, t.digest, time.time(), ("not confirmed",),
-                                              restored, error), previous)
+        good = self.choice.good
+        if t.digest == self.choice.digest or (  # or a try made by the version before an upgrade
+                good is not None and t.digest == legacy_files_digest(good.sources)):
+            self.choice.reconciled(RolledBack(self.generation, self.choice.digest or t.digest, time.time(),
+                                              ("not confirmed",), restored, error), previous)
 
     def _echoes_read(self) -> None:
         """The kernel queued the events of our writes before acknowledging them: read them now, as ours."""

@@ -24,7 +24,10 @@ network state the record describes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import hashlib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ipvland.model import Spec
@@ -39,27 +42,54 @@ class RolledBack:
     restored: bool  # the restore converged
     error: str | None  # why the previous state could not even be planned
     restored_config: str | None = None  # the restored state as config text (YAML), for a restart
+    legacy_digest: bool = False  # `digest` is legacy_files_digest's (a record of schema 1): see migrated()
 
 
 RECORD_FILE = "rolled-back.json"
-RECORD_SCHEMA = 1
+RECORD_SCHEMA = 2  # 1: written before Spec.files_sha256, its digest is legacy_files_digest's
+
+
+def legacy_files_digest(paths: Iterable[str]) -> str:
+    """The digest records and tries of schema 1 carry (the files read again, path by path). Kept only
+    to recognise them after an upgrade: a rollback in force must survive it."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.encode() + b"\0")
+        try:
+            h.update(Path(path).read_bytes())
+        except OSError as e:
+            h.update(f"\0<unreadable: {e.errno}>".encode())
+        h.update(b"\0\0")
+    return h.hexdigest()
+
+
+def migrated(rolled_back: RolledBack, spec: Spec) -> RolledBack:
+    """A schema-1 rollback whose files are still `spec`'s: refused by `spec.files_sha256` from now on.
+    (Files that changed since were never going to match: as before the upgrade, they are new.)"""
+    if rolled_back.legacy_digest and legacy_files_digest(spec.sources) == rolled_back.digest:
+        return replace(rolled_back, digest=spec.files_sha256, legacy_digest=False)
+    return rolled_back
 
 
 def to_record(rolled_back: RolledBack) -> dict[str, Any]:
     """The JSON object kept in RECORD_FILE."""
-    return {"schema": RECORD_SCHEMA, **asdict(rolled_back), "broken": list(rolled_back.broken)}
+    data = {"schema": 1 if rolled_back.legacy_digest else RECORD_SCHEMA, **asdict(rolled_back),
+            "broken": list(rolled_back.broken)}
+    del data["legacy_digest"]
+    return data
 
 
 def from_record(data: object) -> RolledBack:
     """RECORD_FILE's object back; ValueError when it is not one (then nothing is remembered)."""
-    if not isinstance(data, dict) or data.get("schema") != RECORD_SCHEMA:
-        raise ValueError(f"not a rollback record (schema {RECORD_SCHEMA})")
+    if not isinstance(data, dict) or data.get("schema") not in (1, RECORD_SCHEMA):
+        raise ValueError(f"not a rollback record (schema 1 or {RECORD_SCHEMA})")
     try:
         rolled_back = RolledBack(
             int(data["generation"]), str(data["digest"]), float(data["at"]),
             tuple(str(b) for b in data["broken"]), bool(data["restored"]),
             None if data["error"] is None else str(data["error"]),
-            None if data.get("restored_config") is None else str(data["restored_config"]))
+            None if data.get("restored_config") is None else str(data["restored_config"]),
+            legacy_digest=data["schema"] == 1)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"not a rollback record: {type(e).__name__}: {e}") from None
     if len(rolled_back.digest) != 64:
@@ -89,6 +119,12 @@ class ConfigChoice:
         self._restored = restored
         self.generation = rolled_back.generation  # the next new one counts on from there
         self.remembered = True
+
+    def redigested(self, rolled_back: RolledBack) -> None:
+        """The rollback in force under its migrated digest (`migrated`: a record from before an upgrade)."""
+        if self.rolled_back is not None and self._refused == self.rolled_back.digest:
+            self._refused = rolled_back.digest
+        self.rolled_back = rolled_back
 
     def record(self) -> dict[str, Any] | None:
         """What must outlive the daemon: the rollback in force (None: none, the file goes)."""

@@ -666,6 +666,31 @@ def test_a_file_replaced_while_it_is_read_never_pairs_the_old_config_with_the_ne
     assert calls[-1] == ("good-2", True) and d.generation == 2
 
 
+def test_a_rollback_recorded_before_an_upgrade_is_still_refused(config: Path, make: Any, tmp_path: Path) -> None:
+    """Review of issue 13: the digest moved to the bytes parsed (Spec.files_sha256), and a record of
+    schema 1 (the files read again) never matched again: a restart after an upgrade applied the
+    rolled-back files once more. Its digest is recognised and migrated."""
+    import json
+
+    from ipvland.enforce import RECORD_FILE, legacy_files_digest
+
+    calls: list[tuple[str, bool]] = []
+    breaks_probe = _probe_breaker(calls, lambda spec: "broken" not in spec.sources[-1])
+    config.write_text("broken-1\n")
+    record = tmp_path / "state" / RECORD_FILE
+    record.parent.mkdir(mode=0o750)
+    record.write_text(json.dumps({  # as the version before wrote it
+        "schema": 1, "generation": 1, "digest": legacy_files_digest(fake_load(config).sources), "at": 0.0,
+        "broken": ["probe web -> 192.0.2.1: FAILED"], "restored": True, "error": None,
+        "restored_config": "version: 1\nparents: {}\n"}))
+    _d, _rec, notes, run = make(config, rollback_on_probe_failure=True, reconcile_fn=breaks_probe)
+    notes.wait_for("STATUS=", 1)
+    assert calls == [("<state before generation 1>", False)], "the rolled-back files were applied again"
+    kept = json.loads(record.read_text())
+    assert kept["schema"] == 2 and kept["digest"] == fake_load(config).files_sha256
+    assert run.stop() == 0
+
+
 def test_events_of_ipvlands_own_writes_are_not_drift(config: Path, make: Any) -> None:
     holder: list[Daemon] = []
 

@@ -165,8 +165,10 @@ def test_a_record_that_is_not_one_is_refused() -> None:
     from ipvland.enforce import from_record, to_record
 
     good = to_record(rolled(2, "b" * 64))
-    for bad in (None, [], {}, {**good, "schema": 2}, {**good, "generation": "x"}, {**good, "digest": "short"},
+    for bad in (None, [], {}, {**good, "schema": 3}, {**good, "generation": "x"}, {**good, "digest": "short"},
                 {k: v for k, v in good.items() if k != "broken"}):
         with pytest.raises(ValueError):
             from_record(bad)
     assert from_record(good) == rolled(2, "b" * 64)
+    assert good["schema"] == 2 and from_record({**good, "schema": 1}).legacy_digest  # from before an upgrade
+    assert to_record(from_record({**good, "schema": 1}))["schema"] == 1  # kept as such until migrated
