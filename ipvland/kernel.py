@@ -338,12 +338,16 @@ def _ifinfomsg(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
     return struct.pack("BxHiII", socket.AF_UNSPEC, 0, index, flags, change)
 
 
-def _ipvlan_linkinfo(mode: Mode, flags: Flag) -> bytes:
-    """IFLA_LINKINFO of kind ipvlan: the mode and flags (u16 each) in IFLA_INFO_DATA."""
-    data = _nla(_IFLA_IPVLAN_MODE, struct.pack("H", mode.value)) + _nla(_IFLA_IPVLAN_FLAGS,
-                                                                        struct.pack("H", flags.value))
+def _linkinfo(kind: str, data: bytes) -> bytes:
+    """IFLA_LINKINFO: the link kind and its IFLA_INFO_DATA."""
     return _nla(_IFLA_LINKINFO | _NLA_F_NESTED,
-                _str_nla(_IFLA_INFO_KIND, "ipvlan") + _nla(_IFLA_INFO_DATA | _NLA_F_NESTED, data))
+                _str_nla(_IFLA_INFO_KIND, kind) + _nla(_IFLA_INFO_DATA | _NLA_F_NESTED, data))
+
+
+def _ipvlan_linkinfo(mode: Mode, flags: Flag) -> bytes:
+    """IFLA_LINKINFO of kind ipvlan: the mode and flags (u16 each)."""
+    return _linkinfo("ipvlan", _nla(_IFLA_IPVLAN_MODE, struct.pack("H", mode.value))
+                     + _nla(_IFLA_IPVLAN_FLAGS, struct.pack("H", flags.value)))
 
 
 def _str(value: bytes) -> str:
@@ -398,7 +402,7 @@ def _sysctls(af_spec: bytes) -> tuple[tuple[str, int], ...]:
 
 def _promote_secondaries() -> bytes:
     """IFLA_AF_SPEC setting net.ipv4.conf.DEV.promote_secondaries=1, for a changelink."""
-    conf = _nla(_IFLA_INET_CONF | _NLA_F_NESTED, _nla(_IPV4_DEVCONF_PROMOTE_SECONDARIES, struct.pack("I", 1)))
+    conf = _nla(_IFLA_INET_CONF | _NLA_F_NESTED, _u32_nla(_IPV4_DEVCONF_PROMOTE_SECONDARIES, 1))
     return _nla(_IFLA_AF_SPEC | _NLA_F_NESTED, _nla(socket.AF_INET | _NLA_F_NESTED, conf))
 
 
@@ -621,7 +625,7 @@ class Kernel:
     answer, and `settle()` hands back the refused ones with their tags. Only one channel holds
     unsent posted writes at a time, and they are sent before any request on any channel, a /proc
     write, or a write to another channel: the kernel sees every change in the order it was made.
-    Creating and renaming a device stay synchronous: what follows needs the device to exist.
+    Which writes are posted is the caller's choice (apply.SYNCHRONOUS keeps creates waited for).
     """
 
     def __init__(self) -> None:
@@ -862,7 +866,7 @@ class Kernel:
         with channel.strict():
             for table in sorted(tables):
                 body = struct.pack("BBBBBBBBI", 0, 0, 0, 0, table if table < 256 else 252, 0, 0, 0, 0)
-                body += _nla(_RTA_TABLE, struct.pack("I", table))
+                body += _u32_nla(_RTA_TABLE, table)
                 for data in self._dump(netns, "list routes", _RTM_GETROUTE, body):
                     yield data, False
             for data in self._dump(netns, "list routes", _RTM_GETROUTE,
@@ -957,22 +961,22 @@ class Kernel:
         body = struct.pack("BBBBBBBBI", family, rule.dst.prefixlen if rule.dst else 0,
                            rule.src.prefixlen if rule.src else 0, 0, table if table < 256 else 0, 0, 0,
                            RULE_ACTIONS[rule.action], _FIB_RULE_INVERT if rule.invert else 0)
-        body += _nla(_FRA_PRIORITY, struct.pack("I", rule.priority))
+        body += _u32_nla(_FRA_PRIORITY, rule.priority)
         body += _nla(_FRA_PROTOCOL, struct.pack("B", RT_PROTO))
         if table:
-            body += _nla(_FRA_TABLE, struct.pack("I", table))
+            body += _u32_nla(_FRA_TABLE, table)
         if rule.src is not None:
             body += _nla(_FRA_SRC, rule.src.network_address.packed)
         if rule.dst is not None:
             body += _nla(_FRA_DST, rule.dst.network_address.packed)
         if rule.iif is not None:
-            body += _nla(_FRA_IIFNAME, rule.iif.encode() + b"\0")
+            body += _str_nla(_FRA_IIFNAME, rule.iif)
         if rule.oif is not None:
-            body += _nla(_FRA_OIFNAME, rule.oif.encode() + b"\0")
+            body += _str_nla(_FRA_OIFNAME, rule.oif)
         if rule.fwmark is not None and (rule.fwmark or rule.fwmask):  # 0/MASK: unmarked packets only
-            body += _nla(_FRA_FWMARK, struct.pack("I", rule.fwmark))
+            body += _u32_nla(_FRA_FWMARK, rule.fwmark)
             if rule.fwmask is not None:
-                body += _nla(_FRA_FWMASK, struct.pack("I", rule.fwmask))
+                body += _u32_nla(_FRA_FWMASK, rule.fwmask)
         self.writes += 1
         try:
             self._channel(netns).write(msg_type, body, flags)
@@ -985,13 +989,13 @@ class Kernel:
     def delete_rule(self, rule: Rule) -> None:
         self._rule_request(rule.netns, f"delete {rule.describe()}", _RTM_DELRULE, rule, 0)
 
-    def _write(self, netns: str | None, op: str, msg_type: int, flags: int, body: bytes, sync: bool = False) -> None:
+    def _write(self, netns: str | None, op: str, msg_type: int, flags: int, body: bytes) -> None:
         """Send one request (its body: the uapi struct and attributes) on the namespace's socket; the
         channel writes the header (length, sequence number). Waits for the ACK unless posting()."""
         self.writes += 1
         try:
             channel = self._channel(netns)
-            if self._tag is None or sync:
+            if self._tag is None:
                 channel.write(msg_type, body, flags)
                 return
             if self._posting is not channel:
@@ -1007,8 +1011,8 @@ class Kernel:
         if index is not None:
             return index
         body = struct.pack("BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
-        body += _nla(_IFLA_EXT_MASK, struct.pack("I", _RTEXT_FILTER_SKIP_STATS))
-        body += _nla(_IFLA_IFNAME, name.encode() + b"\0")
+        body += _u32_nla(_IFLA_EXT_MASK, _RTEXT_FILTER_SKIP_STATS)
+        body += _str_nla(_IFLA_IFNAME, name)
         try:
             for _, data, off in self._channel(netns).request(_RTM_GETLINK, body, NLM_F_REQUEST):
                 index = struct.unpack_from("BxHiII", data, off)[2]
@@ -1058,7 +1062,7 @@ class Kernel:
                 except OSError as e:
                     raise KernelError(op, e.errno or 0, f"netns {netns}: {os.strerror(e.errno or 0)}") from None
                 body += _u32_nla(_IFLA_NET_NS_FD, fd)
-            self._write(None, op, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, sync=True)
+            self._write(None, op, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -1066,10 +1070,8 @@ class Kernel:
     def create_veth(self, name: str, peer: str) -> None:
         """A veth pair in ipvland's own namespace (marks.detect's throwaway parent)."""
         peer_info = _nla(_VETH_INFO_PEER | _NLA_F_NESTED, _ifinfomsg() + _str_nla(_IFLA_IFNAME, peer))
-        body = _ifinfomsg() + _str_nla(_IFLA_IFNAME, name) + _nla(
-            _IFLA_LINKINFO | _NLA_F_NESTED, _str_nla(_IFLA_INFO_KIND, "veth") + _nla(_IFLA_INFO_DATA | _NLA_F_NESTED,
-                                                                                     peer_info))
-        self._write(None, f"create veth {name}", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, sync=True)
+        body = _ifinfomsg() + _str_nla(_IFLA_IFNAME, name) + _linkinfo("veth", peer_info)
+        self._write(None, f"create veth {name}", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
 
     def rename_link(self, netns: str | None, old: str, new: str, alias: str | None = None) -> None:
         """Rename, and set the alias in the same request: a device gets its name and owner at once.
@@ -1080,7 +1082,7 @@ class Kernel:
         body = _ifinfomsg(index) + _str_nla(_IFLA_IFNAME, new)
         if alias is not None:
             body += _str_nla(_IFLA_IFALIAS, alias) + _promote_secondaries()
-        self._write(netns, f"rename link {old} to {new}{_where(netns)}", RTM_NEWLINK, 0, body, sync=True)
+        self._write(netns, f"rename link {old} to {new}{_where(netns)}", RTM_NEWLINK, 0, body)
         self._forget_name(netns, old)
         self._index.setdefault(netns, {})[new] = index
 

@@ -32,7 +32,7 @@ class Sent:
         self.kernel._index = {None: {"eth0": 2, "eth1": 3}, "web": {"web0": 7, "web1": 8}}
         self.requests: list[tuple[str, int, int, bytes]] = []
         monkeypatch.setattr(self.kernel, "_write",
-                            lambda netns, op, t, f, body, sync=False: self.requests.append((op, t, f, body)))
+                            lambda netns, op, t, f, body: self.requests.append((op, t, f, body)))
 
     def last(self, cls: Any) -> tuple[Any, int, int]:
         """The last request decoded by pyroute2's class for it, with its type and flags."""
