@@ -34,6 +34,7 @@ Workloads per size (JSON keys per size under "sizes", headline keys at the top l
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import json
 import os
@@ -470,15 +471,85 @@ def steady_workload(config: Path, work: Path, seconds: float, startup_timeout: f
             "default_interval_s": DEFAULT_INTERVAL}
 
 
+# ---------------------------------------------------------------- the resync, profiled
+
+
+def resync_profile(n: int, layout: str, repeats: int = 3, steady: float = 0.0) -> dict[str, Any]:
+    """What one resync of the daemon costs (issue 13, steady_cpu_percent_default): the lab built by
+    ipvland, then the daemon's own reconcile_now + status write in this process (its netlink monitor
+    running, as in `ipvland run`), the CPU of `repeats` resyncs (process-wide: the monitor thread
+    counts), then one more under pyinstrument. With `steady`: then workload 6 on the same lab (a real
+    `ipvland run` at the default interval), without the rest of the bench."""
+    from ipvland import marks
+    from ipvland.daemon import Daemon as RealDaemon
+
+    global GROUP
+    GROUP = PER_NS[layout]
+    work = Path(tempfile.mkdtemp(prefix=f"ipvland-resync-{n}-"))
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump(document(n), sort_keys=False))
+    fresh_parent()
+    cold = ipvland_cold(spec_mod.load(config))
+    if not cold["ok"]:
+        raise RuntimeError(f"cold apply failed: {cold['failures'][:5]}")
+    state = work / "state"
+    d = RealDaemon(config, state_dir=state, watch_files=False, kernel_factory=lambda: marks.open_kernel(state))
+    d.state_dir.mkdir(parents=True, exist_ok=True)
+    d._start_sources()
+    try:
+        if not d.load():
+            raise RuntimeError("the config did not load")
+        d.reconcile_now(["start"])
+        d.write_status()
+        cpu, wall, noop, objects, collections = [], [], [], [], []
+        spec = d.spec
+        assert spec is not None
+        for _ in range(repeats):
+            c0, w0 = time.process_time(), time.perf_counter()
+            d.reconcile_now(["resync"])
+            d.write_status()
+            cpu.append(round(time.process_time() - c0, 3))
+            wall.append(round(time.perf_counter() - w0, 3))
+            if (d.last or {}).get("changes"):
+                raise RuntimeError(f"the resync changed something: {d.last['changes'][:5]}")
+            # the same observe + plan on the daemon's kernel, outside the daemon: does a cost grow?
+            c0 = time.process_time()
+            plan(spec, observe(d.kernel, spec))
+            noop.append(round(time.process_time() - c0, 3))
+            objects.append(len(gc.get_objects()))
+            collections.append([g["collections"] for g in gc.get_stats()])
+
+        def one() -> None:
+            d.reconcile_now(["resync"])
+            d.write_status()
+
+        text = profiled(f"daemon resync N={n} ({layout})", one)
+        d._stop_sources()
+        d._drop_kernel()
+        measured = steady_workload(config, work, steady, 600.0) if steady > 0 else {}
+    finally:
+        d._stop_sources()
+        teardown()
+        shutil.rmtree(work, ignore_errors=True)
+    return {**measured, "n": n, "layout": layout, "resync_cpu_s": cpu, "resync_wall_s": wall,
+            "observe_plan_cpu_s": noop,
+            "gc_objects": objects, "gc_collections": collections,
+            "steady_cpu_percent_estimate": round(100 * statistics.median(cpu) / DEFAULT_INTERVAL, 3),
+            "profile_text": text}
+
+
 # ---------------------------------------------------------------- one size
 
 
 def profiled(title: str, fn: Callable[[], object]) -> str:
     """fn's call tree from pyinstrument, a sampling profiler: unlike cProfile, it does not inflate
-    call-heavy code (netlink message encoding, attribute walking), so the proportions hold."""
+    call-heavy code (netlink message encoding, attribute walking), so the proportions hold. With a
+    timing thread: pyinstrument reads the clock at every call and return, and in the emulated VM
+    a clock read costs about 55 us (its own warning), which made the earlier profiles of this bench
+    about ten times slower than the code they profiled, inflated where calls are many."""
     from pyinstrument import Profiler
 
-    prof = Profiler(interval=0.001)
+    prof = Profiler(interval=0.001, use_timing_thread=True)
     prof.start()
     try:
         fn()
@@ -657,7 +728,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-daemon", action="store_true", help="skip workloads 3, 5 and 6")
     ap.add_argument("--profile", type=lambda s: {int(x) for x in s.split(",")},
                     help="sizes at which to profile (pyinstrument) the cold apply and the no-op (extra runs)")
+    ap.add_argument("--profile-resync", type=int, metavar="N",
+                    help="only this: build the lab of size N (--layout tens or per-ns), time and profile "
+                         "the daemon's resync in process, print it (and write --json)")
     args = ap.parse_args(argv)
+    if args.profile_resync:
+        if os.geteuid() != 0:
+            ap.error("needs root (run bench/run)")
+        res = resync_profile(args.profile_resync, "per-ns" if args.layout == "per-ns" else "tens",
+                             args.noop_runs or 3, args.steady_seconds or 0.0)
+        print(res["profile_text"], flush=True)
+        print(json.dumps({k: v for k, v in res.items() if k != "profile_text"}, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps({k: v for k, v in res.items() if k != "profile_text"}, indent=1) + "\n")
+            args.json.with_suffix(".profile.txt").write_text(res["profile_text"])
+        return 0
     sizes = [int(x) for x in args.sizes.split(",") if x]
     if any(n < 10 or n % 10 for n in sizes):
         ap.error("sizes must be multiples of 10")

@@ -22,6 +22,7 @@ import collections
 import contextlib
 import ctypes
 import errno as errnos
+import functools
 import ipaddress
 import os
 import resource
@@ -29,9 +30,9 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from ipvland import normalize
 from ipvland.model import (
@@ -272,6 +273,8 @@ _DEVCONF = {
     "ipv4.arp_ignore": (socket.AF_INET, _IFLA_INET_CONF, 18),  # IPV4_DEVCONF_ARP_IGNORE=19
     normalize.KEEP_ADDR_ON_DOWN: (socket.AF_INET6, _IFLA_INET6_CONF, 42),  # DEVCONF_KEEP_ADDR_ON_DOWN
 }
+_DEVCONF_ATTR = {socket.AF_INET: _IFLA_INET_CONF, socket.AF_INET6: _IFLA_INET6_CONF}
+assert all(attr == _DEVCONF_ATTR[family] for family, attr, _ in _DEVCONF.values())
 _IPV4_DEVCONF_PROMOTE_SECONDARIES = 20
 _RTEXT_FILTER_SKIP_STATS = 1 << 3
 _IFLA_INFO_KIND = 1
@@ -310,10 +313,13 @@ _AF = {socket.AF_INET: 4, socket.AF_INET6: 6}
 Attrs = dict[int, bytes]
 
 
+_NLA_HEADER = struct.Struct("HH").unpack_from
+
+
 def _attrs(data: bytes, off: int, end: int) -> Attrs:
     out: Attrs = {}
     while off + 4 <= end:
-        length, kind = struct.unpack_from("HH", data, off)
+        length, kind = _NLA_HEADER(data, off)
         if length < 4:
             break
         out[kind & 0x3FFF] = data[off + 4 : off + length]  # strip NLA_F_NESTED / byte-order bits
@@ -358,12 +364,27 @@ def _u32(value: bytes) -> int:
     return int(struct.unpack_from("I", value)[0])
 
 
+# The values a dump decodes again and again (the same addresses, prefixes and MACs at every resync)
+# are built once: ipaddress' constructors and the MAC text were a third of a no-op's decoding at
+# N=1000 (README, Performance). The objects are immutable, so sharing them is safe; each cache is
+# bounded, so a host whose objects keep changing costs a cache miss, never memory.
+_VALUE_CACHE = 1 << 14
+
+
+@functools.lru_cache(maxsize=_VALUE_CACHE)
 def _mac(value: bytes) -> str:
     return ":".join(f"{b:02x}" for b in value)
 
 
+@functools.lru_cache(maxsize=_VALUE_CACHE)
 def _ip(family: int, value: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.IPv4Address(value[:4]) if family == socket.AF_INET else ipaddress.IPv6Address(value[:16])
+
+
+@functools.lru_cache(maxsize=_VALUE_CACHE)
+def _interface(family: int, value: bytes, prefixlen: int) -> IPInterface:
+    return (ipaddress.IPv4Interface((value[:4], prefixlen)) if family == socket.AF_INET
+            else ipaddress.IPv6Interface((value[:16], prefixlen)))
 
 
 _NLM_F_CAPPED = 0x100
@@ -387,14 +408,20 @@ def _refusal(data: bytes, off: int, length: int, mflags: int) -> OSError:
 def _sysctls(af_spec: bytes) -> tuple[tuple[str, int], ...]:
     """The sysctls of normalize.SYSCTLS from a link's IFLA_AF_SPEC (IPv4 and IPv6 devconf arrays)."""
     families = _attrs(af_spec, 0, len(af_spec))
-    confs = {}
+    confs: dict[int, bytes] = {}
     for family in (socket.AF_INET, socket.AF_INET6):
         if family in families:
             inner = families[family]
-            confs[family] = _attrs(inner, 0, len(inner))
+            confs[family] = _attrs(inner, 0, len(inner)).get(_DEVCONF_ATTR[family], b"")
+    # by the arrays alone: the rest of IFLA_AF_SPEC (IPv6 cache info, counters) changes by itself
+    return _devconf(confs.get(socket.AF_INET, b""), confs.get(socket.AF_INET6, b""))
+
+
+@functools.lru_cache(maxsize=_VALUE_CACHE)
+def _devconf(conf4: bytes, conf6: bytes) -> tuple[tuple[str, int], ...]:
     out = []
-    for key, (family, attr, index) in _DEVCONF.items():
-        conf = confs.get(family, {}).get(attr, b"")
+    for key, (family, _, index) in _DEVCONF.items():
+        conf = conf4 if family == socket.AF_INET else conf6
         if len(conf) >= 4 * (index + 1):
             out.append((key, int(struct.unpack_from("i", conf, 4 * index)[0])))
     return tuple(out)
@@ -453,11 +480,98 @@ def _route_of(family: int, dst_len: int, table: int, scope: int, rtype: str, rfl
     )
 
 
+@functools.lru_cache(maxsize=_VALUE_CACHE)
 def _network(family: int, packed: bytes, prefixlen: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     # From the packed bytes: building it from a "addr/len" string costs several times more.
     if family == socket.AF_INET:
         return ipaddress.IPv4Network((packed[:4], prefixlen), strict=False)
     return ipaddress.IPv6Network((packed[:16], prefixlen), strict=False)
+
+
+def _address_of(netns: str | None, data: bytes) -> ObservedAddress | None:
+    """One RTM_NEWADDR; None for one ipvland has no use for."""
+    family, prefixlen, _, _, index = struct.unpack_from("BBBBI", data, 16)
+    if family not in _AF:
+        return None
+    a = _attrs(data, 24, len(data))
+    value = a.get(_IFA_LOCAL) or a.get(_IFA_ADDRESS)
+    if value is None:
+        return None
+    iface = _interface(family, value, prefixlen)
+    flags = _u32(a[_IFA_FLAGS]) if _IFA_FLAGS in a else data[18]
+    # ifa_cacheinfo: preferred, valid (seconds left; INFINITY_LIFE_TIME for a static one), ...
+    valid = _u32(a[_IFA_CACHEINFO][4:8]) if len(a.get(_IFA_CACHEINFO, b"")) >= 8 else None
+    peer = None
+    if _IFA_LOCAL in a and _IFA_ADDRESS in a and a[_IFA_LOCAL] != a[_IFA_ADDRESS]:
+        peer = _ip(family, a[_IFA_ADDRESS])
+    preferred = _u32(a[_IFA_CACHEINFO][:4]) if len(a.get(_IFA_CACHEINFO, b"")) >= 8 else None
+    options = AddressOptions(
+        nodad=bool(flags & normalize.IFA_F_NODAD), noprefixroute=bool(flags & normalize.IFA_F_NOPREFIXROUTE),
+        home=bool(flags & normalize.IFA_F_HOMEADDRESS),
+        deprecated=bool(flags & normalize.IFA_F_DEPRECATED) or preferred == 0, peer=peer)
+    return ObservedAddress(
+        netns=netns, ifindex=index, address=iface,
+        dynamic=valid is not None and valid != normalize.INFINITY_LIFE_TIME,
+        dad_failed=bool(flags & _IFA_F_DADFAILED), options=PLAIN if options == PLAIN else options,
+        # a failed DAD leaves the tentative bit set too: that one is dad_failed, not settling
+        tentative=bool(flags & _IFA_F_TENTATIVE) and not flags & _IFA_F_DADFAILED)
+
+
+def _observed_route(netns: str | None, data: bytes, ours_only: bool, tables: frozenset[int] | None,
+                    names: dict[int, str]) -> ObservedRoute | None:
+    """One RTM_NEWROUTE of Kernel.routes (`ours_only`: from its dump of ipvland's protocol); None
+    for one ipvland has no use for."""
+    family, dst_len, _, _, table, proto, scope, rtype, rflags = struct.unpack_from("BBBBBBBBI", data, 16)
+    if family not in _AF or rtype not in _ROUTE_TYPE_NAMES or table == _LOCAL_TABLE:
+        return None  # the local table (the kernel's own, most of a namespace's routes) is in the header
+    if ours_only and proto != RT_PROTO:
+        return None  # a kernel that ignored the filter
+    a = _attrs(data, 28, len(data))
+    if _RTA_TABLE in a:
+        table = _u32(a[_RTA_TABLE])
+    if table == _LOCAL_TABLE:
+        return None
+    if tables is not None and (table in tables) == ours_only:
+        return None  # another table (a kernel that ignored the filter), or already in its table's dump
+    found = _route_of(family, dst_len, table, scope, _ROUTE_TYPE_NAMES[rtype], rflags, a, names)
+    if found is None:
+        return None
+    ifindex, route = found
+    return ObservedRoute(netns=netns, ifindex=ifindex, route=route, protocol=proto)
+
+
+class _Decoded(Generic[T]):
+    """What the last dump of one kind in one namespace decoded, by message: the same message (without
+    its netlink header, whose sequence number changes at every dump) is not decoded again. Decoding
+    was most of a no-op reconcile at N=1000 (README, Performance): now a resync of namespaces whose
+    objects did not change costs the dumps. Sound because each decoder is a pure function of the
+    message, of its `salt` (which dump it came from) and of `context` (what else it reads, such as
+    the namespace's ifindex-to-name map): another context forgets everything. Only the last dump's
+    messages are kept, and a namespace's memo goes with its socket (a re-created namespace starts
+    afresh)."""
+
+    __slots__ = ("context", "memo")
+
+    def __init__(self) -> None:
+        self.context: object = _NO_CONTEXT
+        self.memo: dict[tuple[object, bytes], T | None] = {}
+
+    def decode(self, context: object, messages: Iterable[tuple[object, bytes]],
+               fn: Callable[[object, bytes], T | None]) -> list[T]:
+        old = self.memo if context == self.context else {}
+        new: dict[tuple[object, bytes], T | None] = {}
+        out = []
+        for salt, data in messages:
+            key = (salt, data[16:])
+            got = old[key] if key in old else fn(salt, data)
+            new[key] = got
+            if got is not None:
+                out.append(got)
+        self.context, self.memo = context, new  # only once the dump is whole: a failed one keeps the old
+        return out
+
+
+_NO_CONTEXT = object()
 
 
 _NLMSG_NOOP = 1
@@ -494,6 +608,7 @@ class _Channel:
         # life of the two namespaces, so asked once per socket, not once per dump
         self.home_nsid: int | None = None
         self.home_nsid_known = False
+        self.decoded: dict[str, _Decoded[object]] = {}  # by kind: Kernel._decoded
 
     def close(self) -> None:
         self.sock.close()
@@ -720,6 +835,14 @@ class Kernel:
         self._channels[netns] = (identity, channel)
         return channel
 
+    def _decoded(self, netns: str | None, kind: str) -> _Decoded[Any]:
+        """The memo of a kind's decoded messages in a namespace; it lives with the namespace's socket
+        (none yet: a memo for this once). The socket is not checked here (the dump does that, and
+        says why it fails): a decoder's result depends on the namespace's name, never on which
+        namespace of that name sent the message."""
+        cached = self._channels.get(netns)
+        return _Decoded() if cached is None else cached[1].decoded.setdefault(kind, _Decoded())
+
     def _dump(self, netns: str | None, op: str, msg_type: int, body: bytes) -> list[bytes]:
         self.dumps[netns] += 1
         try:
@@ -825,42 +948,16 @@ class Kernel:
         return self._root_names.get(index)
 
     def addresses(self, netns: str | None) -> list[ObservedAddress]:
-        out = []
-        for data in self._dump(netns, "list addresses", _RTM_GETADDR, struct.pack("BBBBI", 0, 0, 0, 0, 0)):
-            family, prefixlen, _, _, index = struct.unpack_from("BBBBI", data, 16)
-            if family not in _AF:
-                continue
-            a = _attrs(data, 24, len(data))
-            value = a.get(_IFA_LOCAL) or a.get(_IFA_ADDRESS)
-            if value is None:
-                continue
-            iface: IPInterface = (ipaddress.IPv4Interface((value[:4], prefixlen)) if family == socket.AF_INET
-                                  else ipaddress.IPv6Interface((value[:16], prefixlen)))
-            flags = _u32(a[_IFA_FLAGS]) if _IFA_FLAGS in a else data[18]
-            # ifa_cacheinfo: preferred, valid (seconds left; INFINITY_LIFE_TIME for a static one), ...
-            valid = _u32(a[_IFA_CACHEINFO][4:8]) if len(a.get(_IFA_CACHEINFO, b"")) >= 8 else None
-            peer = None
-            if _IFA_LOCAL in a and _IFA_ADDRESS in a and a[_IFA_LOCAL] != a[_IFA_ADDRESS]:
-                peer = _ip(family, a[_IFA_ADDRESS])
-            preferred = _u32(a[_IFA_CACHEINFO][:4]) if len(a.get(_IFA_CACHEINFO, b"")) >= 8 else None
-            options = AddressOptions(
-                nodad=bool(flags & normalize.IFA_F_NODAD), noprefixroute=bool(flags & normalize.IFA_F_NOPREFIXROUTE),
-                home=bool(flags & normalize.IFA_F_HOMEADDRESS),
-                deprecated=bool(flags & normalize.IFA_F_DEPRECATED) or preferred == 0, peer=peer)
-            out.append(ObservedAddress(
-                netns=netns, ifindex=index, address=iface,
-                dynamic=valid is not None and valid != normalize.INFINITY_LIFE_TIME,
-                dad_failed=bool(flags & _IFA_F_DADFAILED), options=PLAIN if options == PLAIN else options,
-                # a failed DAD leaves the tentative bit set too: that one is dad_failed, not settling
-                tentative=bool(flags & _IFA_F_TENTATIVE) and not flags & _IFA_F_DADFAILED))
-        return out
+        messages = self._dump(netns, "list addresses", _RTM_GETADDR, struct.pack("BBBBI", 0, 0, 0, 0, 0))
+        return self._decoded(netns, "addresses").decode(None, ((None, d) for d in messages),
+                                                         lambda _, data: _address_of(netns, data))
 
-    def _route_dumps(self, netns: str | None, tables: frozenset[int] | None) -> Iterator[tuple[bytes, bool]]:
+    def _route_dumps(self, netns: str | None, tables: frozenset[int] | None) -> Iterator[tuple[bool, bytes]]:
         """The route dumps: everything, or (tables given) each of these tables whatever its routes'
-        protocol, then ipvland's protocol in every table. Yields (message, from the protocol dump)."""
+        protocol, then ipvland's protocol in every table. Yields (from the protocol dump, message)."""
         if tables is None:
             for data in self._dump(netns, "list routes", _RTM_GETROUTE, struct.pack("BBBBBBBBI", *[0] * 9)):
-                yield data, False
+                yield False, data
             return
         channel = self._channel(netns)
         with channel.strict():
@@ -868,40 +965,28 @@ class Kernel:
                 body = struct.pack("BBBBBBBBI", 0, 0, 0, 0, table if table < 256 else 252, 0, 0, 0, 0)
                 body += _u32_nla(_RTA_TABLE, table)
                 for data in self._dump(netns, "list routes", _RTM_GETROUTE, body):
-                    yield data, False
+                    yield False, data
             for data in self._dump(netns, "list routes", _RTM_GETROUTE,
                                    struct.pack("BBBBBBBBI", 0, 0, 0, 0, 0, RT_PROTO, 0, 0, 0)):
-                yield data, True
+                yield True, data
 
     def routes(self, netns: str | None, tables: frozenset[int] | None = None) -> list[ObservedRoute]:
         """The namespace's unicast routes through one device. With `tables`: only the routes of those
         tables, and ipvland's own (RT_PROTO) wherever they are, filtered by the kernel: a host with
         100,000 routes of other tools in other tables costs what its few relevant ones cost."""
+        names = {index: name for name, index in self._index.get(netns, {}).items()}  # a nexthop's device
+        decoded = self._decoded(netns, "routes").decode(
+            (tables, names), self._route_dumps(netns, tables),
+            lambda ours_only, data: _observed_route(netns, data, bool(ours_only), tables, names))
         out = []
-        names = {index: name for name, index in self._index.get(netns, {}).items()}
         seen: set[tuple[object, ...]] = set()  # an IPv6 multipath route may come once per sibling
-        for data, ours_only in self._route_dumps(netns, tables):
-            family, dst_len, _, _, table, proto, scope, rtype, rflags = struct.unpack_from("BBBBBBBBI", data, 16)
-            if family not in _AF or rtype not in _ROUTE_TYPE_NAMES:
-                continue
-            if ours_only and proto != RT_PROTO:
-                continue  # a kernel that ignored the filter
-            a = _attrs(data, 28, len(data))
-            if _RTA_TABLE in a:
-                table = _u32(a[_RTA_TABLE])
-            if table == _LOCAL_TABLE:
-                continue
-            if tables is not None and (table in tables) == ours_only:
-                continue  # another table (a kernel that ignored the filter), or already in its table's dump
-            found = _route_of(family, dst_len, table, scope, _ROUTE_TYPE_NAMES[rtype], rflags, a, names)
-            if found is None:
-                continue
-            ifindex, route = found
+        for observed in decoded:
+            route = observed.route
             if route.nexthops:
                 if (route.key, route.attrs) in seen:
                     continue
                 seen.add((route.key, route.attrs))
-            out.append(ObservedRoute(netns=netns, ifindex=ifindex, route=route, protocol=proto))
+            out.append(observed)
         return out
 
     def neighbors(self, netns: str | None) -> list[ObservedNeighbor]:

@@ -5,6 +5,7 @@ Everything here is plain data: frozen dataclasses, enums and ipaddress values. N
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
@@ -105,11 +106,11 @@ class Route:
     def family(self) -> int:
         return self.to.version
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[int, IPNetwork, int, int]:
         """What identifies a route in the kernel: family, destination, table, metric, as the kernel
         stores them (normalize: no metric is 0 for IPv4 and 1024 for IPv6; IPv6 metric 0 is 1024).
-        """
+        Kept once computed, as attrs."""
         return (self.to.version, self.to, normalize.route_table(self.table),
                 normalize.route_metric(self.to.version, self.metric))
 
@@ -126,9 +127,10 @@ class Route:
             return self.scope  # observed: a scope the spec cannot say (site, say)
         return normalize.route_scope(self.to.version, self.type, label, gateway)
 
-    @property
+    @functools.cached_property
     def attrs(self) -> tuple[object, ...]:
-        """What a route with the same key may differ in, changed in place (NLM_F_REPLACE)."""
+        """What a route with the same key may differ in, changed in place (NLM_F_REPLACE). Kept once
+        computed (the planner compares it for every route at every reconcile; the route is frozen)."""
         hops = tuple(sorted(self.nexthops, key=lambda n: (n.dev or "", str(n.via), n.weight)))
         return (self.via, self.src, self.type, self.onlink, self.effective_scope, self.mtu, hops)
 
