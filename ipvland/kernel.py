@@ -546,9 +546,9 @@ class _Decoded(Generic[T]):
     was most of a no-op reconcile at N=1000 (README, Performance): now a resync of namespaces whose
     objects did not change costs the dumps. Sound because each decoder is a pure function of the
     message, of its `salt` (which dump it came from) and of `context` (what else it reads, such as
-    the namespace's ifindex-to-name map): another context forgets everything. Only the last dump's
-    messages are kept, and a namespace's memo goes with its socket (a re-created namespace starts
-    afresh)."""
+    the tables asked for): another context forgets everything; a result that reads more than that is
+    not kept (`keep`). Only the last dump's messages are kept, up to _MEMO_LIMIT, and a namespace's
+    memo goes with its socket (a re-created namespace starts afresh)."""
 
     __slots__ = ("context", "memo")
 
@@ -557,21 +557,29 @@ class _Decoded(Generic[T]):
         self.memo: dict[tuple[object, bytes], T | None] = {}
 
     def decode(self, context: object, messages: Iterable[tuple[object, bytes]],
-               fn: Callable[[object, bytes], T | None]) -> list[T]:
+               fn: Callable[[object, bytes], T | None], keep: Callable[[T], bool] = lambda _: True) -> list[T]:
+        """fn(salt, message) for each message not seen in the last dump; `keep` says which results
+        may be kept (the others depend on more than the message and the context)."""
         old = self.memo if context == self.context else {}
         new: dict[tuple[object, bytes], T | None] = {}
         out = []
         for salt, data in messages:
             key = (salt, data[16:])
             got = old[key] if key in old else fn(salt, data)
-            new[key] = got
+            if got is None or keep(got):
+                new[key] = got
             if got is not None:
                 out.append(got)
-        self.context, self.memo = context, new  # only once the dump is whole: a failed one keeps the old
+        # Only once the dump is whole: a failed one keeps the old memo. A dump too big to keep (a
+        # router's full table in `main`) is decoded every time, as before, rather than held.
+        self.context, self.memo = context, new if len(new) <= _MEMO_LIMIT else {}
         return out
 
 
 _NO_CONTEXT = object()
+# Messages of one dump kept decoded, at most (per namespace and kind): about 1.5 KiB each with the
+# decoded route, so a namespace holds at most ~15 MiB; a namespace of ipvland's devices has tens.
+_MEMO_LIMIT = 10_000
 
 
 _NLMSG_NOOP = 1
@@ -835,13 +843,15 @@ class Kernel:
         self._channels[netns] = (identity, channel)
         return channel
 
-    def _decoded(self, netns: str | None, kind: str) -> _Decoded[Any]:
-        """The memo of a kind's decoded messages in a namespace; it lives with the namespace's socket
-        (none yet: a memo for this once). The socket is not checked here (the dump does that, and
-        says why it fails): a decoder's result depends on the namespace's name, never on which
-        namespace of that name sent the message."""
-        cached = self._channels.get(netns)
-        return _Decoded() if cached is None else cached[1].decoded.setdefault(kind, _Decoded())
+    def _decoded(self, netns: str | None, kind: str, op: str) -> _Decoded[Any]:
+        """The memo of a kind's decoded messages in a namespace; it lives with the namespace's socket,
+        so a namespace re-created under the same name starts afresh (taken before the dump: the
+        socket is opened or re-opened here)."""
+        try:
+            channel = self._channel(netns)
+        except OSError as e:
+            raise _kernel_error(f"{op}{_where(netns)}", e) from None
+        return channel.decoded.setdefault(kind, _Decoded())
 
     def _dump(self, netns: str | None, op: str, msg_type: int, body: bytes) -> list[bytes]:
         self.dumps[netns] += 1
@@ -948,9 +958,9 @@ class Kernel:
         return self._root_names.get(index)
 
     def addresses(self, netns: str | None) -> list[ObservedAddress]:
+        memo = self._decoded(netns, "addresses", "list addresses")
         messages = self._dump(netns, "list addresses", _RTM_GETADDR, struct.pack("BBBBI", 0, 0, 0, 0, 0))
-        return self._decoded(netns, "addresses").decode(None, ((None, d) for d in messages),
-                                                         lambda _, data: _address_of(netns, data))
+        return memo.decode(None, ((None, d) for d in messages), lambda _, data: _address_of(netns, data))
 
     def _route_dumps(self, netns: str | None, tables: frozenset[int] | None) -> Iterator[tuple[bool, bytes]]:
         """The route dumps: everything, or (tables given) each of these tables whatever its routes'
@@ -975,9 +985,12 @@ class Kernel:
         tables, and ipvland's own (RT_PROTO) wherever they are, filtered by the kernel: a host with
         100,000 routes of other tools in other tables costs what its few relevant ones cost."""
         names = {index: name for name, index in self._index.get(netns, {}).items()}  # a nexthop's device
-        decoded = self._decoded(netns, "routes").decode(
-            (tables, names), self._route_dumps(netns, tables),
-            lambda ours_only, data: _observed_route(netns, data, bool(ours_only), tables, names))
+        # A multipath route names its nexthops' devices from `names`: never kept, decoded each time
+        # (rare), so that a link added or renamed anywhere does not make every other route a miss.
+        decoded = self._decoded(netns, "routes", "list routes").decode(
+            tables, self._route_dumps(netns, tables),
+            lambda ours_only, data: _observed_route(netns, data, bool(ours_only), tables, names),
+            keep=lambda observed: not observed.route.nexthops)
         out = []
         seen: set[tuple[object, ...]] = set()  # an IPv6 multipath route may come once per sibling
         for observed in decoded:

@@ -63,3 +63,25 @@ def test_a_dump_that_fails_half_way_leaves_the_memo_as_it_was() -> None:
     with pytest.raises(OSError):
         memo.decode(None, failing(), fn)
     assert list(memo.memo) == [(0, b"a")]
+
+
+def test_a_result_that_reads_more_than_the_message_is_decoded_every_time() -> None:
+    memo: _Decoded[str] = _Decoded()
+    fn = Counting()
+    for seq in (1, 2):
+        assert memo.decode(None, [(0, message(seq, b"multi")), (0, message(seq, b"one"))], fn,
+                           keep=lambda got: "multi" not in got) == ["0:multi", "0:one"]
+    assert fn.calls == [b"multi", b"one", b"multi"]
+
+
+def test_a_dump_too_big_to_keep_is_decoded_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipvland import kernel
+
+    monkeypatch.setattr(kernel, "_MEMO_LIMIT", 2)
+    memo: _Decoded[str] = _Decoded()
+    fn = Counting()
+    big = [(0, message(1, bytes([65 + i]))) for i in range(3)]
+    memo.decode(None, big, fn)
+    assert memo.memo == {}
+    memo.decode(None, big, fn)
+    assert len(fn.calls) == 6
