@@ -124,6 +124,7 @@ class Daemon:
         self.state_dir = state_dir
         self.interval = interval
         self._load_fn = load_fn
+        self._loader: Any = None  # spec.Loader, made at the first read
         self._reconcile_fn = reconcile_fn
         self._kernel_factory = kernel_factory
         self._namespaces_fn = namespaces_fn
@@ -373,7 +374,11 @@ class Daemon:
         """The config as it is on disk: a Spec, or its errors."""
         from ipvland import spec as spec_mod
 
-        load_fn = self._load_fn or spec_mod.load
+        if self._load_fn is not None:
+            load_fn = self._load_fn
+        else:  # one per daemon: unchanged files are not parsed and checked again at every resync
+            self._loader = self._loader or spec_mod.Loader()
+            load_fn = self._loader
         host = spec_mod.default_host()
         if host != self._host:  # the hostname can change under a running daemon (DHCP, hostnamectl)
             if self._host is not None:

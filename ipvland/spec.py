@@ -164,16 +164,31 @@ def dropin_paths(path: str | os.PathLike[str]) -> list[Path]:
 def load(path: str | os.PathLike[str], host: str | None = None) -> Spec:
     """Read the main file and its drop-ins, validate everything, return the Spec merged for `host`
     (default: `default_host()`): the drop-ins whose `hosts:` do not match it are checked, not merged."""
-    main = str(path)
-    try:
-        return load_tree(path).spec(default_host() if host is None else host)
-    except SpecError:
-        raise
-    except RecursionError:
-        raise SpecError([ConfigError(main, 0, 0, "", "configuration is nested too deeply")]) from None
-    except Exception as e:  # the daemon must never crash on a config
-        raise SpecError([ConfigError(main, 0, 0, "", f"internal error while loading: "
-                                                     f"{type(e).__name__}: {excerpt(str(e), 200)}")]) from None
+    return Loader()(path, host)
+
+
+class Loader:
+    """`load` for a caller that reads the same files again and again (the daemon, at every resync and
+    reload): when every file is byte for byte what the last good load read, the files are not parsed
+    and checked again (the schema check of a 1000-device file was most of a resync's CPU under
+    emulation, README "Performance"). The files are still listed, stat'ed and read each time."""
+
+    def __init__(self) -> None:
+        self.last: Tree | None = None  # the last tree without errors
+
+    def __call__(self, path: str | os.PathLike[str], host: str | None = None) -> Spec:
+        main = str(path)
+        try:
+            tree = load_tree(path, reuse=self.last)
+            self.last = None if tree.errors.strong or tree.errors.weak else tree
+            return tree.spec(default_host() if host is None else host)
+        except SpecError:
+            raise
+        except RecursionError:
+            raise SpecError([ConfigError(main, 0, 0, "", "configuration is nested too deeply")]) from None
+        except Exception as e:  # the daemon must never crash on a config
+            raise SpecError([ConfigError(main, 0, 0, "", f"internal error while loading: "
+                                                         f"{type(e).__name__}: {excerpt(str(e), 200)}")]) from None
 
 
 # ---------------------------------------------------------------- JSON Schema
@@ -1627,6 +1642,7 @@ class Tree:
     main: str
     parts: list[_Part]
     errors: _Errors  # the files' own errors: the same for every host
+    read: tuple[tuple[str, str], ...] = ()  # (file, sha256) of every file read, in order (load_tree's reuse)
     _memo: dict[tuple[int, ...], tuple[Spec | None, _Errors]] = field(default_factory=dict, repr=False)
     _cache: _Cache = field(default_factory=lambda: _Cache(), repr=False)
 
@@ -1682,27 +1698,33 @@ class Tree:
         return _render([p.doc for p in (self.parts[i] for i in self.selected(host)) if p.doc is not None])
 
 
-def load_tree(path: str | os.PathLike[str]) -> Tree:
+def load_tree(path: str | os.PathLike[str], reuse: Tree | None = None) -> Tree:
     """Read and check the main file and every drop-in once, whatever their `hosts:`; never raises for a
-    bad config (the errors are in the Tree)."""
+    bad config (the errors are in the Tree). `reuse`: a tree without errors, returned as it is when
+    the same files were read again, each with the same bytes, without an error (the rest of a load
+    is a function of those bytes alone)."""
     main = Path(path)
     errors = _Errors()
-    parts: list[_Part] = []
+    texts: list[tuple[int, str, str, str]] = []  # (its place among the files, file, text, sha256)
     for i, (p, file) in enumerate(_iter_files(main, errors)):
         text = _read(p, file, errors)
-        if text is None:
-            continue
+        if text is not None:
+            texts.append((i, file, text, hashlib.sha256(text.encode("utf-8")).hexdigest()))
+    if (reuse is not None and not (errors.strong or errors.weak or reuse.errors.strong or reuse.errors.weak)
+            and tuple((file, digest) for _, file, _, digest in texts) == reuse.read):
+        return reuse
+    parts: list[_Part] = []
+    for i, file, text, digest in texts:
         try:
             doc = _parse(file, text, errors)
             if doc is None:
                 continue
             _schema_errors(doc, errors)
             parts.append(_Part(file, doc, _extract(doc, errors, main=(i == 0)),
-                               _selection(doc, errors, main=(i == 0)),
-                               hashlib.sha256(text.encode("utf-8")).hexdigest()))
+                               _selection(doc, errors, main=(i == 0)), digest))
         except RecursionError:
             errors.file(file, "configuration is nested too deeply")
-    return Tree(str(main), parts, errors)
+    return Tree(str(main), parts, errors, tuple((file, digest) for _, file, _, digest in texts))
 
 
 def _render(docs: list[_Doc]) -> tuple[dict[str, Any], dict[PathT, Loc]]:
