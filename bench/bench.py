@@ -476,7 +476,7 @@ def steady_workload(config: Path, work: Path, seconds: float, startup_timeout: f
 
 def resync_profile(n: int, layout: str, repeats: int = 3, steady: float = 0.0) -> dict[str, Any]:
     """What one resync of the daemon costs (issue 13, steady_cpu_percent_default): the lab built by
-    ipvland, then the daemon's own reconcile_now + status write in this process (its netlink monitor
+    ipvland, then the daemon's own config read, reconcile_now and status write in this process (its netlink monitor
     running, as in `ipvland run`), the CPU of `repeats` resyncs (process-wide: the monitor thread
     counts), then one more under pyinstrument. With `steady`: then workload 6 on the same lab (a real
     `ipvland run` at the default interval), without the rest of the bench."""
@@ -506,6 +506,7 @@ def resync_profile(n: int, layout: str, repeats: int = 3, steady: float = 0.0) -
         assert spec is not None
         for _ in range(repeats):
             c0, w0 = time.process_time(), time.perf_counter()
+            d.load()  # a resync reads the config files again (daemon._cycle: a resync job reloads)
             d.reconcile_now(["resync"])
             d.write_status()
             cpu.append(round(time.process_time() - c0, 3))
@@ -520,6 +521,7 @@ def resync_profile(n: int, layout: str, repeats: int = 3, steady: float = 0.0) -
             collections.append([g["collections"] for g in gc.get_stats()])
 
         def one() -> None:
+            d.load()
             d.reconcile_now(["resync"])
             d.write_status()
 
