@@ -50,3 +50,17 @@ def test_bench_runs_at_size_10(tmp_path: Path) -> None:
     assert per_ns["noop_writes"] == 0 and per_ns["one_drift_writes"] == 1
     assert per_ns["repair_timeouts"] == 0 and len(per_ns["repair_ms"]) == 4
     assert data["fds_per_ns"] > 10  # a socket per namespace at least
+
+
+def test_the_resync_profile_runs_at_size_10(tmp_path: Path) -> None:
+    """`bench/run --profile-resync N` (issue 13): the daemon's resync in process, then workload 6."""
+    out = tmp_path / "resync.json"
+    r = subprocess.run(
+        [str(REPO / "bench" / "run"), "--profile-resync", "10", "--layout", "tens", "--noop-runs", "2",
+         "--steady-seconds", "2", "--json", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-5000:]}"
+    data = json.loads(out.read_text())
+    assert data["n"] == 10 and len(data["resync_cpu_s"]) == 2 and all(c > 0 for c in data["resync_cpu_s"])
+    assert 0 <= data["steady_cpu_percent_default"] <= 200 and data["steady_window_s"] >= 2.0
+    assert "daemon resync N=10" in out.with_suffix(".profile.txt").read_text()
