@@ -23,7 +23,7 @@ then applies no change and sends no write for three resync intervals.
 Budget, seed, replay (environment; tests/vm passes IPVLAND_CAMPAIGN_* into the VM):
   IPVLAND_CAMPAIGN_SEED=N        replay a seed (default: a random one, printed at the start)
   IPVLAND_CAMPAIGN_ROUNDS=N      run exactly N apply rounds instead of the time budget
-  IPVLAND_CAMPAIGN_BUDGET=S      seconds of apply rounds (default 50)
+  IPVLAND_CAMPAIGN_BUDGET=S      seconds of apply rounds (default 50; at least 3 rounds whatever it is)
   IPVLAND_CAMPAIGN_DAEMON_ROUNDS=N  daemon rounds (default 3)
   IPVLAND_CAMPAIGN_DISABLE=a,b   leave classes of specs or drift out (tests/campaign.py `Switches`; all
                                  on by default): v6_metric0  primary_drop  tmp_leftovers  parent_rename
@@ -89,6 +89,7 @@ from tests.campaign import (
 
 REPO = Path(__file__).resolve().parents[2]
 BUDGET = float(os.environ.get("IPVLAND_CAMPAIGN_BUDGET", "50"))
+MIN_APPLY_ROUNDS = 3  # apply rounds run even past the budget
 ROUNDS = int(os.environ["IPVLAND_CAMPAIGN_ROUNDS"]) if os.environ.get("IPVLAND_CAMPAIGN_ROUNDS") else None
 DAEMON_ROUNDS = int(os.environ.get("IPVLAND_CAMPAIGN_DAEMON_ROUNDS", "3"))
 SEED = int(os.environ.get("IPVLAND_CAMPAIGN_SEED") or random.SystemRandom().randrange(1 << 32))
@@ -168,7 +169,9 @@ def test_campaign_apply(lab: None, tmp_path: Path, capsys: pytest.CaptureFixture
     t0 = time.monotonic()
     number = 0
     failures: list[RoundFailed] = []
-    while (time.monotonic() - t0 < BUDGET) if ROUNDS is None else (number < ROUNDS):
+    # At least MIN_APPLY_ROUNDS whatever the budget: on a slow machine (CI's, emulated, seed
+    # 4202707300 with seven switches on) two rounds took the whole 50 s budget and the run proved little.
+    while (number < MIN_APPLY_ROUNDS or time.monotonic() - t0 < BUDGET) if ROUNDS is None else (number < ROUNDS):
         new = gen.edit(doc) if doc["parents"] else gen.spec()
         r = Round("test_campaign_apply", number, doc, new)
         number += 1
@@ -182,7 +185,6 @@ def test_campaign_apply(lab: None, tmp_path: Path, capsys: pytest.CaptureFixture
             make_lab()
             doc = {"version": 1, "parents": {}}
     elapsed = time.monotonic() - t0
-    assert number >= 3, f"only {number} round(s) in the budget: the campaign proved little"
     say(capsys, f"apply: seed {SEED}: {number} rounds in {elapsed:.0f}s ({spent['ipvland']:.0f}s in ipvland); "
                 f"converged after 1 call: {calls[1]}, after 2: {calls[2]}, failed: {len(failures)}; "
                 f"drift and foreign actions: {dict(sorted(drifts.items()))}; "
