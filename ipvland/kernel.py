@@ -149,18 +149,17 @@ def create_namespace(name: str) -> None:
         if host is None:
             mount_new_namespace(name)
             return
-        # setns() into a mount namespace is refused to a multi-threaded process: a short-lived child does
-        # it (nsenter). It imports ipvland.netns alone (the standard library, no pyroute2): it starts fast.
-        code = ("import sys\nfrom ipvland.netns import mount_new_namespace\ntry:\n"
-                f"    mount_new_namespace({name!r})\nexcept OSError as e:\n"
+        # setns() into a mount namespace is refused to a multi-threaded process: a short-lived child of
+        # our own Python does it. It imports ipvland.netns alone (the standard library, no pyroute2) and
+        # only then enters the host's mount namespace, where our Python need not exist (a container).
+        code = ("import sys\nfrom ipvland.netns import create_in_mount_namespace\ntry:\n"
+                "    create_in_mount_namespace(sys.argv[1], sys.argv[2])\nexcept OSError as e:\n"
                 "    sys.exit(f'{e.errno} {e.strerror}')")
-        # -I: the child's cwd is the host's /, which must not be on its sys.path.
-        done = subprocess.run(["nsenter", f"--mount={host}", "--", sys.executable, "-I", "-c", code],
+        # -I: the child's sys.path is the installation's, never the cwd's or $PYTHONPATH's.
+        done = subprocess.run([sys.executable, "-I", "-c", code, host, name],
                               capture_output=True, text=True, check=False, timeout=30)
-    except FileNotFoundError:
-        raise KernelError(f"create netns {name}", errnos.ENOENT, "nsenter (util-linux) is not installed") from None
     except subprocess.TimeoutExpired:
-        raise KernelError(f"create netns {name}", errnos.ETIMEDOUT, "the nsenter child hung for 30 s") from None
+        raise KernelError(f"create netns {name}", errnos.ETIMEDOUT, "the child that mounts it hung for 30 s") from None
     except OSError as e:
         raise KernelError(f"create netns {name}", e.errno or errnos.EPERM, e.strerror or str(e)) from None
     if done.returncode != 0:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_SHARED = 1 << 20
@@ -58,6 +59,30 @@ def entered(name: str | None) -> Iterator[None]:
             setns(home)
     finally:
         os.close(home)
+
+
+def enter_mount_namespace(path: str) -> None:
+    """Move this (single-threaded) process into the mount namespace at `path`, e.g. /proc/1/ns/mnt.
+
+    The kernel refuses setns(CLONE_NEWNS) to a multi-threaded process, and moves the caller's root and
+    working directory to the namespace's root: after this, paths are the host's.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        setns(fd, CLONE_NEWNS)
+    finally:
+        os.close(fd)
+    os.chdir("/")
+
+
+def create_in_mount_namespace(host: str, name: str) -> None:
+    """The child of kernel.create_namespace: enter `host`, then mount_new_namespace(name) there.
+
+    Python and this module are loaded BEFORE entering, from the caller's own file system: in a
+    container (a DaemonSet pod) the host has neither the image's Python nor ipvland.
+    """
+    enter_mount_namespace(host)
+    mount_new_namespace(name)
 
 
 def is_namespace(path: str) -> bool:

@@ -31,6 +31,29 @@ def test_namespace_made_in_a_sandbox_is_a_mount_the_host_sees() -> None:
         delete_namespace("sbx0")
 
 
+def test_a_sandbox_whose_python_the_host_lacks_still_makes_the_namespace(tmp_path: Path) -> None:
+    """Issue 14: in a pod, the node has neither the image's Python nor ipvland. The child used to run
+    `nsenter --mount=/proc/1/ns/mnt PYTHON -c ...`, which looked for PYTHON in the host's file system
+    and failed (ENOENT). Here the sandbox reaches its interpreter only through a bind mount of its own:
+    the path is an empty directory in the host's mount namespace."""
+    venv = Path(sys.prefix)
+    assert (venv / "pyvenv.cfg").exists(), "this test runs from the repository's virtualenv"
+    only_here = tmp_path / "venv"
+    only_here.mkdir()
+    code = "from ipvland.kernel import create_namespace; create_namespace('sbx3')"
+    env = {**os.environ, "IPVLAND_HOST_MOUNT_NS": f"/proc/{os.getpid()}/ns/mnt"}
+    script = f'mount --bind "{venv}" "{only_here}" && exec "{only_here}/bin/python" -c "{code}"'
+    try:
+        done = subprocess.run(["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", script],
+                              env=env, capture_output=True, text=True, check=False)
+        assert not any(only_here.iterdir()), "the sandbox's bind mount must not reach the host"
+        assert done.returncode == 0, done.stderr
+        assert "sbx3" in list_namespaces()
+        assert subprocess.run(["ip", "netns", "exec", "sbx3", "true"], check=False).returncode == 0
+    finally:
+        delete_namespace("sbx3")
+
+
 # The unit's capabilities (systemd/ipvland.service CapabilityBoundingSet=), and the same without the one
 # that opening /proc/1/ns/mnt needs.
 UNIT_CAPS = "-all,+net_admin,+sys_admin,+sys_chroot,+sys_ptrace"
