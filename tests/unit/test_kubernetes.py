@@ -4,6 +4,7 @@ change, readiness = converged, node name as identity, the systemd unit's capabil
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import subprocess
@@ -115,3 +116,39 @@ def test_the_config_in_the_kustomization_is_valid_for_every_node_it_names(tmp_pa
     r = subprocess.run([sys.executable, "-m", "ipvland", "validate", "-c", str(config), "--hosts", str(inventory)],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def _podman_run_module() -> Any:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("podman_run", ROOT / "tests" / "hostimage" / "podman_run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_container_test_runs_the_pod_the_daemonset_describes() -> None:
+    """tests/hostimage's podman run is derived from daemonset.yaml: host network and PID, the
+    capabilities and nothing else, the node name, /run/netns as HostToContainer (rslave)."""
+    podman_run = _podman_run_module()
+    docs = kustomize()
+    kustomization = yaml.safe_load((KUSTOMIZE / "kustomization.yaml").read_text())
+    pod = podman_run.podman_run(daemonset(docs), kustomization, "/cm", "node-7")
+    run = pod["run"]
+    pairs = set(itertools.pairwise(run))
+    assert {("--network", "host"), ("--pid", "host"), ("--cap-drop", "all"), ("--user", "0")} <= pairs
+    caps = {b for a, b in pairs if a == "--cap-add"}
+    container = daemonset(docs)["spec"]["template"]["spec"]["containers"][0]
+    assert caps == {c.lower() for c in container["securityContext"]["capabilities"]["add"]}
+    assert ("--env", "IPVLAND_HOST=node-7") in pairs
+    assert ("--volume", "/run/netns:/run/netns:rw,rslave") in pairs
+    assert "--read-only" in run and "localhost/ipvland:0.1.0" in run
+    assert run[run.index("localhost/ipvland:0.1.0") + 1:] == container["args"]
+
+
+def test_a_pod_field_the_container_test_cannot_run_is_refused() -> None:
+    podman_run = _podman_run_module()
+    ds = daemonset(kustomize())
+    ds["spec"]["template"]["spec"]["initContainers"] = [{"name": "x", "image": "busybox"}]
+    with pytest.raises(ValueError, match="initContainers"):
+        podman_run.podman_run(ds, {}, "/cm", "node-1")

@@ -375,8 +375,121 @@ def reboot_wait_online_succeeded() -> str:
     return f"network-online.target reached {online / 1e6:.1f} s after the kernel started"
 
 
+# ------------------------------------------------------------------------------- the DaemonSet's pod
+
+LIB = Path("/usr/local/lib/ipvland-hosttest")
+CONFIGMAPS = STATE / "configmaps"
+POD_DROPIN = """# From the ConfigMap: an l3s device in a namespace the pod creates (hostPID: the node's mount ns).
+version: 1
+parents:
+  eth1:
+    devices:
+      pod0:
+        netns: podns
+        addresses: [{addresses}]
+"""
+
+
+def _configmap(name: str, files: dict[str, str], generation: int) -> None:
+    """A ConfigMap volume as the kubelet writes it: the files in a timestamped directory, `..data` a
+    symlink to it, each file a symlink through `..data`; an update swaps `..data` with one rename()."""
+    top = CONFIGMAPS / name
+    data = top / f"..2026_11_29_00_00_0{generation}.000000000"
+    data.mkdir(parents=True)
+    for file, text in files.items():
+        (data / file).write_text(text)
+        if not (top / file).is_symlink():
+            (top / file).symlink_to(f"..data/{file}")
+    tmp = top / "..data_tmp"
+    tmp.symlink_to(data.name)
+    os.replace(tmp, top / "..data")
+
+
+def _pod_exec(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", "exec", "ipvland", *argv], capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def _network_snapshot() -> str:
+    namespaces = sorted(line.split()[0] for line in sh("ip netns list").stdout.splitlines())
+    parts = []
+    for ns in [None, *namespaces]:
+        at = f"-n {ns} " if ns else ""
+        for what in ("-d link", "addr", "route show table all", "-6 route show table all", "neigh"):
+            parts.append(sh(f"ip {at}{what}").stdout)
+    # counters and neighbor states move by themselves; what ipvland could change does not
+    return re.sub(r"(REACHABLE|STALE|DELAY|PROBE|valid_lft \S+|preferred_lft \S+)", "", "\n".join(parts))
+
+
+def container_image_runs_as_the_daemonset() -> str:
+    """Issue 14: the image of deploy/container, imported with podman, run exactly as the DaemonSet's pod
+    (tests/hostimage/podman_run.py translates deploy/kubernetes/daemonset.yaml). It takes over from the
+    systemd unit on this host (same state directory), converges, creates a named namespace the host
+    sees, picks up a ConfigMap update (the `..data` swap), and exits 0 on SIGTERM leaving the network."""
+    pod = json.loads((LIB / "podman-run.json").read_text())
+    report: list[str] = []
+
+    def step(what: str) -> None:
+        report.append(what)
+        out(f"HOSTCHECK INFO pod: {what}")
+
+    t0 = time.monotonic()
+    imported = sh(f"{LIB}/import {LIB}/ipvland-rootfs.tar", timeout=600)
+    need(imported.returncode == 0, f"podman import: {imported.stderr.strip()[-400:]}")
+    image = imported.stdout.strip()
+    step(f"imported {image} in {time.monotonic() - t0:.0f} s")
+    need(sh("systemctl stop ipvland").returncode == 0, "could not stop the unit (the pod takes over)")
+    host_config = Path("/etc/ipvland/config.yaml").read_text()
+    _configmap("ipvland-config", {"config.yaml": host_config}, 1)
+    _configmap("ipvland-dropins", {"50-pod.yaml": POD_DROPIN.format(addresses="192.0.2.20/24")}, 1)
+    started = subprocess.run(["podman", "run", "--detach", *pod["run"]], capture_output=True, text=True,
+                             timeout=300, check=False)
+    need(started.returncode == 0, f"podman run: {started.stderr.strip()[-400:]}")
+    try:
+        ready = wait_until(lambda: _pod_exec(pod["readiness"]).returncode == 0, 240, step=2)
+        if ready is None:
+            logs = sh("podman logs --tail 15 ipvland").stdout + sh("podman logs --tail 15 ipvland").stderr
+            need(False, f"the readiness probe never passed: {_pod_exec(pod['readiness']).stdout.strip()[-300:]}"
+                        f" | logs: {logs.strip()[-600:]}")
+        step(f"ready {ready:.0f} s after podman run")
+        need(_pod_exec(pod["liveness"]).returncode == 0, "the liveness probe fails")
+        need("podns" in sh("ip netns list").stdout, "the host does not see namespace podns (made by the pod)")
+        need(has_addr("podns", "pod0", "192.0.2.20/24"), "pod0 in podns has no 192.0.2.20/24")
+        need(has_addr("web", "web0", "192.0.2.10/24"), "the host config's web0 lost its address")
+        need(ping("podns", "192.0.2.1"), "podns cannot reach the peer")
+        step("podns made by the pod, seen by the host, reaches the peer")
+        _configmap("ipvland-dropins",
+                   {"50-pod.yaml": POD_DROPIN.format(addresses="192.0.2.20/24, 192.0.2.21/24")}, 2)
+        picked = wait_until(lambda: has_addr("podns", "pod0", "192.0.2.21/24"), 120, step=0.5)
+        need(picked is not None, "the ConfigMap update (..data swap) was not applied in 120 s")
+        step(f"ConfigMap swap applied in {picked:.1f} s")
+        need(wait_until(lambda: _pod_exec(pod["readiness"]).returncode == 0, 60, step=1) is not None,
+             "not ready again after the update")
+        before = _network_snapshot()
+        # SIGTERM to the daemon, as the kubelet sends it (`podman stop` was seen not to deliver it to a
+        # --pid host container here: no "SIGTERM received" logged, SIGKILL after the grace period).
+        stop_signal = sh("podman inspect --format {{.Config.StopSignal}} ipvland").stdout.strip()
+        out(f"HOSTCHECK INFO pod: the image's stop signal: {stop_signal}")
+        killed = sh("podman kill --signal TERM ipvland")
+        need(killed.returncode == 0, f"podman kill: {killed.stderr.strip()[-300:]}")
+        waited = sh(f"timeout {pod['grace']} podman wait ipvland", timeout=pod["grace"] + 30)
+        code = waited.stdout.strip()
+        if code != "0":
+            logs = sh("podman logs --timestamps --tail 12 ipvland")
+            need(False, f"the pod did not exit 0 within {pod['grace']} s of SIGTERM (wait: {code or waited.returncode})"
+                        "; its last lines: " + " | ".join((logs.stdout + logs.stderr).strip().splitlines()))
+        after = _network_snapshot()
+        need(before == after, "stopping the pod changed the network")
+        step("SIGTERM: exit 0, the network as it was")
+    finally:
+        sh("podman rm --force ipvland", timeout=120)
+        sh("systemctl start ipvland", timeout=120)
+    return "; ".join(report)
+
+
 PHASE2: tuple[Callable[[], str], ...] = (
     reboot_brings_everything_back, reboot_app_ordered_after_network_online, reboot_wait_online_succeeded,
+    container_image_runs_as_the_daemonset,
 )
 
 
@@ -401,8 +514,24 @@ def _log_tail() -> None:
         out(f"HOSTLOG {line}")
 
 
+def only_these() -> set[str]:
+    """`hostchecks=a,b` on the kernel command line (tests/hostimage/boot IMAGE LOG --only a,b): run just
+    those checks, in one boot (for working on one check; the full run never sets it)."""
+    for word in Path("/proc/cmdline").read_text().split():
+        if word.startswith("hostchecks="):
+            return set(word.partition("=")[2].split(","))
+    return set()
+
+
 def main() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
+    only = only_these()
+    if only:
+        run(tuple(c for c in (*PHASE1, *PHASE2) if c.__name__ in only))
+        out("HOSTCHECK DONE")
+        os.sync()
+        sh("systemctl poweroff")
+        return
     phase_file = STATE / "phase"
     phase = phase_file.read_text().strip() if phase_file.exists() else "1"
     uptime = float(Path("/proc/uptime").read_text().split()[0])

@@ -12,7 +12,7 @@ ip -n peer link set lo up
 ip -n peer link set eth1p up
 ip -n peer addr add 192.0.2.1/24 dev eth1p
 # L3S answers no ARP: the peer reaches the ipvlans through permanent entries for eth1's MAC
-for a in 192.0.2.10 192.0.2.11; do
+for a in 192.0.2.10 192.0.2.11 192.0.2.20 192.0.2.21; do  # .2x: the pod's (hosttest.py)
     ip -n peer neigh replace "$a" lladdr 02:00:00:00:0a:01 dev eth1p nud permanent
 done
 echo HOSTIMAGE-UP >/dev/ttyS0
