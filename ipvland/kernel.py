@@ -259,21 +259,20 @@ _IFLA_AF_SPEC = 26
 _IFLA_INET_CONF = 1  # in IFLA_AF_SPEC/AF_INET: u32 per IPV4_DEVCONF_* (1-based), dumped as an array
 _IFLA_INET6_CONF = 2  # in IFLA_AF_SPEC/AF_INET6: s32 per DEVCONF_* (0-based), dumped as an array
 _NLA_F_NESTED = 0x8000
-# Where each sysctl of normalize.SYSCTLS sits in the link dump: (family, conf attribute, array index).
+# Where each sysctl of normalize.SYSCTLS sits in the link dump: (family, index in its devconf array).
 _DEVCONF = {
-    normalize.PROMOTE_SECONDARIES: (socket.AF_INET, _IFLA_INET_CONF, 19),  # IPV4_DEVCONF_PROMOTE_SECONDARIES=20
-    "ipv6.accept_ra": (socket.AF_INET6, _IFLA_INET6_CONF, 3),  # DEVCONF_ACCEPT_RA
-    "ipv6.autoconf": (socket.AF_INET6, _IFLA_INET6_CONF, 5),  # DEVCONF_AUTOCONF
-    "ipv6.disable_ipv6": (socket.AF_INET6, _IFLA_INET6_CONF, 26),  # DEVCONF_DISABLE_IPV6
-    "ipv6.addr_gen_mode": (socket.AF_INET6, _IFLA_INET6_CONF, 47),  # DEVCONF_ADDR_GEN_MODE
-    "ipv4.forwarding": (socket.AF_INET, _IFLA_INET_CONF, 0),  # IPV4_DEVCONF_FORWARDING=1
-    "ipv4.rp_filter": (socket.AF_INET, _IFLA_INET_CONF, 7),  # IPV4_DEVCONF_RP_FILTER=8
-    "ipv4.arp_announce": (socket.AF_INET, _IFLA_INET_CONF, 17),  # IPV4_DEVCONF_ARP_ANNOUNCE=18
-    "ipv4.arp_ignore": (socket.AF_INET, _IFLA_INET_CONF, 18),  # IPV4_DEVCONF_ARP_IGNORE=19
-    normalize.KEEP_ADDR_ON_DOWN: (socket.AF_INET6, _IFLA_INET6_CONF, 42),  # DEVCONF_KEEP_ADDR_ON_DOWN
+    normalize.PROMOTE_SECONDARIES: (socket.AF_INET, 19),  # IPV4_DEVCONF_PROMOTE_SECONDARIES=20
+    "ipv6.accept_ra": (socket.AF_INET6, 3),  # DEVCONF_ACCEPT_RA
+    "ipv6.autoconf": (socket.AF_INET6, 5),  # DEVCONF_AUTOCONF
+    "ipv6.disable_ipv6": (socket.AF_INET6, 26),  # DEVCONF_DISABLE_IPV6
+    "ipv6.addr_gen_mode": (socket.AF_INET6, 47),  # DEVCONF_ADDR_GEN_MODE
+    "ipv4.forwarding": (socket.AF_INET, 0),  # IPV4_DEVCONF_FORWARDING=1
+    "ipv4.rp_filter": (socket.AF_INET, 7),  # IPV4_DEVCONF_RP_FILTER=8
+    "ipv4.arp_announce": (socket.AF_INET, 17),  # IPV4_DEVCONF_ARP_ANNOUNCE=18
+    "ipv4.arp_ignore": (socket.AF_INET, 18),  # IPV4_DEVCONF_ARP_IGNORE=19
+    normalize.KEEP_ADDR_ON_DOWN: (socket.AF_INET6, 42),  # DEVCONF_KEEP_ADDR_ON_DOWN
 }
-_DEVCONF_ATTR = {socket.AF_INET: _IFLA_INET_CONF, socket.AF_INET6: _IFLA_INET6_CONF}
-assert all(attr == _DEVCONF_ATTR[family] for family, attr, _ in _DEVCONF.values())
+_DEVCONF_ATTR = {socket.AF_INET: _IFLA_INET_CONF, socket.AF_INET6: _IFLA_INET6_CONF}  # the array, per family
 _IPV4_DEVCONF_PROMOTE_SECONDARIES = 20
 _RTEXT_FILTER_SKIP_STATS = 1 << 3
 _IFLA_INFO_KIND = 1
@@ -419,7 +418,7 @@ def _sysctls(af_spec: bytes) -> tuple[tuple[str, int], ...]:
 @functools.lru_cache(maxsize=_VALUE_CACHE)
 def _devconf(conf4: bytes, conf6: bytes) -> tuple[tuple[str, int], ...]:
     out = []
-    for key, (family, _, index) in _DEVCONF.items():
+    for key, (family, index) in _DEVCONF.items():
         conf = conf4 if family == socket.AF_INET else conf6
         if len(conf) >= 4 * (index + 1):
             out.append((key, int(struct.unpack_from("i", conf, 4 * index)[0])))
@@ -842,20 +841,22 @@ class Kernel:
         self._channels[netns] = (identity, channel)
         return channel
 
-    def _decoded(self, netns: str | None, kind: str, op: str) -> _Decoded[Any]:
-        """The memo of a kind's decoded messages in a namespace; it lives with the namespace's socket,
-        so a namespace re-created under the same name starts afresh (taken before the dump: the
-        socket is opened or re-opened here)."""
+    def _decoded(self, netns: str | None, kind: str, op: str) -> tuple[_Channel, _Decoded[Any]]:
+        """The namespace's socket and its memo of a kind's decoded messages. The memo lives with the
+        socket, so a namespace re-created under the same name starts afresh; the dumps that follow
+        use this same socket (one check of the name per read, not one per dump)."""
         try:
             channel = self._channel(netns)
         except OSError as e:
             raise _kernel_error(f"{op}{_where(netns)}", e) from None
-        return channel.decoded.setdefault(kind, _Decoded())
+        return channel, channel.decoded.setdefault(kind, _Decoded())
 
-    def _dump(self, netns: str | None, op: str, msg_type: int, body: bytes) -> list[bytes]:
+    def _dump(self, netns: str | None, op: str, msg_type: int, body: bytes,
+              channel: _Channel | None = None) -> list[bytes]:
+        """One dump in `netns`, on `channel` when the caller already holds the namespace's socket."""
         self.dumps[netns] += 1
         try:
-            return self._channel(netns).dump(msg_type, body)
+            return (channel or self._channel(netns)).dump(msg_type, body)
         except OSError as e:
             raise _kernel_error(f"{op}{_where(netns)}", e) from None
 
@@ -957,26 +958,26 @@ class Kernel:
         return self._root_names.get(index)
 
     def addresses(self, netns: str | None) -> list[ObservedAddress]:
-        memo = self._decoded(netns, "addresses", "list addresses")
-        messages = self._dump(netns, "list addresses", _RTM_GETADDR, struct.pack("BBBBI", 0, 0, 0, 0, 0))
+        channel, memo = self._decoded(netns, "addresses", "list addresses")
+        messages = self._dump(netns, "list addresses", _RTM_GETADDR, struct.pack("BBBBI", 0, 0, 0, 0, 0), channel)
         return memo.decode(None, ((None, d) for d in messages), lambda _, data: _address_of(netns, data))
 
-    def _route_dumps(self, netns: str | None, tables: frozenset[int] | None) -> Iterator[tuple[bool, bytes]]:
+    def _route_dumps(self, netns: str | None, channel: _Channel, tables: frozenset[int] | None
+                     ) -> Iterator[tuple[bool, bytes]]:
         """The route dumps: everything, or (tables given) each of these tables whatever its routes'
         protocol, then ipvland's protocol in every table. Yields (from the protocol dump, message)."""
         if tables is None:
-            for data in self._dump(netns, "list routes", _RTM_GETROUTE, struct.pack("BBBBBBBBI", *[0] * 9)):
+            for data in self._dump(netns, "list routes", _RTM_GETROUTE, struct.pack("BBBBBBBBI", *[0] * 9), channel):
                 yield False, data
             return
-        channel = self._channel(netns)
         with channel.strict():
             for table in sorted(tables):
                 body = struct.pack("BBBBBBBBI", 0, 0, 0, 0, table if table < 256 else 252, 0, 0, 0, 0)
                 body += _u32_nla(_RTA_TABLE, table)
-                for data in self._dump(netns, "list routes", _RTM_GETROUTE, body):
+                for data in self._dump(netns, "list routes", _RTM_GETROUTE, body, channel):
                     yield False, data
             for data in self._dump(netns, "list routes", _RTM_GETROUTE,
-                                   struct.pack("BBBBBBBBI", 0, 0, 0, 0, 0, RT_PROTO, 0, 0, 0)):
+                                   struct.pack("BBBBBBBBI", 0, 0, 0, 0, 0, RT_PROTO, 0, 0, 0), channel):
                 yield True, data
 
     def routes(self, netns: str | None, tables: frozenset[int] | None = None) -> list[ObservedRoute]:
@@ -986,8 +987,9 @@ class Kernel:
         names = {index: name for name, index in self._index.get(netns, {}).items()}  # a nexthop's device
         # A multipath route names its nexthops' devices from `names`: never kept, decoded each time
         # (rare), so that a link added or renamed anywhere does not make every other route a miss.
-        decoded = self._decoded(netns, "routes", "list routes").decode(
-            tables, self._route_dumps(netns, tables),
+        channel, memo = self._decoded(netns, "routes", "list routes")
+        decoded = memo.decode(
+            tables, self._route_dumps(netns, channel, tables),
             lambda ours_only, data: _observed_route(netns, data, bool(ours_only), tables, names),
             keep=lambda observed: not observed.route.nexthops)
         out = []
