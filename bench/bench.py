@@ -482,6 +482,7 @@ def resync_profile(n: int, layout: str, repeats: int = 3, steady: float = 0.0) -
     `ipvland run` at the default interval), without the rest of the bench."""
     from ipvland import marks
     from ipvland.daemon import Daemon as RealDaemon
+    from ipvland.schedule import Trigger
 
     global GROUP
     GROUP = PER_NS[layout]
@@ -494,43 +495,31 @@ def resync_profile(n: int, layout: str, repeats: int = 3, steady: float = 0.0) -
         raise RuntimeError(f"cold apply failed: {cold['failures'][:5]}")
     state = work / "state"
     d = RealDaemon(config, state_dir=state, watch_files=False, kernel_factory=lambda: marks.open_kernel(state))
-    d.state_dir.mkdir(parents=True, exist_ok=True)
-    d._start_sources()
+    measured: dict[str, Any] = {}
     try:
-        if not d.load():
-            raise RuntimeError("the config did not load")
-        d.reconcile_now(["start"])
-        d.write_status()
-        cpu, wall, noop, objects, collections = [], [], [], [], []
-        spec = d.spec
-        assert spec is not None
-        for _ in range(repeats):
-            c0, w0 = time.process_time(), time.perf_counter()
-            d.load()  # a resync reads the config files again (daemon._cycle: a resync job reloads)
-            d.reconcile_now(["resync"])
-            d.write_status()
-            cpu.append(round(time.process_time() - c0, 3))
-            wall.append(round(time.perf_counter() - w0, 3))
-            if (d.last or {}).get("changes"):
-                raise RuntimeError(f"the resync changed something: {d.last['changes'][:5]}")
-            # the same observe + plan on the daemon's kernel, outside the daemon: does a cost grow?
-            c0 = time.process_time()
-            plan(spec, observe(d.kernel, spec))
-            noop.append(round(time.process_time() - c0, 3))
-            objects.append(len(gc.get_objects()))
-            collections.append([g["collections"] for g in gc.get_stats()])
-
-        def one() -> None:
-            d.load()
-            d.reconcile_now(["resync"])
-            d.write_status()
-
-        text = profiled(f"daemon resync N={n} ({layout})", one)
-        d._stop_sources()
-        d._drop_kernel()
-        measured = steady_workload(config, work, steady, 600.0) if steady > 0 else {}
+        with d.sources():  # the daemon's own turns (daemon.run_job), its netlink monitor running
+            d.run_job(Trigger.START)
+            if d.spec is None:
+                raise RuntimeError(f"the config did not load: {(d.choice.errors or [])[:3]}")
+            cpu, wall, noop, objects, collections = [], [], [], [], []
+            spec = d.spec
+            for _ in range(repeats):
+                c0, w0 = time.process_time(), time.perf_counter()
+                d.run_job(Trigger.RESYNC)  # a resync reads the config files again, reconciles, writes status
+                cpu.append(round(time.process_time() - c0, 3))
+                wall.append(round(time.perf_counter() - w0, 3))
+                if (d.last or {}).get("changes"):
+                    raise RuntimeError(f"the resync changed something: {d.last['changes'][:5]}")
+                # the same observe + plan on the daemon's kernel, outside the daemon: does a cost grow?
+                c0 = time.process_time()
+                plan(spec, observe(d.kernel, spec))
+                noop.append(round(time.process_time() - c0, 3))
+                objects.append(len(gc.get_objects()))
+                collections.append([g["collections"] for g in gc.get_stats()])
+            text = profiled(f"daemon resync N={n} ({layout})", lambda: d.run_job(Trigger.RESYNC))
+        if steady > 0:
+            measured = steady_workload(config, work, steady, 600.0)
     finally:
-        d._stop_sources()
         teardown()
         shutil.rmtree(work, ignore_errors=True)
     return {**measured, "n": n, "layout": layout, "resync_cpu_s": cpu, "resync_wall_s": wall,

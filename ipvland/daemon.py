@@ -37,7 +37,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -258,6 +258,25 @@ class Daemon:
             self._stop_sources()
         log.info("stopped; the network is left as it is")
         return 0
+
+    @contextlib.contextmanager
+    def sources(self) -> Iterator[None]:
+        """The daemon's event sources running and its kernel sockets open, without serve()'s loop: for
+        turns driven one by one with run_job() (bench/run --profile-resync). Leaves the network as it is."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._start_sources()
+        try:
+            yield
+        finally:
+            self._stop_sources()
+            self._drop_kernel()
+
+    def run_job(self, *triggers: Trigger) -> None:
+        """One turn of serve()'s loop, now, for a job of these triggers (reload, reconcile, status)."""
+        job = Job()
+        for trigger in triggers:
+            job.add(trigger, trigger.value)
+        self._cycle(job)
 
     def _start_sources(self) -> None:
         if self.feeder is not None:
