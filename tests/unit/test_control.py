@@ -174,10 +174,13 @@ def test_reload_command_signals_a_real_process_and_waits(tmp_path: Path) -> None
     (bumps `reloads` in its status file). Regression: --pid was parsed as a float and os.kill refused it,
     so `systemctl reload ipvland` failed (seen in the systemd host image)."""
     child = subprocess.Popen([sys.executable, "-c", f"""
-import json, signal, time
+import json, os, signal, time
 path = {str(tmp_path / "status.json")!r}
-def hup(*_):
-    s = json.load(open(path)); s["reloads"] += 1; json.dump(s, open(path, "w"))
+def hup(*_):  # written as the daemon writes it: a new file renamed over the old (never half a file)
+    s = json.load(open(path)); s["reloads"] += 1
+    with open(path + ".tmp", "w") as f:
+        json.dump(s, f)
+    os.replace(path + ".tmp", path)
 signal.signal(signal.SIGHUP, hup)
 print("ready", flush=True)
 time.sleep(30)
