@@ -30,6 +30,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -142,6 +143,24 @@ def _foreign_mount_ns() -> str | None:
     return None if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino) else host
 
 
+def _proc_sys_net() -> str:
+    """Where /proc/sys/net is writable: ours, or, in a sandbox, the host's through its root.
+
+    The shipped unit's sandbox (ProtectKernelTunables=, ProcSubset=pid) and a pod (the runtime
+    mounts /proc/sys read-only) cannot write sysctls in their own /proc; the host's /proc, reached
+    through /proc/PID/root of the process whose mount namespace $IPVLAND_HOST_MOUNT_NS names, can
+    (the same CAP_SYS_PTRACE as for the namespace mounts). Which namespace a net sysctl belongs
+    to is the opening thread's network namespace, not the /proc mount's, so this is still the
+    namespace entered.
+    """
+    host = _foreign_mount_ns()
+    if host is not None:
+        head, _, tail = host.rpartition("/ns/")
+        if tail == "mnt" and head.startswith("/proc/"):
+            return f"{head}/root/proc/sys/net"
+    return "/proc/sys/net"
+
+
 def create_namespace(name: str) -> None:
     """Like `ip netns add NAME` (see netns.mount_new_namespace), in the host's mount namespace."""
     host = _foreign_mount_ns()
@@ -162,6 +181,9 @@ def create_namespace(name: str) -> None:
         raise KernelError(f"create netns {name}", errnos.ETIMEDOUT, "the child that mounts it hung for 30 s") from None
     except OSError as e:
         raise KernelError(f"create netns {name}", e.errno or errnos.EPERM, e.strerror or str(e)) from None
+    if done.returncode < 0:
+        raise KernelError(f"create netns {name}", errnos.EINTR,
+                          f"the child that mounts it was killed by signal {-done.returncode}")
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["0 ?"])[-1]
         code_text, _, message = last.partition(" ")
@@ -590,6 +612,21 @@ _OUTBOX_LIMIT = 32 << 10  # bytes of posted requests sent in one sendmsg (the ke
 _POST_WINDOW = 64
 
 
+_RECEIVE = threading.local()
+
+
+def _receive(sock: socket.socket) -> bytes:
+    """One datagram, into a buffer kept per thread and copied out at its size. sock.recv(1 MiB)
+    allocates (and the allocator maps and unmaps) a 1 MiB object for every datagram, at least two
+    per dump: measured 3x the cost of a small dump natively, and far more under emulation. 1 MiB
+    because a datagram bigger than the buffer is cut (one link with many VFs can pass 64 KiB)."""
+    buf = getattr(_RECEIVE, "buf", None)
+    if buf is None:
+        buf = _RECEIVE.buf = bytearray(1 << 20)
+    n = sock.recv_into(buf)
+    return bytes(memoryview(buf)[:n])
+
+
 class _Channel:
     """A raw rtnetlink socket in one namespace: requests and dumps, answers handed back undecoded.
 
@@ -673,7 +710,7 @@ class _Channel:
         self.sock.send(struct.pack("IHHII", 16 + len(body), msg_type, flags, seq, 0) + body)
         interrupted = False
         while True:
-            data = self.sock.recv(1 << 20)
+            data = _receive(self.sock)
             off = 0
             while off + 16 <= len(data):
                 length, mtype, mflags, mseq, _ = struct.unpack_from("IHHII", data, off)
@@ -1210,7 +1247,7 @@ class Kernel:
 
     def _write_proc(self, netns: str | None, op: str, proc: str, value: int) -> None:
         """Write /proc/sys/net/PROC as seen from the namespace (the file is opened inside it)."""
-        path = os.path.join("/proc/sys/net", proc)
+        path = os.path.join(_proc_sys_net(), proc)
         self.writes += 1
         self._flush_posted()  # the device it names may have been posted
         try:

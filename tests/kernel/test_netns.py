@@ -54,6 +54,33 @@ def test_a_sandbox_whose_python_the_host_lacks_still_makes_the_namespace(tmp_pat
         delete_namespace("sbx3")
 
 
+def test_a_sandbox_whose_proc_sys_is_read_only_still_writes_sysctls() -> None:
+    """The shipped unit (ProtectKernelTunables=yes, ProcSubset=pid) and a pod (the runtime mounts
+    /proc/sys read-only) cannot write sysctls in their own /proc: every IPv6 device's
+    keep_addr_on_down failed with EROFS. They now write through the host's root
+    ($IPVLAND_HOST_MOUNT_NS's /proc/PID/root), still in the device's own network namespace."""
+    subprocess.run(["ip", "netns", "add", "sbx4"], check=True)
+    try:
+        subprocess.run(["ip", "-n", "sbx4", "link", "add", "d0", "type", "dummy"], check=True)
+        code = ("from ipvland.kernel import Kernel\nk = Kernel()\n"
+                "k.set_sysctl('sbx4', 'd0', 'ipv6.keep_addr_on_down', 1)\n"
+                "k.set_sysctl('sbx4', 'd0', 'ipv4.arp_ignore', 2)")
+        env = {**os.environ, "IPVLAND_HOST_MOUNT_NS": f"/proc/{os.getpid()}/ns/mnt"}
+        script = (f'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && '
+                  f'! sh -c "echo 1 >/proc/sys/net/ipv4/ip_forward" 2>/dev/null && exec "{sys.executable}" -c "{code}"')
+        done = subprocess.run(["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", script],
+                              env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+
+        def read(key: str) -> str:
+            return subprocess.run(["ip", "netns", "exec", "sbx4", "cat", f"/proc/sys/net/{key}"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+        assert read("ipv6/conf/d0/keep_addr_on_down") == "1"
+        assert read("ipv4/conf/d0/arp_ignore") == "2"
+    finally:
+        subprocess.run(["ip", "netns", "del", "sbx4"], check=False)
+
+
 # The unit's capabilities (systemd/ipvland.service CapabilityBoundingSet=), and the same without the one
 # that opening /proc/1/ns/mnt needs.
 UNIT_CAPS = "-all,+net_admin,+sys_admin,+sys_chroot,+sys_ptrace"

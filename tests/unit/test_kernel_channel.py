@@ -47,8 +47,10 @@ class FakeSocket:
         self.queue.extend(self.rounds.pop(0))
         return len(data)
 
-    def recv(self, _size: int) -> bytes:
-        return self.queue.pop(0)
+    def recv_into(self, buf: bytearray) -> int:
+        data = self.queue.pop(0)
+        buf[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
         pass
@@ -139,7 +141,7 @@ class FailingSocket(FakeSocket):
         self.sent.append(data)
         return len(data)
 
-    def recv(self, _size: int) -> bytes:
+    def recv_into(self, _buf: bytearray) -> int:
         raise OSError(self.recv_error, "no buffer space")
 
 
