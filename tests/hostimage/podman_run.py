@@ -27,6 +27,11 @@ POD_FIELDS = {"hostNetwork", "hostPID", "dnsPolicy", "priorityClassName", "termi
               "tolerations", "containers", "volumes"}
 CONTAINER_FIELDS = {"name", "image", "imagePullPolicy", "args", "env", "ports", "readinessProbe", "livenessProbe",
                     "resources", "securityContext", "volumeMounts"}
+SECURITY_FIELDS = {"privileged", "allowPrivilegeEscalation", "readOnlyRootFilesystem", "runAsUser", "capabilities",
+                   "appArmorProfile"}
+MOUNT_FIELDS = {"name", "mountPath", "subPath", "readOnly", "mountPropagation"}
+VOLUME_FIELDS = {"name", "hostPath", "configMap", "emptyDir"}
+HOST_PATH_TYPES = {None, "Directory", "DirectoryOrCreate"}  # the test's host has these paths
 
 
 def image(kustomization: dict[str, Any], name: str) -> str:
@@ -34,6 +39,12 @@ def image(kustomization: dict[str, Any], name: str) -> str:
         if entry["name"] == name.split(":")[0]:
             return f"{entry['newName']}:{entry['newTag']}"
     return name
+
+
+def _known(fields: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = set(fields) - known
+    if unknown:
+        raise ValueError(f"{where}: fields this translation does not know: {sorted(unknown)}")
 
 
 def podman_run(daemonset: dict[str, Any], kustomization: dict[str, Any], configmaps: str, node: str
@@ -52,6 +63,7 @@ def podman_run(daemonset: dict[str, Any], kustomization: dict[str, Any], configm
     if pod.get("hostPID"):
         args += ["--pid", "host"]
     sc = container.get("securityContext", {})
+    _known(sc, SECURITY_FIELDS, "securityContext")
     if sc.get("privileged"):
         args.append("--privileged")
     caps = sc.get("capabilities", {})
@@ -60,11 +72,21 @@ def podman_run(daemonset: dict[str, Any], kustomization: dict[str, Any], configm
     for cap in caps.get("add", []):
         args += ["--cap-add", cap.lower()]
     if sc.get("readOnlyRootFilesystem"):
-        args.append("--read-only")
+        args += ["--read-only", "--read-only-tmpfs=false"]  # podman's default adds writable /run, /tmp
     if sc.get("allowPrivilegeEscalation") is False:
         args += ["--security-opt", "no-new-privileges"]
     if "runAsUser" in sc:
         args += ["--user", str(sc["runAsUser"])]
+    apparmor = sc.get("appArmorProfile", {}).get("type")
+    if apparmor == "Unconfined":
+        args += ["--security-opt", "apparmor=unconfined"]
+    elif apparmor not in (None, "RuntimeDefault"):
+        raise ValueError(f"appArmorProfile {apparmor}: not translated")
+    memory = container.get("resources", {}).get("limits", {}).get("memory")
+    if memory is not None:
+        if not str(memory).endswith("Mi"):
+            raise ValueError(f"memory limit {memory}: only Mi is translated")
+        args += ["--memory", f"{str(memory)[:-2]}m"]
     for env in container.get("env", []):
         if "value" in env:
             args += ["--env", f"{env['name']}={env['value']}"]
@@ -74,13 +96,18 @@ def podman_run(daemonset: dict[str, Any], kustomization: dict[str, Any], configm
             raise ValueError(f"env {env['name']}: only values and spec.nodeName are translated")
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     for mount in container.get("volumeMounts", []):
+        _known(mount, MOUNT_FIELDS, f"volumeMount {mount['name']}")
         volume = volumes[mount["name"]]
+        _known(volume, VOLUME_FIELDS, f"volume {volume['name']}")
         if "emptyDir" in volume:
             args += ["--tmpfs", mount["mountPath"]]
             continue
         if "hostPath" in volume:
+            if volume["hostPath"].get("type") not in HOST_PATH_TYPES:
+                raise ValueError(f"volume {volume['name']}: hostPath type {volume['hostPath']['type']}")
             source = volume["hostPath"]["path"]
         elif "configMap" in volume:
+            _known(volume["configMap"], {"name"}, f"volume {volume['name']}: configMap")  # no items:
             source = f"{configmaps}/{volume['configMap']['name']}"
         else:
             raise ValueError(f"volume {volume['name']}: only hostPath, configMap and emptyDir are translated")

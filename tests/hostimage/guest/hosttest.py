@@ -203,6 +203,26 @@ def reload_applies_an_edit() -> str:
     return f"systemctl reload returned in {took:.1f} s; db0 in place"
 
 
+def ipv6_device_writes_its_sysctl_from_the_sandbox() -> str:
+    # An IPv6 address makes ipvland set the device's keep_addr_on_down (a /proc/sys write), which the
+    # unit's sandbox (ProtectKernelTunables=yes, ProcSubset=pid) hides: it goes through the host's root.
+    write_dropin("v6.yaml", "version: 1\nparents:\n  eth1:\n    devices:\n      v60:\n        netns: v6\n"
+                 "        addresses: ['2001:db8::10/64']\n")
+    try:
+        done = reload()
+        need(done.returncode == 0, f"systemctl reload: {done.stderr.strip()}")
+        need(wait_until(lambda: has_addr("v6", "v60", "2001:db8::10/64"), 15) is not None, "no 2001:db8::10/64 on v60")
+        kept = sh("ip netns exec v6 cat /proc/sys/net/ipv6/conf/v60/keep_addr_on_down").stdout.strip()
+        need(kept == "1", f"keep_addr_on_down of v60 is {kept!r}, not 1")
+        last = status().get("last_reconcile") or {}
+        need(last.get("result") == "ok", f"reconcile: {last.get('result')}: {last.get('errors')}")
+    finally:
+        (DROPINS / "v6.yaml").unlink(missing_ok=True)
+        reload()
+    need(wait_until(lambda: ifindex("v6", "v60") is None, 15) is not None, "v60 stayed after its drop-in went")
+    return "v60 (IPv6) made, keep_addr_on_down=1 written from the sandbox; removed with its drop-in"
+
+
 def bad_config_keeps_the_network() -> str:
     before = (ifindex("web", "web0"), ifindex("db", "db0"))
     write_dropin("zz-bad.yaml", "version: 1\nparents: [\n")
@@ -348,7 +368,8 @@ def watchdog_restarts_a_stuck_daemon() -> str:
 PHASE1: tuple[Callable[[], str], ...] = (
     ready_after_first_reconcile, namespaces_visible_to_the_host, status_line_in_systemctl,
     journal_one_line_per_change, security_of_the_running_unit, units_verify_clean,
-    app_ordered_after_network_online, reload_applies_an_edit, bad_config_keeps_the_network,
+    app_ordered_after_network_online, reload_applies_an_edit, ipv6_device_writes_its_sysctl_from_the_sandbox,
+    bad_config_keeps_the_network,
     late_parent_picked_up_at_once, networkd_beside_ipvland, container_runtime_uses_the_namespace,
     stop_leaves_the_network, no_spurious_watchdog, watchdog_restarts_a_stuck_daemon,
 )
@@ -386,7 +407,7 @@ parents:
     devices:
       pod0:
         netns: podns
-        addresses: [{addresses}]
+        addresses: [{addresses}, "2001:db8::20/64"]   # IPv6: a keep_addr_on_down write (/proc/sys)
 """
 
 
@@ -457,7 +478,9 @@ def container_image_runs_as_the_daemonset() -> str:
         need(has_addr("podns", "pod0", "192.0.2.20/24"), "pod0 in podns has no 192.0.2.20/24")
         need(has_addr("web", "web0", "192.0.2.10/24"), "the host config's web0 lost its address")
         need(ping("podns", "192.0.2.1"), "podns cannot reach the peer")
-        step("podns made by the pod, seen by the host, reaches the peer")
+        kept = sh("ip netns exec podns cat /proc/sys/net/ipv6/conf/pod0/keep_addr_on_down").stdout.strip()
+        need(kept == "1", f"keep_addr_on_down of pod0 is {kept!r}: the pod could not write the sysctl")
+        step("podns made by the pod, seen by the host, reaches the peer; pod0's IPv6 sysctl written")
         _configmap("ipvland-dropins",
                    {"50-pod.yaml": POD_DROPIN.format(addresses="192.0.2.20/24, 192.0.2.21/24")}, 2)
         picked = wait_until(lambda: has_addr("podns", "pod0", "192.0.2.21/24"), 120, step=0.5)
