@@ -154,11 +154,14 @@ def _proc_sys_net() -> str:
     namespace entered.
     """
     host = _foreign_mount_ns()
-    if host is not None:
-        head, _, tail = host.rpartition("/ns/")
-        if tail == "mnt" and head.startswith("/proc/"):
-            return f"{head}/root/proc/sys/net"
-    return "/proc/sys/net"
+    if host is None:
+        return "/proc/sys/net"
+    head, _, tail = host.rpartition("/ns/")
+    if tail != "mnt" or not head.startswith("/proc/"):
+        raise KernelError("write a sysctl", errnos.EINVAL,
+                          f"IPVLAND_HOST_MOUNT_NS={host} is not /proc/PID/ns/mnt: the host's /proc/sys cannot be "
+                          "reached from it (and this sandbox's is read-only)")
+    return f"{head}/root/proc/sys/net"
 
 
 def create_namespace(name: str) -> None:

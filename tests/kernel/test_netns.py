@@ -60,11 +60,12 @@ def test_a_sandbox_whose_proc_sys_is_read_only_still_writes_sysctls() -> None:
     keep_addr_on_down failed with EROFS. They now write through the host's root
     ($IPVLAND_HOST_MOUNT_NS's /proc/PID/root), still in the device's own network namespace."""
     subprocess.run(["ip", "netns", "add", "sbx4"], check=True)
+    host_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
     try:
         subprocess.run(["ip", "-n", "sbx4", "link", "add", "d0", "type", "dummy"], check=True)
         code = ("from ipvland.kernel import Kernel\nk = Kernel()\n"
                 "k.set_sysctl('sbx4', 'd0', 'ipv6.keep_addr_on_down', 1)\n"
-                "k.set_sysctl('sbx4', 'd0', 'ipv4.arp_ignore', 2)")
+                "k.set_sysctl('sbx4', 'd0', 'ipv4.arp_ignore', 2)\nk.set_ip_forward('sbx4', 1)")
         env = {**os.environ, "IPVLAND_HOST_MOUNT_NS": f"/proc/{os.getpid()}/ns/mnt"}
         script = (f'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && '
                   f'! sh -c "echo 1 >/proc/sys/net/ipv4/ip_forward" 2>/dev/null && exec "{sys.executable}" -c "{code}"')
@@ -77,6 +78,9 @@ def test_a_sandbox_whose_proc_sys_is_read_only_still_writes_sysctls() -> None:
                                   capture_output=True, text=True, check=True).stdout.strip()
         assert read("ipv6/conf/d0/keep_addr_on_down") == "1"
         assert read("ipv4/conf/d0/arp_ignore") == "2"
+        # a namespace-wide key, where a write to the wrong namespace would raise nothing
+        assert read("ipv4/ip_forward") == "1"
+        assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == host_forward, "the host's changed"
     finally:
         subprocess.run(["ip", "netns", "del", "sbx4"], check=False)
 
