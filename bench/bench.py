@@ -34,6 +34,7 @@ Workloads per size (JSON keys per size under "sizes", headline keys at the top l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import ipaddress
 import json
@@ -47,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -474,33 +475,53 @@ def steady_workload(config: Path, work: Path, seconds: float, startup_timeout: f
 # ---------------------------------------------------------------- the resync, profiled
 
 
-def resync_profile(n: int, layout: str, repeats: int = 3, steady: float = 0.0) -> dict[str, Any]:
-    """What one resync of the daemon costs (issue 13, steady_cpu_percent_default): the lab built by
-    ipvland, then the daemon's own config read, reconcile_now and status write in this process (its netlink monitor
-    running, as in `ipvland run`), the CPU of `repeats` resyncs (process-wide: the monitor thread
-    counts), then one more under pyinstrument. With `steady`: then workload 6 on the same lab (a real
-    `ipvland run` at the default interval), without the rest of the bench."""
+@contextlib.contextmanager
+def ipvland_lab(n: int, layout: str) -> Iterator[Path]:
+    """The lab of size n built by ipvland from its config (yielded); torn down after."""
+    global GROUP
+    GROUP = PER_NS[layout]
+    work = Path(tempfile.mkdtemp(prefix=f"ipvland-inproc-{n}-"))
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump(document(n), sort_keys=False))
+    fresh_parent()
+    try:
+        cold = ipvland_cold(spec_mod.load(config))
+        if not cold["ok"]:
+            raise RuntimeError(f"cold apply failed: {cold['failures'][:5]}")
+        yield config
+    finally:
+        teardown()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def inproc_daemon(config: Path) -> Iterator[Any]:
+    """A daemon on config in this process, after its start turn, whose further turns the caller
+    drives (Daemon.run_job, next_job, cycle), its netlink monitor running as in `ipvland run`."""
     from ipvland import marks
     from ipvland.daemon import Daemon as RealDaemon
     from ipvland.schedule import Trigger
 
-    global GROUP
-    GROUP = PER_NS[layout]
-    work = Path(tempfile.mkdtemp(prefix=f"ipvland-resync-{n}-"))
-    config = work / "config.yaml"
-    config.write_text(yaml.safe_dump(document(n), sort_keys=False))
-    fresh_parent()
-    cold = ipvland_cold(spec_mod.load(config))
-    if not cold["ok"]:
-        raise RuntimeError(f"cold apply failed: {cold['failures'][:5]}")
-    state = work / "state"
+    state = config.parent / "state"
     d = RealDaemon(config, state_dir=state, watch_files=False, kernel_factory=lambda: marks.open_kernel(state))
+    with d.sources():
+        d.run_job(Trigger.START)
+        if d.spec is None:
+            raise RuntimeError(f"the config did not load: {(d.choice.errors or [])[:3]}")
+        yield d
+
+
+def resync_profile(n: int, layout: str, repeats: int = 3, steady: float = 0.0) -> dict[str, Any]:
+    """What one resync of the daemon costs (issue 13, steady_cpu_percent_default): the daemon's own
+    config read, reconcile and status write in this process (inproc_daemon), the CPU of `repeats` resyncs
+    (process-wide: the monitor thread counts), then one more under pyinstrument. With `steady`: then
+    workload 6 on the same lab (a real `ipvland run` at the default interval), without the rest of the
+    bench."""
+    from ipvland.schedule import Trigger
+
     measured: dict[str, Any] = {}
-    try:
-        with d.sources():  # the daemon's own turns (daemon.run_job), its netlink monitor running
-            d.run_job(Trigger.START)
-            if d.spec is None:
-                raise RuntimeError(f"the config did not load: {(d.choice.errors or [])[:3]}")
+    with ipvland_lab(n, layout) as config:
+        with inproc_daemon(config) as d:
             cpu, wall, noop, objects, collections = [], [], [], [], []
             spec = d.spec
             for _ in range(repeats):
@@ -518,15 +539,57 @@ def resync_profile(n: int, layout: str, repeats: int = 3, steady: float = 0.0) -
                 collections.append([g["collections"] for g in gc.get_stats()])
             text = profiled(f"daemon resync N={n} ({layout})", lambda: d.run_job(Trigger.RESYNC))
         if steady > 0:
-            measured = steady_workload(config, work, steady, 600.0)
-    finally:
-        teardown()
-        shutil.rmtree(work, ignore_errors=True)
+            measured = steady_workload(config, config.parent, steady, 600.0)
     return {**measured, "n": n, "layout": layout, "resync_cpu_s": cpu, "resync_wall_s": wall,
             "observe_plan_cpu_s": noop,
             "gc_objects": objects, "gc_collections": collections,
             "steady_cpu_percent_estimate": round(100 * statistics.median(cpu) / DEFAULT_INTERVAL, 3),
             "profile_text": text}
+
+
+def repair_profile(n: int, layout: str, events: int, seed: int = 1) -> dict[str, Any]:
+    """Where a repair's time goes (issue 13, repair_p99_ms_per_ns): the daemon's turns driven here
+    (inproc_daemon), as serve() drives them. Per event (alternately a device deleted, its addresses
+    flushed, by `ip`): the wait until the scheduler hands out the job (the monitor's read, the
+    debounce), then the job's turn (reconcile, status), its CPU and wall time, and whether the device
+    is back. Every other turn runs under pyinstrument; the call trees add up."""
+    from pyinstrument import Profiler
+
+    rng = random.Random(seed)
+    prof = Profiler(interval=0.001, use_timing_thread=True)
+    rows: list[dict[str, Any]] = []
+    with ipvland_lab(n, layout) as config, inproc_daemon(config) as d, Kernel() as k:
+        for e in range(events):
+            i = rng.randrange(n)
+            kind = "delete" if e % 2 == 0 else "flush"
+            t0 = time.perf_counter()
+            ip("-n", ns_of(i), *(["link", "del", f"iv{i}"] if kind == "delete" else ["addr", "flush", "dev", f"iv{i}"]))
+            job = d.next_job()
+            if job is None:
+                raise RuntimeError("the daemon stopped")
+            t_job = time.perf_counter()
+            c0 = time.process_time()
+            if e % 2:
+                prof.start()
+            d.cycle(job)
+            if e % 2:
+                prof.stop()
+            row = {"kind": kind, "i": i, "to_job_ms": round((t_job - t0) * 1000, 1),
+                   "turn_ms": round((time.perf_counter() - t_job) * 1000, 1),
+                   "turn_cpu_ms": round((time.process_time() - c0) * 1000, 1),
+                   "scope": sorted(str(x) for x in job.namespaces), "parents": sorted(job.parents),
+                   "result": (d.last or {}).get("result"), "repaired": repaired(k, i)}
+            rows.append(row)
+            log(f"repair {e}: {row}")
+            time.sleep(0.3)  # the repair's own echoes: let them reach the scheduler, as between events
+            while d.has_requests():  # and run them as the daemon would (scoped no-op turns), untimed
+                job = d.next_job()
+                if job is not None:
+                    d.cycle(job)
+    totals = sorted(r["to_job_ms"] + r["turn_ms"] for r in rows)
+    return {"n": n, "layout": layout, "events": rows, "repair_ms": totals,
+            "profile_text": f"==== daemon repair turns N={n} ({layout}), every other event\n"
+                            + prof.output_text(unicode=False, color=False)}
 
 
 # ---------------------------------------------------------------- one size
@@ -722,12 +785,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-resync", type=int, metavar="N",
                     help="only this: build the lab of size N (--layout tens or per-ns), time and profile "
                          "the daemon's resync in process, print it (and write --json)")
+    ap.add_argument("--profile-repair", type=int, metavar="N",
+                    help="only this: build the lab of size N (--layout tens or per-ns), drive --events repairs "
+                         "of the daemon in process, time and profile them, print it (and write --json)")
     args = ap.parse_args(argv)
-    if args.profile_resync:
+    if args.profile_resync or args.profile_repair:
         if os.geteuid() != 0:
             ap.error("needs root (run bench/run)")
-        res = resync_profile(args.profile_resync, "per-ns" if args.layout == "per-ns" else "tens",
-                             args.noop_runs or 3, args.steady_seconds or 0.0)
+        layout = "per-ns" if args.layout == "per-ns" else "tens"
+        if args.profile_repair:
+            res = repair_profile(args.profile_repair, layout, args.events)
+        else:
+            res = resync_profile(args.profile_resync, layout, args.noop_runs or 3, args.steady_seconds or 0.0)
         print(res["profile_text"], flush=True)
         print(json.dumps({k: v for k, v in res.items() if k != "profile_text"}, indent=1))
         if args.json:

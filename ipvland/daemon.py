@@ -278,6 +278,20 @@ class Daemon:
             job.add(trigger, trigger.value)
         self._cycle(job)
 
+    def next_job(self) -> Job | None:
+        """serve()'s wait: the next job its scheduler makes of the requests (netlink events, debounced),
+        for a turn driven by hand with cycle() (bench/run --profile-repair)."""
+        return self._next_job()
+
+    def has_requests(self) -> bool:
+        """A request is waiting for next_job() (its own echoes after a turn, say)."""
+        with self._cond:
+            return self.scheduler.pending()
+
+    def cycle(self, job: Job) -> None:
+        """One turn of serve()'s loop for a job from next_job()."""
+        self._cycle(job)
+
     def _start_sources(self) -> None:
         if self.feeder is not None:
             self.feeder.start()
@@ -549,15 +563,23 @@ class Daemon:
             self.last = {"started": status_mod.iso(started), "duration": 0.0, "result": "no-config",
                          "trigger": reasons, "changes": [], "errors": [], "conflicts": [], "pending": []}
             return
+        with contextlib.ExitStack() as turn:
+            self._reconcile_in(turn, spec, reasons, scope, started, t0)
+
+    def _reconcile_in(self, turn: contextlib.ExitStack, spec: Spec, reasons: list[str],
+                      scope: frozenset[str | None] | None, started: float, t0: float) -> None:
+        """reconcile_now's body, in one listing of /run/netns (Kernel.one_listing) held by `turn`."""
         rollback = self.rollback_on_probe_failure and self.choice.rollback_allowed
         log.debug("reconcile (%s)%s%s", ", ".join(reasons),
                   "" if scope is None else " in " + ", ".join(sorted(ns or "host" for ns in scope)),
                   " with rollback on probe failure" if rollback else "")
         try:
             kernel = self._kernel()
+            if hasattr(kernel, "one_listing"):  # a stand-in kernel of the unit tests may not list
+                turn.enter_context(kernel.one_listing())
             # Before too: a socket of ours in a namespace deleted by hand would keep it (and its
             # devices, and their addresses) alive, in the way of re-creating it.
-            self._update_monitor()
+            self._update_monitor(scope)
             with self._cond:
                 self._writing = True  # from here on, the events are the echoes of our writes
             report = self._call_reconcile(spec, kernel, scope, rollback)
@@ -587,7 +609,7 @@ class Daemon:
         final = report.remaining if report.remaining is not None else report.plan
         self.settling = carry_settling(self.settling, scope, getattr(final, "settling", ()))
         self._after(report)
-        self._update_monitor()
+        self._update_monitor(scope)
 
     def _try_holds(self) -> bool:
         """`apply --confirm-timeout` left a try pending (confirm.py): hold off until its deadline, then
@@ -690,7 +712,9 @@ class Daemon:
                 log.warning("flapping: %s rewritten again (%d times since it started flapping)", key, rewrites)
         self.last = {**(self.last or {}), "rewrote_flapping": sorted(set(started) | set(again))}
 
-    def _update_monitor(self) -> None:
+    def _update_monitor(self, scope: frozenset[str | None] | None = None) -> None:
+        """The monitor's sockets to the namespaces the spec uses now. Scoped (a repair): only those in
+        scope have their identity checked; the others' change is the /run/netns watch's to see."""
         if self.monitor is None or self.spec is None:
             return
         if self._namespaces_fn is not None:
@@ -702,7 +726,7 @@ class Daemon:
         except Exception as e:
             log.warning("cannot compute the namespaces to monitor: %s", e)
             return
-        self.monitor.update(wanted)
+        self.monitor.update(wanted, check=scope)
 
 
     def _digest(self, report: Any, started: float, duration: float, reasons: list[str]) -> dict[str, Any]:

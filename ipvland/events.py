@@ -359,16 +359,22 @@ class NetlinkMonitor:
         with self._lock:
             return {ns: ident for ns, (ident, _) in self._sockets.items()}
 
-    def update(self, namespaces: Iterable[Ns]) -> None:
+    def update(self, namespaces: Iterable[Ns], check: Iterable[Ns] | None = None) -> None:
+        """Watch these namespaces. check: only these namespaces' identities are checked now (a
+        repair's scope: a stat per namespace is a repair's cost at 1000 of them); the others' are
+        checked when /run/netns changes (its watch) and at the next update without `check`. None,
+        or no watch on /run/netns: every one."""
         with self._lock:
             self._wanted = set(namespaces)
-            changed = self._sync()
+            watched = self._netns_dir is not None and self._netns_dir.watching
+            changed = self._sync(None if check is None or not watched else set(check))
         self._wake()
         self._report(changed)
 
-    def _sync(self) -> list[Ns]:
+    def _sync(self, check: set[Ns] | None = None) -> list[Ns]:
         """Match the sockets to the wanted namespaces as they are now (lock held). Returns the
-        namespaces whose identity changed (their name was deleted, or re-created)."""
+        namespaces whose identity changed (their name was deleted, or re-created). check: whose
+        identity to check (None: every one's)."""
         if self._netns_dir is not None:
             self._netns_dir.arm()
         changed: list[Ns] = []
@@ -376,6 +382,8 @@ class NetlinkMonitor:
             if ns not in self._wanted:
                 self._close(ns)
                 log.debug("stopped monitoring netns %s", ns or "(own)")
+                continue
+            if check is not None and ns not in check:
                 continue
             try:
                 now = self._identity(ns)
@@ -418,8 +426,15 @@ class NetlinkMonitor:
     def flush(self) -> None:
         """Read what is queued now, on the caller's thread: the daemon calls it right after its own
         writes, whose events the kernel queued before acknowledging them."""
+        # Only the sockets with something queued: a read of each of 1000 would cost more than
+        # the repair it follows (epoll may be asked from two threads; reads take _read_lock).
         with self._lock:
-            sockets = [(ns, sock) for ns, (_, sock) in self._sockets.items()]
+            by_fd = {sock.fileno(): (ns, sock) for ns, (_, sock) in self._sockets.items()}
+        try:
+            ready = [key.fd for key, _ in self._selector.select(timeout=0)]
+        except (OSError, ValueError):  # a socket closed under us by update(): read them all
+            ready = list(by_fd)
+        sockets = [by_fd[fd] for fd in ready if fd in by_fd]
         found: list[tuple[Ns, int, frozenset[str]]] = []
         with self._read_lock:
             for ns, sock in sockets:

@@ -31,6 +31,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -104,16 +105,27 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+# A listing of /run/netns is reused while the directory has not changed, and only when it was taken
+# this long after the directory's last change: `ip netns add` creates the name, then mounts the
+# namespace on it, and the mount does not touch the directory (so a listing taken between the two
+# must not be kept); the directory's time is also coarse (a jiffy), two changes can share it.
+LISTING_SETTLE_NS = 5_000_000_000
+
+
 def list_namespaces() -> frozenset[str]:
     """The named namespaces: names under /run/netns that are mounted namespaces (see is_namespace)."""
     try:
         nsfs = os.stat("/proc/self/ns/net").st_dev
         names = []
         for e in os.scandir(NETNS_DIR):
-            with contextlib.suppress(OSError):
+            if e.name.startswith("."):
+                continue
+            try:  # (a try, not contextlib.suppress: this loop runs once per namespace, 1000s of them)
                 # followed: `ln -s /proc/PID/ns/net /run/netns/NAME` (a common Docker recipe) is a namespace
-                if not e.name.startswith(".") and e.stat().st_dev == nsfs:
+                if e.stat().st_dev == nsfs:
                     names.append(e.name)
+            except OSError:
+                pass
         return frozenset(names)
     except FileNotFoundError:
         return frozenset()
@@ -801,6 +813,9 @@ class Kernel:
         self._tag: int | None = None  # not None: writes are posted under this tag
         self._posting: _Channel | None = None  # the channel whose posted writes may be unsent
         self._refused: list[tuple[int, KernelError]] = []  # of channels closed before settle()
+        self._turns = 0  # depth of one_listing()
+        self._listed: frozenset[str] | None = None  # the listing held by one_listing()
+        self._listing: tuple[tuple[int, int, int], frozenset[str]] | None = None  # see LISTING_SETTLE_NS
 
     # -- lifetime
 
@@ -903,15 +918,57 @@ class Kernel:
     # -- namespaces
 
     def list_namespaces(self) -> frozenset[str]:
-        """The named namespaces; the sockets of those that are gone are closed (see _channel)."""
-        names = list_namespaces()
+        """The named namespaces; the sockets of those that are gone are closed (see _channel).
+        Inside one_listing(), the list taken first (with the namespaces created since)."""
+        if self._listed is not None:
+            return self._listed
+        names = self._list()
         for netns in [ns for ns in self._channels if ns is not None and ns not in names
                       and not (is_path_netns(ns) and is_namespace(ns))]:  # one by path stays while it exists
             self.forget(netns)
+        if self._turns:
+            self._listed = names
         return names
+
+    def _list(self) -> frozenset[str]:
+        """list_namespaces(), or the last listing while /run/netns is as it was then (a stat of the
+        directory instead of one per namespace: see LISTING_SETTLE_NS). What it cannot see: a
+        namespace mounted on (or unmounted from) an existing name more than LISTING_SETTLE_NS after
+        the name was created (not how `ip netns` works), and the process behind a `ln -s
+        /proc/PID/ns/net` name exiting; both are seen at the directory's next change or a reconcile
+        that reads the namespace."""
+        try:
+            st = os.stat(NETNS_DIR)
+        except OSError:
+            self._listing = None
+            return list_namespaces()
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        if self._listing is not None and self._listing[0] == key:
+            return self._listing[1]
+        listed_at = time.time_ns()
+        names = list_namespaces()
+        self._listing = (key, names) if listed_at - st.st_mtime_ns >= LISTING_SETTLE_NS else None
+        return names
+
+    @contextlib.contextmanager
+    def one_listing(self) -> Iterator[None]:
+        """/run/netns is listed once for everything inside: one reconcile (its observes before and
+        after applying) or one turn of the daemon (its monitor's updates too). Listing is a scan and a
+        stat per namespace: at 1000 namespaces, done four times, it was most of a repair's time
+        (issue 13). Namespaces ipvland creates inside are added; one another tool adds or deletes
+        meanwhile is seen at the next turn (its event, or /run/netns's, asks for one). Nests."""
+        self._turns += 1
+        try:
+            yield
+        finally:
+            self._turns -= 1
+            if not self._turns:
+                self._listed = None
 
     def create_namespace(self, name: str) -> None:
         create_namespace(name)
+        if self._listed is not None:
+            self._listed = self._listed | {name}
 
     # -- reads
 

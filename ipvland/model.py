@@ -295,13 +295,19 @@ class Spec:
     # a comment changes the files, not the config.
     files_sha256: str = field(default="", compare=False)
 
-    @property
+    # Worked out once per Spec (frozen): a repair asks for them several times, 1000 devices each.
+    @functools.cached_property
     def devices(self) -> tuple[Device, ...]:
         return tuple(d for p in self.parents for d in p.devices)
 
-    @property
+    @functools.cached_property
     def namespaces(self) -> frozenset[str]:
         return frozenset(d.netns for d in self.devices if d.netns is not None)
+
+    @functools.cached_property
+    def path_namespaces(self) -> frozenset[str]:
+        """The namespaces given by path (is_path_netns)."""
+        return frozenset(ns for ns in self.namespaces if is_path_netns(ns))
 
 
 # ---------------------------------------------------------------- observed state (the kernel)

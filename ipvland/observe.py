@@ -21,7 +21,6 @@ from ipvland.model import (
     ObservedRoute,
     ObservedRule,
     Spec,
-    is_path_netns,
 )
 from ipvland.netns import NETNS_DIR, is_namespace
 
@@ -56,7 +55,7 @@ def _with_paths(named: frozenset[str], spec: Spec | None) -> frozenset[str]:
     """The named namespaces, plus the spec's namespaces by path that exist now (model.is_path_netns).
     A namespace that is both (`ln -s /proc/PID/ns/net /run/netns/NAME`) is read once, by its path:
     read twice, its devices would look like two sets, one of them not in the spec."""
-    paths = {ns for ns in (spec.namespaces if spec is not None else ()) if is_path_netns(ns) and is_namespace(ns)}
+    paths = {ns for ns in (spec.path_namespaces if spec is not None else ()) if is_namespace(ns)}
     if not paths:
         return named
     taken = {_identity(p) for p in paths}

@@ -150,6 +150,13 @@ def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
     only when something is about to be applied: `apply --confirm-timeout` keeps it to restore, the
     daemon raises confirm.TryStarted there when a try began meanwhile (nothing is applied then).
     """
+    with kernel.one_listing():  # one listing of /run/netns for the observes before and after
+        return _reconcile(spec, kernel, dry_run, rollback_on_probe_failure, scope, progress, before_apply)
+
+
+def _reconcile(spec: Spec, kernel: Kernel, dry_run: bool, rollback_on_probe_failure: bool,
+               scope: frozenset[str | None] | None, progress: Callable[[], None] | None,
+               before_apply: Callable[[Observed], None] | None) -> Report:
     started, t0 = time.time(), time.monotonic()
     watch = rollback_on_probe_failure and bool(spec.probes)
     if watch:

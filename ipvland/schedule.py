@@ -154,6 +154,10 @@ class Scheduler:
             due = min(due, self._reload_at)
         return due
 
+    def pending(self) -> bool:
+        """Something was requested that no job has taken yet."""
+        return self._due() != math.inf
+
     def next_deadline(self) -> float:
         """The next time take() may return a job (if nothing else is requested meanwhile)."""
         resync = self.next_resync if self.hold_until is None else max(self.next_resync, self.hold_until)

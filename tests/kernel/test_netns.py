@@ -162,3 +162,26 @@ def test_a_symlinked_namespace_is_a_namespace() -> None:
         link.unlink(missing_ok=True)
         holder.kill()
         holder.wait()
+
+
+def test_a_namespace_mounted_after_a_listing_of_its_bare_name_is_then_listed() -> None:
+    """Issue 13: Kernel.list_namespaces reuses a listing while /run/netns is unchanged, as a repair
+    at 1000 namespaces could not afford a stat of each. `ip netns add` is two steps, creating the
+    name and mounting the namespace on it, and the mount does not change the directory: a listing
+    taken between the two must not be kept (kernel.LISTING_SETTLE_NS)."""
+    from ipvland.kernel import Kernel
+
+    os.makedirs(netns.NETNS_DIR, exist_ok=True)
+    path = os.path.join(netns.NETNS_DIR, "late0")
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o444))  # step 1: the bare name
+    try:
+        with Kernel() as k:
+            assert "late0" not in k.list_namespaces()  # a file, not a namespace yet
+            before = os.stat(netns.NETNS_DIR).st_mtime_ns
+            # step 2: a new namespace mounted on the name (unshare --net alone keeps our mount namespace)
+            subprocess.run(["unshare", "--net", "--", "mount", "--bind", "/proc/self/ns/net", path], check=True)
+            assert os.stat(netns.NETNS_DIR).st_mtime_ns == before, "the mount left the directory as it was"
+            assert "late0" in k.list_namespaces()
+    finally:
+        delete_namespace("late0")
+        assert "late0" not in list_namespaces()

@@ -3,6 +3,7 @@ coalescing over a socketpair. What the kernel actually sends is tested in tests/
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -143,6 +144,98 @@ def test_a_namespace_whose_name_now_means_another_is_reopened_and_reported() -> 
         idents["web"] = (1, 200)  # ip netns add web
         mon.update({None, "web"})
         assert mon.identities()["web"] == (1, 200) != first
+    finally:
+        mon.stop()
+        for s in pairs:
+            s.close()
+
+
+class _CountingSocket(socket.socket):
+    """A socket that counts its reads."""
+
+    reads = 0
+
+    def recv_into(self, *args: object, **kwargs: object) -> int:  # type: ignore[override]
+        self.reads += 1
+        return super().recv_into(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def _counting_pair() -> tuple[socket.socket, _CountingSocket]:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    counted = _CountingSocket(socket.AF_UNIX, socket.SOCK_DGRAM, fileno=b.detach())
+    counted.setblocking(False)
+    return a, counted
+
+
+def test_flush_reads_only_the_sockets_with_something_queued() -> None:
+    """Regression (issue 13, per-ns repair at N=1000): flush() read every socket, one recv per
+    namespace after every reconcile, however few namespaces the reconcile wrote to."""
+    pairs = {ns: _counting_pair() for ns in [None, *(f"c{i}" for i in range(50))]}
+    got: list[tuple[str | None, int]] = []
+    mon = events.NetlinkMonitor(lambda ns, n, names: got.append((ns, n)),
+                                open_socket=lambda ns: (None, pairs[ns][1]), identity_of=lambda ns: None,
+                                watch_netns_dir=False)
+    try:
+        mon.update(set(pairs))  # not started: flush() is the only reader
+        pairs["c7"][0].send(nlmsg(events.RTM_NEWLINK, b"\0" * 16))
+        mon.flush()
+        assert got == [("c7", 1)]
+        reads = {ns: s.reads for ns, (_, s) in pairs.items() if s.reads}
+        assert reads == {"c7": 2}  # the message, then EAGAIN: no other socket was read
+    finally:
+        mon.stop()
+        for a, b in pairs.values():
+            a.close()
+            b.close()
+
+
+def test_a_scoped_update_checks_only_its_scope_and_the_netns_watch_sees_the_rest(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (issue 13): every update() stat'ed every watched namespace, twice per repair (at
+    1000 namespaces a quarter of the repair). A scoped update checks its scope; a name deleted or
+    re-created elsewhere is still found, by the /run/netns watch."""
+    netns_dir = str(tmp_path)
+    monkeypatch.setattr(events, "NETNS_DIR", netns_dir)
+    idents = {f"c{i}": (1, 100 + i) for i in range(20)}
+    checked: list[str | None] = []
+    pairs: list[socket.socket] = []
+
+    def open_socket(ns: str | None) -> tuple[tuple[int, int] | None, socket.socket]:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        pairs.extend((a, b))
+        if ns is not None and ns not in idents:
+            raise OSError(2, "gone")
+        return (idents[ns] if ns else None), b
+
+    def identity_of(ns: str | None) -> tuple[int, int] | None:
+        checked.append(ns)
+        if ns is not None and ns not in idents:
+            raise OSError(2, "gone")
+        return idents[ns] if ns else None
+
+    got: list[tuple[str | None, int]] = []
+    reported = threading.Event()
+
+    def on_event(ns: str | None, n: int, names: frozenset[str]) -> None:
+        got.append((ns, n))
+        reported.set()
+
+    mon = events.NetlinkMonitor(on_event, open_socket=open_socket, identity_of=identity_of)
+    wanted = {None, *idents}
+    try:
+        mon.update(wanted)
+        mon.start()
+        checked.clear()
+        mon.update(wanted, check={None, "c3"})
+        assert sorted(checked, key=str) == [None, "c3"]
+        mon.update(wanted)  # not scoped: every one
+        assert set(checked) >= wanted
+        # ip netns del c9: the name goes from /run/netns; the monitor's watch checks everyone
+        del idents["c9"]
+        open(os.path.join(netns_dir, "c9"), "w").close()
+        os.unlink(os.path.join(netns_dir, "c9"))
+        assert reported.wait(5)
+        assert ("c9", 1) in got and "c9" not in mon.namespaces
     finally:
         mon.stop()
         for s in pairs:
