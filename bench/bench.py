@@ -625,14 +625,15 @@ def run_size(n: int, args: argparse.Namespace, checkpoint: Any = lambda res: Non
                            "neighbors": max(1, n // 10)}
     want = expected_census(n)
 
-    log(f"N={n}: baseline cold apply (ip -batch)")
-    fresh_parent()
-    res["cold_baseline"] = baseline_cold(n, work)
-    got = census(n)
-    res["cold_baseline"]["census_ok"] = got == want
-    if got != want:  # recorded, not fatal: the baseline is iproute2's business
-        res["cold_baseline"]["census"] = got
-        log(f"N={n}: after the baseline the lab holds {got}, expected {want}")
+    if not args.no_baselines:
+        log(f"N={n}: baseline cold apply (ip -batch)")
+        fresh_parent()
+        res["cold_baseline"] = baseline_cold(n, work)
+        got = census(n)
+        res["cold_baseline"]["census_ok"] = got == want
+        if got != want:  # recorded, not fatal: the baseline is iproute2's business
+            res["cold_baseline"]["census"] = got
+            log(f"N={n}: after the baseline the lab holds {got}, expected {want}")
     log(f"N={n}: ipvland cold apply")
     fresh_parent()
     res["cold_ipvland"] = ipvland_cold(spec)
@@ -640,7 +641,8 @@ def run_size(n: int, args: argparse.Namespace, checkpoint: Any = lambda res: Non
     res["cold_ipvland"]["census_ok"] = got == want
     if got != want or not res["cold_ipvland"]["ok"]:
         raise RuntimeError(f"ipvland cold apply did not converge: {got} != {want}; {res['cold_ipvland']}")
-    res["cold_apply_ratio"] = round(res["cold_ipvland"]["seconds"] / res["cold_baseline"]["seconds"], 3)
+    if "cold_baseline" in res:
+        res["cold_apply_ratio"] = round(res["cold_ipvland"]["seconds"] / res["cold_baseline"]["seconds"], 3)
 
     checkpoint(res)
     runs = args.noop_runs or (3 if n >= 1000 else 5)
@@ -679,10 +681,11 @@ def run_size(n: int, args: argparse.Namespace, checkpoint: Any = lambda res: Non
             checkpoint(res)
 
     # Last, as the longest at N=1000 (hundreds of ip processes per run): the no-op baseline.
-    bruns = args.noop_baseline_runs or (1 if n >= 1000 else 3)
-    log(f"N={n}: no-op baseline (ip dumps) x{bruns}")
-    res["noop_baseline"] = noop_baseline(n, bruns, args.baseline_sample)
-    res["noop_ratio"] = round(res["noop_ipvland"]["seconds"] / res["noop_baseline"]["seconds"], 3)
+    if not args.no_baselines:
+        bruns = args.noop_baseline_runs or (1 if n >= 1000 else 3)
+        log(f"N={n}: no-op baseline (ip dumps) x{bruns}")
+        res["noop_baseline"] = noop_baseline(n, bruns, args.baseline_sample)
+        res["noop_ratio"] = round(res["noop_ipvland"]["seconds"] / res["noop_baseline"]["seconds"], 3)
     teardown()
     shutil.rmtree(work, ignore_errors=True)
     return res
@@ -726,9 +729,9 @@ def table(results: list[dict[str, Any]]) -> str:
 def headline(results: list[dict[str, Any]]) -> dict[str, Any]:
     by = {r["n"]: r for r in results}
     big = by[max(by)]
-    h: dict[str, Any] = {"at_size": big["n"], "cold_apply_ratio": big["cold_apply_ratio"],
-                         "noop_ratio": big["noop_ratio"], "noop_writes": big["noop_writes"],
+    h: dict[str, Any] = {"at_size": big["n"], "noop_writes": big["noop_writes"],
                          "one_drift_writes": big["one_drift_writes"]}
+    h.update({k: big[k] for k in ("cold_apply_ratio", "noop_ratio") if k in big})  # not with --no-baselines
     if 100 in by and 1000 in by:
         growth = by[1000]["noop_ipvland"]["seconds"] / by[100]["noop_ipvland"]["seconds"]
         h["noop_growth_100_to_1000"] = round(growth, 2)
@@ -780,6 +783,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"steady-state CPU window at the default interval (default {DEFAULT_INTERVAL:g} at "
                          "N>=1000, else 0: not measured)")
     ap.add_argument("--no-daemon", action="store_true", help="skip workloads 3, 5 and 6")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="skip the iproute2 baselines (no ratios): the daemon's figures in a third of the time")
     ap.add_argument("--profile", type=lambda s: {int(x) for x in s.split(",")},
                     help="sizes at which to profile (pyinstrument) the cold apply and the no-op (extra runs)")
     ap.add_argument("--profile-resync", type=int, metavar="N",

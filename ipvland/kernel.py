@@ -56,6 +56,7 @@ from ipvland.model import (
     ObservedRule,
     Route,
     Rule,
+    interned,
     is_path_netns,
     route_dev,
 )
@@ -418,8 +419,8 @@ def _ip(family: int, value: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Addr
 
 @functools.lru_cache(maxsize=_VALUE_CACHE)
 def _interface(family: int, value: bytes, prefixlen: int) -> IPInterface:
-    return (ipaddress.IPv4Interface((value[:4], prefixlen)) if family == socket.AF_INET
-            else ipaddress.IPv6Interface((value[:16], prefixlen)))
+    return interned(ipaddress.IPv4Interface((value[:4], prefixlen)) if family == socket.AF_INET
+                    else ipaddress.IPv6Interface((value[:16], prefixlen)))
 
 
 _NLM_F_CAPPED = 0x100

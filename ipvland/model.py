@@ -13,6 +13,24 @@ from enum import Enum
 from ipvland import normalize
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+# One object per distinct interface address, shared by the spec (spec.py) and the kernel's decoding
+# (kernel.py): the planner's set and dict lookups of addresses then find the very object, an identity
+# check, instead of calling ipaddress's __eq__ (an IPv6Interface compares its address, then its
+# network): a tenth of a resync's plan at N=1000 (issue 13). Bounded: past the bound the table starts
+# again, and lookups fall back to __eq__, never to a wrong answer.
+_INTERNED: dict[IPInterface, IPInterface] = {}
+_INTERN_MAX = 1 << 16
+
+
+def interned(iface: IPInterface) -> IPInterface:
+    """The shared object equal to `iface` (iface itself the first time)."""
+    got = _INTERNED.get(iface)
+    if got is None:
+        if len(_INTERNED) >= _INTERN_MAX:
+            _INTERNED.clear()
+        got = _INTERNED.setdefault(iface, iface)
+    return got
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -67,6 +67,7 @@ from ipvland.model import (
     Rule,
     Spec,
     State,
+    interned,
 )
 
 __all__ = ["SCHEMA", "ConfigError", "SpecError", "Tree", "default_config_path", "default_host", "dropin_paths",
@@ -1024,7 +1025,7 @@ def _interface(doc: _Doc, errors: _Errors, text: str, path: PathT) -> IPInterfac
         kind = "multicast" if ip.is_multicast else "unspecified"
         errors.add(loc, path, f"{excerpt(text)} is a {kind} address and cannot be an interface address")
         return None
-    return iface
+    return interned(iface)
 
 
 def _routes(doc: _Doc, errors: _Errors, value: Any, path: PathT) -> list[_RouteD]:
