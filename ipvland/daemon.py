@@ -576,7 +576,8 @@ class Daemon:
         try:
             kernel = self._kernel()
             if hasattr(kernel, "one_listing"):  # a stand-in kernel of the unit tests may not list
-                turn.enter_context(kernel.one_listing())
+                # a repair may reuse the last listing while /run/netns is unchanged; a full turn lists
+                turn.enter_context(kernel.one_listing(reuse=scope is not None))
             # Before too: a socket of ours in a namespace deleted by hand would keep it (and its
             # devices, and their addresses) alive, in the way of re-creating it.
             self._update_monitor(scope)

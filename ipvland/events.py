@@ -428,13 +428,15 @@ class NetlinkMonitor:
         writes, whose events the kernel queued before acknowledging them."""
         # Only the sockets with something queued: a read of each of 1000 would cost more than
         # the repair it follows (epoll may be asked from two threads; reads take _read_lock).
-        with self._lock:
-            by_fd = {sock.fileno(): (ns, sock) for ns, (_, sock) in self._sockets.items()}
+        # The socket from the selector's own key, not by fd number: one closed and another opened on
+        # its number meanwhile (update() in the monitor thread) would be read under the wrong namespace.
+        sockets: list[tuple[Ns, socket.socket]]
         try:
-            ready = [key.fd for key, _ in self._selector.select(timeout=0)]
+            sockets = [(key.data, key.fileobj) for key, _ in self._selector.select(timeout=0)  # type: ignore[misc]
+                       if key.data is not _WAKE and key.data is not _NETNS_DIR_KEY]
         except (OSError, ValueError):  # a socket closed under us by update(): read them all
-            ready = list(by_fd)
-        sockets = [by_fd[fd] for fd in ready if fd in by_fd]
+            with self._lock:
+                sockets = [(ns, sock) for ns, (_, sock) in self._sockets.items()]
         found: list[tuple[Ns, int, frozenset[str]]] = []
         with self._read_lock:
             for ns, sock in sockets:

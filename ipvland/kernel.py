@@ -106,18 +106,27 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-# A listing of /run/netns is reused while the directory has not changed, and only when it was taken
-# this long after the directory's last change: `ip netns add` creates the name, then mounts the
-# namespace on it, and the mount does not touch the directory (so a listing taken between the two
-# must not be kept); the directory's time is also coarse (a jiffy), two changes can share it.
+# A repair's listing of /run/netns is reused while the directory has not changed, and only when it
+# was taken this long after the directory's last change: `ip netns add` creates the name, then mounts
+# the namespace on it, and the mount does not touch the directory (so a listing taken between the
+# two must not be kept); the directory's time is also coarse (a jiffy), two changes can share it.
 LISTING_SETTLE_NS = 5_000_000_000
 
 
 def list_namespaces() -> frozenset[str]:
     """The named namespaces: names under /run/netns that are mounted namespaces (see is_namespace)."""
+    return _scan_namespaces()[0]
+
+
+def _scan_namespaces() -> tuple[frozenset[str], bool]:
+    """list_namespaces(), and whether the listing may be reused while /run/netns is unchanged
+    (Kernel._list): every name a namespace mounted on it. An empty file (a mount gone, or not made
+    yet) can be mounted on later, and a symlink's namespace goes with its process, neither touching
+    the directory."""
     try:
         nsfs = os.stat("/proc/self/ns/net").st_dev
         names = []
+        clean = True
         for e in os.scandir(NETNS_DIR):
             if e.name.startswith("."):
                 continue
@@ -125,11 +134,14 @@ def list_namespaces() -> frozenset[str]:
                 # followed: `ln -s /proc/PID/ns/net /run/netns/NAME` (a common Docker recipe) is a namespace
                 if e.stat().st_dev == nsfs:
                     names.append(e.name)
+                    clean = clean and not e.is_symlink()
+                    continue
             except OSError:
                 pass
-        return frozenset(names)
+            clean = False
+        return frozenset(names), clean
     except FileNotFoundError:
-        return frozenset()
+        return frozenset(), False
 
 
 def _foreign_mount_ns() -> str | None:
@@ -817,6 +829,7 @@ class Kernel:
         self._turns = 0  # depth of one_listing()
         self._listed: frozenset[str] | None = None  # the listing held by one_listing()
         self._listing: tuple[tuple[int, int, int], frozenset[str]] | None = None  # see LISTING_SETTLE_NS
+        self._reuse = False  # this turn may reuse self._listing (one_listing(reuse=True))
 
     # -- lifetime
 
@@ -932,32 +945,36 @@ class Kernel:
         return names
 
     def _list(self) -> frozenset[str]:
-        """list_namespaces(), or the last listing while /run/netns is as it was then (a stat of the
-        directory instead of one per namespace: see LISTING_SETTLE_NS). What it cannot see: a
-        namespace mounted on (or unmounted from) an existing name more than LISTING_SETTLE_NS after
-        the name was created (not how `ip netns` works), and the process behind a `ln -s
-        /proc/PID/ns/net` name exiting; both are seen at the directory's next change or a reconcile
-        that reads the namespace."""
+        """list_namespaces(); in a turn that may reuse it (a repair), the last listing while /run/netns
+        is as it was then: a stat of the directory instead of one per namespace (LISTING_SETTLE_NS).
+        Kept only when every name was a namespace mounted on it and no symlink (_scan_namespaces).
+        What a reused listing cannot see: another tool mounting on, or unmounting from, a name without
+        touching the directory, more than LISTING_SETTLE_NS after the name was created (`ip netns`
+        does neither). The next full turn (a resync, a config change) lists afresh."""
         try:
             st = os.stat(NETNS_DIR)
         except OSError:
             self._listing = None
             return list_namespaces()
         key = (st.st_dev, st.st_ino, st.st_mtime_ns)
-        if self._listing is not None and self._listing[0] == key:
+        if self._reuse and self._listing is not None and self._listing[0] == key:
             return self._listing[1]
         listed_at = time.time_ns()
-        names = list_namespaces()
-        self._listing = (key, names) if listed_at - st.st_mtime_ns >= LISTING_SETTLE_NS else None
+        names, clean = _scan_namespaces()
+        self._listing = (key, names) if clean and listed_at - st.st_mtime_ns >= LISTING_SETTLE_NS else None
         return names
 
     @contextlib.contextmanager
-    def one_listing(self) -> Iterator[None]:
+    def one_listing(self, reuse: bool = False) -> Iterator[None]:
         """/run/netns is listed once for everything inside: one reconcile (its observes before and
         after applying) or one turn of the daemon (its monitor's updates too). Listing is a scan and a
         stat per namespace: at 1000 namespaces, done four times, it was most of a repair's time
         (issue 13). Namespaces ipvland creates inside are added; one another tool adds or deletes
-        meanwhile is seen at the next turn (its event, or /run/netns's, asks for one). Nests."""
+        meanwhile is seen at the next turn (its event, or /run/netns's, asks for one). Nests: the
+        outermost decides. reuse: the listing of an earlier turn may serve (see _list); the daemon's
+        repairs only."""
+        if not self._turns:
+            self._reuse = reuse
         self._turns += 1
         try:
             yield
@@ -965,9 +982,11 @@ class Kernel:
             self._turns -= 1
             if not self._turns:
                 self._listed = None
+                self._reuse = False
 
     def create_namespace(self, name: str) -> None:
         create_namespace(name)
+        self._listing = None  # a mount on an existing name (a leftover empty file) leaves the directory as it was
         if self._listed is not None:
             self._listed = self._listed | {name}
 

@@ -7,6 +7,7 @@ can matter: ipvland's own namespace, the namespaces the spec names, and those ho
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -62,6 +63,13 @@ def _with_paths(named: frozenset[str], spec: Spec | None) -> frozenset[str]:
     return frozenset({n for n in named if _identity(os.path.join(NETNS_DIR, n)) not in taken} | paths)
 
 
+def _vanished(netns: str, error: Exception) -> bool:
+    """The read failed because the namespace is gone: deleted (a container stopped, `ip netns del`)
+    after the turn listed it (Kernel.one_listing), which is no error of the reconcile."""
+    path = netns if netns.startswith("/") else os.path.join(NETNS_DIR, netns)
+    return getattr(error, "errno", None) in (errno.ENOENT, errno.EINVAL) and not is_namespace(path)
+
+
 def _ours(link: ObservedLink) -> bool:
     return link.owned or link.leftover
 
@@ -111,9 +119,16 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
     links = list(kernel.links(None))
     if spec is not None and any(p.match and p.match.path for p in spec.parents):
         links = [replace(x, path=udev_path(x.index)) if x.kind is None else x for x in links]
+    gone: set[str] = set()
     for ns in sorted(namespaces):
         if scope is None or ns in scope:
-            links.extend(kernel.links(ns))
+            try:
+                links.extend(kernel.links(ns))
+            except Exception as e:
+                if not _vanished(ns, e):
+                    raise
+                gone.add(ns)  # deleted since it was listed: absent, as if listed after
+    namespaces -= gone
     if scope is not None and ports:
         links.extend(_port_members(kernel, spec, namespaces - scope, links))
     wanted = spec.namespaces & namespaces if spec is not None else frozenset()

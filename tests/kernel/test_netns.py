@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -185,3 +186,77 @@ def test_a_namespace_mounted_after_a_listing_of_its_bare_name_is_then_listed() -
     finally:
         delete_namespace("late0")
         assert "late0" not in list_namespaces()
+
+
+def _age_netns_dir() -> None:
+    """/run/netns as if quiet for a minute: a repair may then reuse a listing (LISTING_SETTLE_NS)."""
+    then = time.time_ns() - 60_000_000_000
+    os.utime(netns.NETNS_DIR, ns=(then, then))
+
+
+def test_a_repair_lists_a_namespace_mounted_on_a_leftover_name_the_directory_never_saw() -> None:
+    """Review of issue 13 (reproduced there): an empty file left under /run/netns (a mount gone) is
+    mounted on later, by ipvland or another tool, without touching the directory. A listing without
+    it, reused by every repair, hid the namespace until the directory changed for another reason."""
+    from ipvland.kernel import Kernel
+
+    os.makedirs(netns.NETNS_DIR, exist_ok=True)
+    path = os.path.join(netns.NETNS_DIR, "left0")
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0))
+    try:
+        _age_netns_dir()
+        with Kernel() as k:
+            with k.one_listing(reuse=True):
+                assert "left0" not in k.list_namespaces()
+            subprocess.run(["unshare", "--net", "--", "mount", "--bind", "/proc/self/ns/net", path], check=True)
+            with k.one_listing(reuse=True):
+                assert "left0" in k.list_namespaces()
+    finally:
+        delete_namespace("left0")
+
+
+def test_a_repair_drops_a_symlinked_namespace_whose_process_exited() -> None:
+    """The `ln -s /proc/PID/ns/net /run/netns/NAME` recipe: the namespace goes with the process,
+    and the directory does not change. A listing with a symlink is never reused."""
+    from ipvland.kernel import Kernel
+
+    os.makedirs(netns.NETNS_DIR, exist_ok=True)
+    holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "60"])
+    link = os.path.join(netns.NETNS_DIR, "dock0")
+    try:
+        deadline = time.monotonic() + 10
+        target = f"/proc/{holder.pid}/ns/net"
+        while os.stat(target).st_ino == os.stat("/proc/self/ns/net").st_ino and time.monotonic() < deadline:
+            time.sleep(0.05)  # unshare has not entered its namespace yet
+        os.symlink(target, link)
+        _age_netns_dir()
+        with Kernel() as k:
+            with k.one_listing(reuse=True):
+                assert "dock0" in k.list_namespaces()
+            holder.kill()
+            holder.wait()
+            with k.one_listing(reuse=True):
+                assert "dock0" not in k.list_namespaces()
+    finally:
+        holder.kill()
+        holder.wait()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)
+
+
+def test_a_namespace_deleted_after_the_turn_listed_it_is_absent_not_an_error() -> None:
+    """Review of issue 13: a turn lists /run/netns once (Kernel.one_listing); a namespace deleted
+    after that (a container stopped) failed the turn's observe with ENOENT."""
+    from ipvland.kernel import Kernel
+    from ipvland.observe import observe
+
+    create_namespace("gone0")
+    try:
+        with Kernel() as k, k.one_listing():
+            assert "gone0" in k.list_namespaces()
+            delete_namespace("gone0")
+            seen = observe(k)
+            assert "gone0" not in seen.namespaces
+            assert not any(link.netns == "gone0" for link in seen.links)
+    finally:
+        delete_namespace("gone0")

@@ -18,11 +18,12 @@ def listings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     names = {"a", "b"}
 
-    def fake_list() -> frozenset[str]:
+    def fake_scan() -> tuple[frozenset[str], bool]:
         calls.append(1)
-        return frozenset(names)
+        bare = os.path.exists(os.path.join(kmod.NETNS_DIR, "bare"))  # a name with nothing mounted on it
+        return frozenset(names), not bare
 
-    monkeypatch.setattr(kmod, "list_namespaces", fake_list)
+    monkeypatch.setattr(kmod, "_scan_namespaces", fake_scan)
     monkeypatch.setattr(kmod, "create_namespace", lambda name: names.add(name))
     return calls
 
@@ -59,16 +60,28 @@ def _age(path: Path, seconds: float) -> None:
     os.utime(path, ns=(then, then))
 
 
-def test_a_listing_is_reused_while_the_directory_is_unchanged_and_settled(
+def test_a_repair_reuses_a_listing_while_the_directory_is_unchanged_and_settled(
         listings: list[int], netns_dir: Path) -> None:
     _age(netns_dir, 60)
     with kmod.Kernel() as k:
-        k.list_namespaces()
-        k.list_namespaces()
+        for _ in range(3):
+            with k.one_listing(reuse=True):  # the daemon's scoped turns
+                k.list_namespaces()
         assert len(listings) == 1  # a stat of the directory, not a scan
         (netns_dir / "web").touch()  # ip netns add web: the directory changes
-        k.list_namespaces()
+        with k.one_listing(reuse=True):
+            k.list_namespaces()
         assert len(listings) == 2
+
+
+def test_a_full_turn_always_lists_afresh(listings: list[int], netns_dir: Path) -> None:
+    """Review of issue 13: what a reused listing cannot see must not outlive the next resync."""
+    _age(netns_dir, 60)
+    with kmod.Kernel() as k:
+        for _ in range(3):
+            with k.one_listing():
+                k.list_namespaces()
+        assert len(listings) == 3
 
 
 def test_a_listing_taken_just_after_a_change_is_not_reused(listings: list[int], netns_dir: Path) -> None:
@@ -76,10 +89,35 @@ def test_a_listing_taken_just_after_a_change_is_not_reused(listings: list[int], 
     taken in between would miss the namespace for as long as it was reused."""
     (netns_dir / "web").touch()  # the directory changed just now
     with kmod.Kernel() as k:
-        k.list_namespaces()
-        k.list_namespaces()
+        for _ in range(2):
+            with k.one_listing(reuse=True):
+                k.list_namespaces()
         assert len(listings) == 2
         _age(netns_dir, 60)  # quiet since: now a listing is kept
-        k.list_namespaces()
-        k.list_namespaces()
+        for _ in range(2):
+            with k.one_listing(reuse=True):
+                k.list_namespaces()
         assert len(listings) == 3
+
+
+def test_a_listing_with_a_bare_name_is_not_reused_nor_one_before_ipvland_creates(
+        listings: list[int], netns_dir: Path) -> None:
+    """Review of issue 13 (reproduced): a leftover empty file that ipvland (or anyone) mounts a
+    namespace on later leaves the directory unchanged; a listing without it, reused, hid that
+    namespace from every repair (EEXIST at each try to create it again)."""
+    (netns_dir / "bare").touch()
+    _age(netns_dir, 60)
+    with kmod.Kernel() as k:
+        for _ in range(2):
+            with k.one_listing(reuse=True):
+                k.list_namespaces()
+        assert len(listings) == 2
+    (netns_dir / "bare").unlink()
+    _age(netns_dir, 60)
+    with kmod.Kernel() as k:
+        with k.one_listing(reuse=True):
+            k.list_namespaces()
+        k.create_namespace("new")  # the fake adds it to the names
+        with k.one_listing(reuse=True):
+            assert "new" in k.list_namespaces()
+        assert len(listings) == 4  # listed again after the create, though the directory looks the same
