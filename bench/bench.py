@@ -559,6 +559,10 @@ def repair_profile(n: int, layout: str, events: int, seed: int = 1) -> dict[str,
     prof = Profiler(interval=0.001, use_timing_thread=True)
     rows: list[dict[str, Any]] = []
     with ipvland_lab(n, layout) as config, inproc_daemon(config) as d, Kernel() as k:
+        # what a repair reads in the host's namespace besides the lab (kernel-made entries included)
+        host = {"links": len(k.links(None)), "addresses": len(k.addresses(None)),
+                "routes": len(k.routes(None)), "neighbors": len(k.neighbors(None))}
+        log(f"host namespace: {host}")
         for e in range(events):
             i = rng.randrange(n)
             kind = "delete" if e % 2 == 0 else "flush"
@@ -587,7 +591,7 @@ def repair_profile(n: int, layout: str, events: int, seed: int = 1) -> dict[str,
                 if job is not None:
                     d.cycle(job)
     totals = sorted(r["to_job_ms"] + r["turn_ms"] for r in rows)
-    return {"n": n, "layout": layout, "events": rows, "repair_ms": totals,
+    return {"n": n, "layout": layout, "host_objects": host, "events": rows, "repair_ms": totals,
             "profile_text": f"==== daemon repair turns N={n} ({layout}), every other event\n"
                             + prof.output_text(unicode=False, color=False)}
 

@@ -576,8 +576,9 @@ class Daemon:
         try:
             kernel = self._kernel()
             if hasattr(kernel, "one_listing"):  # a stand-in kernel of the unit tests may not list
-                # a repair may reuse the last listing while /run/netns is unchanged; a full turn lists
-                turn.enter_context(kernel.one_listing(reuse=scope is not None))
+                # a repair may reuse the last listing while /run/netns is unchanged; a full turn, and
+                # one that may roll back (it reads everything), lists afresh
+                turn.enter_context(kernel.one_listing(reuse=scope is not None and not rollback))
             # Before too: a socket of ours in a namespace deleted by hand would keep it (and its
             # devices, and their addresses) alive, in the way of re-creating it.
             self._update_monitor(scope)

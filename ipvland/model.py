@@ -13,6 +13,8 @@ from enum import Enum
 from ipvland import normalize
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # One object per distinct interface address, shared by the spec (spec.py) and the kernel's decoding
 # (kernel.py): the planner's set and dict lookups of addresses then find the very object, an identity
@@ -31,8 +33,7 @@ def interned(iface: IPInterface) -> IPInterface:
             _INTERNED.clear()
         got = _INTERNED.setdefault(iface, iface)
     return got
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 
 # Ownership markers (see README "Ownership").
 OWNER_ALIAS = "ipvland"  # IFLA_IFALIAS of every ipvlan ipvland created

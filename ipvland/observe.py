@@ -7,7 +7,6 @@ can matter: ipvland's own namespace, the namespaces the spec names, and those ho
 
 from __future__ import annotations
 
-import errno
 import os
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ from ipvland.model import (
     ObservedRoute,
     ObservedRule,
     Spec,
+    is_path_netns,
 )
 from ipvland.netns import NETNS_DIR, is_namespace
 
@@ -63,11 +63,14 @@ def _with_paths(named: frozenset[str], spec: Spec | None) -> frozenset[str]:
     return frozenset({n for n in named if _identity(os.path.join(NETNS_DIR, n)) not in taken} | paths)
 
 
-def _vanished(netns: str, error: Exception) -> bool:
+def _vanished(netns: str | None, error: Exception) -> bool:
     """The read failed because the namespace is gone: deleted (a container stopped, `ip netns del`)
-    after the turn listed it (Kernel.one_listing), which is no error of the reconcile."""
-    path = netns if netns.startswith("/") else os.path.join(NETNS_DIR, netns)
-    return getattr(error, "errno", None) in (errno.ENOENT, errno.EINVAL) and not is_namespace(path)
+    after the turn listed it (Kernel.one_listing), which is no error of the reconcile. Any errno:
+    entering the empty file a gone mount leaves is EINVAL with CAP_DAC_OVERRIDE, EACCES without it
+    (the shipped unit), ENOENT once the name is unlinked."""
+    if netns is None or getattr(error, "errno", None) is None:
+        return False
+    return not is_namespace(netns if is_path_netns(netns) else os.path.join(NETNS_DIR, netns))
 
 
 def _ours(link: ObservedLink) -> bool:
@@ -97,7 +100,12 @@ def _port_members(kernel: Kernel, spec: Spec | None, elsewhere: frozenset[str],
     for ns in dict.fromkeys([*likely, *sorted(elsewhere)]):
         if not missing:
             break
-        got = kernel.links(ns, kind="ipvlan")  # a port's members: nothing else is needed
+        try:
+            got = kernel.links(ns, kind="ipvlan")  # a port's members: nothing else is needed
+        except Exception as e:
+            if not _vanished(ns, e):
+                raise
+            continue  # deleted since the turn listed it
         found.extend(got)
         missing -= {link.parent for link in got}
     return found
@@ -142,14 +150,27 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
     rules: list[ObservedRule] = []
     try:
         for where in sorted(scanned, key=lambda n: (n is not None, n or "")):
-            addresses.extend(kernel.addresses(where))
-            routes.extend(kernel.routes(where, _host_tables(spec)) if where is None else kernel.routes(where))
-            neighbors.extend(kernel.neighbors(where))
-            rules.extend(kernel.rules(where))
+            try:
+                got = (kernel.addresses(where),
+                       kernel.routes(where, _host_tables(spec)) if where is None else kernel.routes(where),
+                       kernel.neighbors(where), kernel.rules(where))
+            except Exception as e:
+                if where is None or not _vanished(where, e):
+                    raise
+                gone.add(where)
+                continue
+            addresses.extend(got[0])
+            routes.extend(got[1])
+            neighbors.extend(got[2])
+            rules.extend(got[3])
     finally:
         # Sockets stay open only in the namespaces the spec names: one left in another tool's
         # namespace (or one that left the spec) would keep it alive after `ip netns del`.
         kernel.retain(spec.namespaces if spec is not None else frozenset())
+    if gone:  # deleted meanwhile: absent, as if the turn had listed it after
+        namespaces -= gone
+        scanned -= gone
+        links = [link for link in links if link.netns not in gone]
     forwarding = []
     for where in sorted({d.netns for d in spec.devices if d.ip_forward is not None} if spec else (),
                         key=lambda n: (n is not None, n or "")):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import struct
 from dataclasses import replace
 
+import pytest
+
 from ipvland import events
 from ipvland.model import LinkCreate, LinkDelete, Mode, Observed
 from tests.unit.test_plan import API, WEB, ipvlan, parent_link, spec_of
@@ -157,3 +159,50 @@ def test_ports_reads_every_namespace_when_the_port_has_no_member() -> None:
     assert sorted(d[0] for d in k.dumped if d[0] not in (None, "web")) == ["api", "zzz"]
     p = plan_of(spec_of(WEB, API), o)
     assert p.needs_full_view is None and any(isinstance(c, LinkCreate) for c in p.changes)
+
+
+# ---------------------------------------------------------------- observe: a namespace gone mid-turn
+
+
+class VanishingKernel(FakeKernel):
+    """Namespaces listed at the turn's start that are gone when read (a container stopped): their
+    reads fail as the real ones do (an errno), and their names under /run/netns are no namespaces."""
+
+    def __init__(self, links: dict[str | None, list], gone_at: dict[str, str]) -> None:  # type: ignore[type-arg]
+        super().__init__(links)
+        self.gone_at = gone_at  # netns -> the read that finds it gone
+
+    def _read(self, what: str, netns: str | None) -> None:
+        if netns is not None and self.gone_at.get(netns) == what:
+            raise OSError(13, "Permission denied")  # EACCES: the empty file a gone mount leaves, no CAP_DAC_OVERRIDE
+
+    def links(self, netns: str | None, kind: str | None = None) -> list:  # type: ignore[type-arg]
+        self._read("links", netns)
+        return super().links(netns, kind)
+
+    def addresses(self, netns: str | None) -> list:  # type: ignore[type-arg]
+        self._read("addresses", netns)
+        return []
+
+
+@pytest.mark.parametrize("when", ["links", "addresses"])
+def test_a_namespace_gone_after_the_listing_is_absent_not_a_failed_observe(
+        when: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review of issue 13: the turn lists /run/netns once, so a namespace can go between the listing
+    and its reads; the shipped unit sees EACCES then (no CAP_DAC_OVERRIDE), not only ENOENT."""
+    from ipvland import observe as observe_mod
+
+    monkeypatch.setattr(observe_mod, "is_namespace", lambda path: not path.endswith("/api"))
+    k = VanishingKernel({None: [parent_link()], "web": [], "api": [ipvlan("api0", 8, "api")]}, {"api": when})
+    o = observe_mod.observe(k, spec_of(WEB, API))  # type: ignore[arg-type]
+    assert "api" not in o.namespaces and "api" not in o.scanned
+    assert not any(link.netns == "api" for link in o.links)
+
+
+def test_a_read_that_fails_in_a_namespace_still_there_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipvland import observe as observe_mod
+
+    monkeypatch.setattr(observe_mod, "is_namespace", lambda path: True)
+    k = VanishingKernel({None: [parent_link()], "web": [], "api": []}, {"api": "links"})
+    with pytest.raises(OSError):
+        observe_mod.observe(k, spec_of(WEB, API))  # type: ignore[arg-type]
