@@ -15,20 +15,24 @@ Workloads per size (JSON keys per size under "sizes", headline keys at the top l
 1. cold apply: ipvland's reconcile() from empty (observe, plan, apply, verify) vs the same changes
    as `ip -batch` files (one in the root namespace: netns add, link add, link set netns, neigh add;
    then one `ip -n NS -batch` per namespace: addr add x2, link set up, route add), each timed
-   right after a teardown of the other.
+   right after a teardown of the other. Over --baseline-sample (25) lab namespaces, the root batch
+   runs whole and the namespace batches in 25 of them, evenly spread, their time scaled to all.
 2. no-op reconcile: observe + plan with nothing to change (median of several runs, warm sockets as
    in the daemon) vs `ip [-n NS] -d link show`, `addr show`, `route show`, `neigh show` for the root
-   namespace and every lab namespace, as subprocesses (median of several runs; over 100 lab
-   namespaces, 100 of them evenly spread, the time scaled to all).
+   namespace and every lab namespace, as subprocesses (median of several runs; over 25 lab
+   namespaces, 25 of them evenly spread, the time scaled to all).
 2b. (tens layout at --foreign-at, default N=100) the same no-op with 100,000 routes of other tools
    (10 tables, other protocols) and 1,000 permanent neighbors in the host namespace, over the
    no-op without them: noop_foreign_ratio.
 3. drift repair by a real `ipvland run` (--interval 600, so every repair comes from an event):
-   alternately delete a random device or flush its addresses, and poll (20 ms, raw netlink dumps
+   alternately delete a device or flush its addresses (netlink requests from the bench's own
+   sockets; devices in shuffled rounds, see event_devices), and poll (20 ms, raw netlink dumps
    of that one namespace) until device, addresses, up state and route are back.
 4. netlink writes (Kernel.writes): a no-op reconcile; one hand-made MTU change then reconcile.
 5. the daemon's VmRSS and open fds after its first convergence, and its CPU (utime+stime) over an
    idle window.
+6. (tens layout, N>=1000) the steady state at the default interval: a second daemon's CPU over five
+   minutes that hold one periodic resync; workload 2 runs inside that window (steady_window).
 """
 
 from __future__ import annotations
@@ -155,15 +159,29 @@ def census(n: int) -> dict[str, int]:
     return {"devices": devs, "up": up, "addresses": addrs, "routes": routes, "neighbors": neigh}
 
 
-def expected_census(n: int) -> dict[str, int]:
-    return {"devices": n, "up": n, "addresses": 2 * n, "routes": n, "neighbors": max(1, n // 10)}
+def expected_census(n: int, configured: set[str] | None = None) -> dict[str, int]:
+    """What the whole lab holds; with `configured`, only the devices of those namespaces were
+    addressed and set up (a sampled baseline)."""
+    done = n if configured is None else sum(1 for i in range(n) if ns_of(i) in configured)
+    return {"devices": n, "up": done, "addresses": 2 * done, "routes": done, "neighbors": max(1, n // 10)}
 
 
 # ---------------------------------------------------------------- 1. cold apply
 
 
-def baseline_cold(n: int, work: Path) -> dict[str, Any]:
-    """The same changes through iproute2: one root batch, then one batch per namespace."""
+def spread(every: list[str], sample: int | None) -> list[str]:
+    """At most `sample` of `every`, evenly spread (all of them without a sample)."""
+    if sample is None or sample >= len(every):
+        return every
+    return every[:: -(-len(every) // sample)]
+
+
+def baseline_cold(n: int, work: Path, sample: int | None = None) -> dict[str, Any]:
+    """The same changes through iproute2: one root batch, then one batch per namespace. With `sample`,
+    the root batch runs whole (every namespace and device exists, as many mounts as in the real
+    run), then only that many namespace batches, evenly spread, and their time is scaled to all:
+    every namespace batch of a layout is the same process with the same requests, in a namespace
+    of its own."""
     root = [f"netns add {ns}" for ns in namespaces(n)]
     for i in range(n):
         root.append(f"link add link {PARENT} name iv{i} mtu {MTU} type ipvlan mode {MODE}")
@@ -177,19 +195,27 @@ def baseline_cold(n: int, work: Path) -> dict[str, Any]:
         per_ns.setdefault(ns_of(i), []).extend([
             f"addr add {v4(i)} dev iv{i}", f"addr add {v6(i)} dev iv{i}", f"link set iv{i} up",
             f"route add {route_to(i)} dev iv{i} proto 212"])
-    for name, lines in per_ns.items():
+    chosen = spread(list(per_ns), sample)
+    for name in chosen:
         path = work / f"{name}.batch"
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text("\n".join(per_ns[name]) + "\n")
         files.append((name, path))
     requests = len(root) + sum(len(v) for v in per_ns.values())
-    t0 = time.perf_counter()
+    took: list[float] = []
     for ns, path in files:
         cmd = ["ip", *(["-n", ns] if ns else []), "-batch", str(path)]
+        t0 = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        took.append(time.perf_counter() - t0)
         if r.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()[:500]}")
-    took = time.perf_counter() - t0
-    return {"seconds": took, "processes": len(files), "requests": requests}
+    root_s, ns_s = took[0], sum(took[1:])
+    out: dict[str, Any] = {"seconds": root_s + ns_s * len(per_ns) / len(chosen), "root_seconds": round(root_s, 2),
+                           "processes": 1 + len(per_ns), "requests": requests}
+    if len(chosen) < len(per_ns):
+        out.update(sampled_namespaces=len(chosen), sampled_seconds=round(ns_s, 2), processes_run=len(files))
+    out["chosen"] = chosen
+    return out
 
 
 def ipvland_cold(spec: Spec) -> dict[str, Any]:
@@ -224,7 +250,7 @@ def noop_baseline(n: int, runs: int, sample: int | None = None) -> dict[str, Any
     lab namespace costs iproute2 the same four processes."""
     kinds = (["-d", "link", "show"], ["addr", "show"], ["route", "show"], ["neigh", "show"])
     every = namespaces(n)
-    chosen = every if sample is None or sample >= len(every) else every[:: -(-len(every) // sample)]
+    chosen = spread(every, sample)
     scale = len(every) / len(chosen)
     times = []
     for _ in range(runs):
@@ -332,16 +358,30 @@ class Daemon:
                 settled, since = count, time.monotonic()
         return round(time.monotonic() - t0, 1)
 
-    def cpu_over(self, seconds: float, until_reconciled: float = 0.0) -> tuple[float, float, int]:
-        """(CPU %, window s, reconciles completed in it) over a window of `seconds`, extended (by at
-        most `until_reconciled` s) until a reconcile has completed in it: a reconcile still running
-        at the end would be counted in part."""
+    @contextlib.contextmanager
+    def cpu_window(self, seconds: float, until_reconciled: float = 0.0) -> Iterator[dict[str, Any]]:
+        """The daemon's CPU over the with block, which is made to last at least `seconds` and is
+        then extended (by at most `until_reconciled` s) until a reconcile has completed in it: a
+        reconcile still running at the end would be counted in part. The yielded dict gets
+        cpu_percent, window_s, reconciles (completed in it) and overrun (the block itself took
+        longer than `seconds`)."""
+        out: dict[str, Any] = {}
         r0, c0, t0 = self.status().get("reconciles", 0), self.cpu_seconds(), time.monotonic()
-        time.sleep(seconds)
+        yield out
+        rest = seconds - (time.monotonic() - t0)
+        if rest > 0:
+            time.sleep(rest)
         if until_reconciled:
             wait(lambda: self.status().get("reconciles", 0) > r0, until_reconciled, 0.2)
         c1, t1 = self.cpu_seconds(), time.monotonic()
-        return round(100 * (c1 - c0) / (t1 - t0), 3), round(t1 - t0, 1), self.status().get("reconciles", 0) - r0
+        out.update(cpu_percent=round(100 * (c1 - c0) / (t1 - t0), 3), window_s=round(t1 - t0, 1),
+                   reconciles=self.status().get("reconciles", 0) - r0, overrun=rest < 0)
+
+    def cpu_over(self, seconds: float) -> tuple[float, float, int]:
+        """(CPU %, window s, reconciles completed in it) over a window of `seconds`."""
+        with self.cpu_window(seconds) as w:
+            pass
+        return w["cpu_percent"], w["window_s"], w["reconciles"]
 
     def status(self) -> dict[str, Any]:
         try:
@@ -388,6 +428,36 @@ def wait(pred: Any, timeout: float, step: float = 0.02) -> bool:
     return bool(pred())
 
 
+def event_devices(n: int, events: int, rng: random.Random) -> list[int]:
+    """Which device each drift event hits: rounds of a shuffled order of all n, so that no device
+    is hit again before every other was, and at most two rounds: a device rewritten three times in
+    a minute flaps by ipvland's rule (flaps.COUNT in flaps.WINDOW) and its repairs are then held
+    back on purpose, which would measure the backoff, not the repair."""
+    out: list[int] = []
+    for _ in range(min(2, -(-events // n))):
+        order = list(range(n))
+        rng.shuffle(order)
+        out += order
+    return out[:events]
+
+
+def drift(k: Kernel, i: int, kind: str) -> float:
+    """Make one drift event from the bench's own netlink sockets, as `ip` does it but without an
+    `ip` process, whose start (100-200 ms under emulation) was counted as repair time: "delete",
+    one RTM_DELLINK of device i; "flush", one RTM_DELADDR per address it has, link-local included,
+    as `ip addr flush dev` sends them. Returns the perf_counter right before the first request."""
+    ns, name = ns_of(i), f"iv{i}"
+    index = next(x.index for x in k.links(ns) if x.name == name)  # untimed, as `ip` resolves first
+    held = [a.address for a in k.addresses(ns) if a.ifindex == index]
+    t0 = time.perf_counter()
+    if kind == "delete":
+        k.delete_link(ns, name)
+    else:
+        for iface in held:
+            k.delete_address(ns, name, iface)
+    return t0
+
+
 def repaired(k: Kernel, i: int) -> bool:
     ns, name = ns_of(i), f"iv{i}"
     link = next((x for x in k.links(ns) if x.name == name), None)
@@ -407,24 +477,19 @@ def daemon_workload(n: int, config: Path, work: Path, events: int, idle_seconds:
         out["startup_to_converged_s"] = d.started(startup_timeout)
         out["rss_mb"] = round(d.rss_mb(), 1)
         out["fds"] = d.fds()
-        rng = random.Random(seed)
         times: list[float] = []
         timeouts = 0
         events_done = 0
         t_events = time.monotonic()
         with Kernel() as k:
-            for e in range(events):
+            for e, i in enumerate(event_devices(n, events, random.Random(seed))):
                 if budget is not None and e >= 2 and time.monotonic() - t_events > budget:
                     log(f"repair: time budget of {budget:.0f}s spent after {e} events")
                     break
                 events_done += 1
-                i = rng.randrange(n)
-                ns, name = ns_of(i), f"iv{i}"
                 done = d.status().get("reconciles", 0)
                 kind = "delete" if e % 2 == 0 else "flush"
-                cmd = ["link", "del", name] if kind == "delete" else ["addr", "flush", "dev", name]
-                t0 = time.perf_counter()
-                ip("-n", ns, *cmd)
+                t0 = drift(k, i, kind)
                 if wait(lambda i=i: repaired(k, i), 60.0):
                     times.append((time.perf_counter() - t0) * 1000)
                 else:
@@ -453,23 +518,35 @@ def daemon_workload(n: int, config: Path, work: Path, events: int, idle_seconds:
     return out
 
 
-def steady_workload(config: Path, work: Path, seconds: float, startup_timeout: float) -> dict[str, Any]:
+@contextlib.contextmanager
+def steady_window(config: Path, work: Path, seconds: float, startup_timeout: float) -> Iterator[dict[str, Any]]:
     """6. The steady state at default settings (issue 13): a daemon started without --interval, its CPU
     over a window as long as the default resync interval once it is quiet, so that one periodic full
     resync falls inside, nothing else changing. The resync is due an interval after the start of the
     startup reconcile, so it may still run when the window ends: a window of a whole interval is
-    then extended until it has completed (steady_window_s says how long it was)."""
+    then extended until it has completed (steady_window_s says how long it was).
+
+    The with block runs inside the window: run_size puts there the bench's read-only workloads (no-op
+    observe + plan, iproute2 dumps), which change nothing and send the daemon no netlink event, so
+    that the five minutes are not spent waiting. The daemon's CPU is its own (/proc/PID/stat). The
+    yielded dict gets the keys on exit; steady_reconciles says that only the resync ran, and
+    steady_window_overrun that the block outlasted the window (then the window holds more than one
+    interval)."""
     (work / "steady").mkdir(exist_ok=True)
     d = Daemon(config, work / "steady", interval=None)
+    out: dict[str, Any] = {}
     try:
         d.started(startup_timeout)
         d.quiet()
-        cpu, window, reconciles = d.cpu_over(seconds, until_reconciled=startup_timeout if seconds >= DEFAULT_INTERVAL
-                                             else 0.0)
+        with d.cpu_window(seconds, until_reconciled=startup_timeout if seconds >= DEFAULT_INTERVAL else 0.0) as w:
+            yield out
+        if w["overrun"]:
+            log(f"steady state: the workloads inside the window took longer than {seconds:.0f}s")
     finally:
         d.stop()
-    return {"steady_cpu_percent_default": cpu, "steady_window_s": window, "steady_reconciles": reconciles,
-            "default_interval_s": DEFAULT_INTERVAL}
+    out.update(steady_cpu_percent_default=w["cpu_percent"], steady_window_s=w["window_s"],
+               steady_reconciles=w["reconciles"], steady_window_overrun=w["overrun"],
+               default_interval_s=DEFAULT_INTERVAL)
 
 
 # ---------------------------------------------------------------- the resync, profiled
@@ -539,7 +616,8 @@ def resync_profile(n: int, layout: str, repeats: int = 3, steady: float = 0.0) -
                 collections.append([g["collections"] for g in gc.get_stats()])
             text = profiled(f"daemon resync N={n} ({layout})", lambda: d.run_job(Trigger.RESYNC))
         if steady > 0:
-            measured = steady_workload(config, config.parent, steady, 600.0)
+            with steady_window(config, config.parent, steady, 600.0) as measured:
+                pass
     return {**measured, "n": n, "layout": layout, "resync_cpu_s": cpu, "resync_wall_s": wall,
             "observe_plan_cpu_s": noop,
             "gc_objects": objects, "gc_collections": collections,
@@ -550,12 +628,11 @@ def resync_profile(n: int, layout: str, repeats: int = 3, steady: float = 0.0) -
 def repair_profile(n: int, layout: str, events: int, seed: int = 1) -> dict[str, Any]:
     """Where a repair's time goes (issue 13, repair_p99_ms_per_ns): the daemon's turns driven here
     (inproc_daemon), as serve() drives them. Per event (alternately a device deleted, its addresses
-    flushed, by `ip`): the wait until the scheduler hands out the job (the monitor's read, the
+    deleted: drift()): the wait until the scheduler hands out the job (the monitor's read, the
     debounce), then the job's turn (reconcile, status), its CPU and wall time, and whether the device
     is back. Every other turn runs under pyinstrument; the call trees add up."""
     from pyinstrument import Profiler
 
-    rng = random.Random(seed)
     prof = Profiler(interval=0.001, use_timing_thread=True)
     rows: list[dict[str, Any]] = []
     with ipvland_lab(n, layout) as config, inproc_daemon(config) as d, Kernel() as k:
@@ -563,11 +640,9 @@ def repair_profile(n: int, layout: str, events: int, seed: int = 1) -> dict[str,
         host = {"links": len(k.links(None)), "addresses": len(k.addresses(None)),
                 "routes": len(k.routes(None)), "neighbors": len(k.neighbors(None))}
         log(f"host namespace: {host}")
-        for e in range(events):
-            i = rng.randrange(n)
+        for e, i in enumerate(event_devices(n, events, random.Random(seed))):
             kind = "delete" if e % 2 == 0 else "flush"
-            t0 = time.perf_counter()
-            ip("-n", ns_of(i), *(["link", "del", f"iv{i}"] if kind == "delete" else ["addr", "flush", "dev", f"iv{i}"]))
+            t0 = drift(k, i, kind)
             job = d.next_job()
             if job is None:
                 raise RuntimeError("the daemon stopped")
@@ -632,12 +707,12 @@ def run_size(n: int, args: argparse.Namespace, checkpoint: Any = lambda res: Non
     if not args.no_baselines:
         log(f"N={n}: baseline cold apply (ip -batch)")
         fresh_parent()
-        res["cold_baseline"] = baseline_cold(n, work)
-        got = census(n)
-        res["cold_baseline"]["census_ok"] = got == want
-        if got != want:  # recorded, not fatal: the baseline is iproute2's business
+        res["cold_baseline"] = baseline_cold(n, work, args.baseline_sample)
+        got, done = census(n), expected_census(n, set(res["cold_baseline"].pop("chosen")))
+        res["cold_baseline"]["census_ok"] = got == done
+        if got != done:  # recorded, not fatal: the baseline is iproute2's business
             res["cold_baseline"]["census"] = got
-            log(f"N={n}: after the baseline the lab holds {got}, expected {want}")
+            log(f"N={n}: after the baseline the lab holds {got}, expected {done}")
     log(f"N={n}: ipvland cold apply")
     fresh_parent()
     res["cold_ipvland"] = ipvland_cold(spec)
@@ -649,11 +724,30 @@ def run_size(n: int, args: argparse.Namespace, checkpoint: Any = lambda res: Non
         res["cold_apply_ratio"] = round(res["cold_ipvland"]["seconds"] / res["cold_baseline"]["seconds"], 3)
 
     checkpoint(res)
+    # 6 around 2: the steady-state window (five minutes at N=1000) holds the read-only workloads.
+    steady = args.steady_seconds if args.steady_seconds is not None else (DEFAULT_INTERVAL if n >= 1000 else 0.0)
+    window = None
+    if steady > 0 and layout == "tens" and not args.no_daemon:
+        log(f"N={n}: steady state at the default interval: {steady:.0f}s, the no-op workloads inside")
+        window = steady_window(config, work, steady, args.startup_timeout)
     runs = args.noop_runs or (3 if n >= 1000 else 5)
-    log(f"N={n}: no-op reconcile x{runs}")
+    with window or contextlib.nullcontext({}) as steady_res:
+        log(f"N={n}: no-op reconcile x{runs}")
+        with Kernel() as k:
+            noop_ipvland(spec, k, 1)  # warm-up: sockets opened once, as in the daemon
+            res["noop_ipvland"] = noop_ipvland(spec, k, runs)
+        checkpoint(res)
+        if not args.no_baselines:
+            bruns = args.noop_baseline_runs or (1 if n >= 100 else 3)
+            log(f"N={n}: no-op baseline (ip dumps) x{bruns}")
+            res["noop_baseline"] = noop_baseline(n, bruns, args.baseline_sample)
+            res["noop_ratio"] = round(res["noop_ipvland"]["seconds"] / res["noop_baseline"]["seconds"], 3)
+            checkpoint(res)
+        if window is not None:
+            log(f"N={n}: the rest of the steady-state window")
+    res.update(steady_res)
+
     with Kernel() as k:
-        noop_ipvland(spec, k, 1)  # warm-up: sockets opened once, as in the daemon
-        res["noop_ipvland"] = noop_ipvland(spec, k, runs)
         log(f"N={n}: netlink writes")
         res.update(writes_workload(spec, k))
         if layout == "tens" and n == args.foreign_at:
@@ -672,24 +766,11 @@ def run_size(n: int, args: argparse.Namespace, checkpoint: Any = lambda res: Non
         print(text, flush=True)
 
     if not args.no_daemon:
-        idle = args.idle_seconds if args.idle_seconds is not None else (60.0 if n >= 1000 else 20.0)
+        idle = args.idle_seconds if args.idle_seconds is not None else (30.0 if n >= 1000 else 20.0)
         log(f"N={n}: daemon: startup, {args.events} drift events, {idle:.0f}s idle")
         res.update(daemon_workload(n, config, work, args.events, idle, args.startup_timeout, seed=n,
                                    budget=args.repair_budget))
         checkpoint(res)
-        steady = args.steady_seconds if args.steady_seconds is not None else (
-            DEFAULT_INTERVAL if n >= 1000 else 0.0)
-        if steady > 0 and layout == "tens":
-            log(f"N={n}: steady state at the default interval: {steady:.0f}s")
-            res.update(steady_workload(config, work, steady, args.startup_timeout))
-            checkpoint(res)
-
-    # Last, as the longest at N=1000 (hundreds of ip processes per run): the no-op baseline.
-    if not args.no_baselines:
-        bruns = args.noop_baseline_runs or (1 if n >= 1000 else 3)
-        log(f"N={n}: no-op baseline (ip dumps) x{bruns}")
-        res["noop_baseline"] = noop_baseline(n, bruns, args.baseline_sample)
-        res["noop_ratio"] = round(res["noop_ipvland"]["seconds"] / res["noop_baseline"]["seconds"], 3)
     teardown()
     shutil.rmtree(work, ignore_errors=True)
     return res
@@ -770,12 +851,14 @@ def main(argv: list[str] | None = None) -> int:
                          "layout); both (default): tens at every size, then per-ns at --per-ns-sizes")
     ap.add_argument("--per-ns-sizes", help="sizes of the per-ns layout (default: the largest of --sizes)")
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--events", type=int, default=50, help="drift events per size (default 50)")
-    ap.add_argument("--idle-seconds", type=float, help="idle CPU window (default 60 at N>=1000, else 20)")
+    ap.add_argument("--events", type=int, default=50,
+                    help="drift events per size (default 50; at most two per device, see event_devices)")
+    ap.add_argument("--idle-seconds", type=float, help="idle CPU window (default 30 at N>=1000, else 20)")
     ap.add_argument("--noop-runs", type=int, help="no-op reconcile repetitions (default 5, 3 at N>=1000)")
-    ap.add_argument("--noop-baseline-runs", type=int, help="no-op baseline repetitions (default 3, 1 at N>=1000)")
-    ap.add_argument("--baseline-sample", type=int, default=100,
-                    help="no-op baseline: dump at most this many lab namespaces and scale (default 100)")
+    ap.add_argument("--noop-baseline-runs", type=int, help="no-op baseline repetitions (default 3, 1 at N>=100)")
+    ap.add_argument("--baseline-sample", type=int, default=25,
+                    help="iproute2 baselines: run the per-namespace processes in at most this many lab "
+                         "namespaces, evenly spread, and scale their time to all (default 25)")
     ap.add_argument("--foreign-at", type=int, default=100,
                     help="tens layout size at which to measure the no-op under a foreign load (default 100; 0: never)")
     ap.add_argument("--foreign-routes", type=int, default=100_000)
@@ -842,7 +925,7 @@ def main(argv: list[str] | None = None) -> int:
             "environment": {"kernel": platform.release(), "python": platform.python_version(),
                             "in_vm": os.environ.get("IPVLAND_IN_VM") == "1", "cpus": os.cpu_count(),
                             "idle_window_note": "idle_cpu_percent is measured over idle_window_s seconds "
-                                                "(60 s at N>=1000, else 20 s, unless --idle-seconds)"},
+                                                "(30 s at N>=1000, else 20 s, unless --idle-seconds)"},
             "wall_s": round(time.monotonic() - wall0, 1), "sizes": strip(tens), "sizes_per_ns": strip(per_ns)})
         if partial is not None:  # a size still running (or cut off): what it measured so far
             out["partial"] = {k: v for k, v in partial.items() if k != "profile_text"}
