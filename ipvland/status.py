@@ -46,6 +46,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,12 +78,34 @@ def path_in(state_dir: Path) -> Path:
     return state_dir / STATUS_FILE
 
 
+GROUP_FILE = "/etc/group"
+GROUP_TTL = 60.0  # seconds a lookup is kept while GROUP_FILE is unchanged
+_group_cache: tuple[object, float, int | None] | None = None  # (key, when, gid)
+
+
 def group_id() -> int | None:
-    """The gid of GROUP, or None when there is no such group."""
+    """The gid of GROUP, or None when there is no such group.
+
+    The daemon writes its status after every reconcile, and getgrnam() walks the NSS modules each
+    time (nss-systemd asks systemd-userdb over a socket): 0.1 s of every drift repair under
+    emulation. So the answer is kept while GROUP_FILE is the same file with the same mtime and
+    size, for GROUP_TTL seconds at most: a group added by `groupadd` or sysusers (GROUP_FILE) is
+    seen at the next write, one from another NSS source within GROUP_TTL."""
+    global _group_cache
     try:
-        return grp.getgrnam(GROUP).gr_gid
+        st = os.stat(GROUP_FILE)
+        key: object = (GROUP, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = (GROUP, None)
+    now = time.monotonic()
+    if _group_cache is not None and _group_cache[0] == key and now - _group_cache[1] < GROUP_TTL:
+        return _group_cache[2]
+    try:
+        gid: int | None = grp.getgrnam(GROUP).gr_gid
     except KeyError:
-        return None
+        gid = None
+    _group_cache = (key, now, gid)
+    return gid
 
 
 def restrict(fd: int, mode: int) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,3 +206,39 @@ def test_an_existing_world_readable_state_dir_is_closed(tmp_path: Path) -> None:
     state.chmod(0o755)
     status.prepare_dir(state)
     assert state.stat().st_mode & 0o777 == 0o750
+
+
+def test_the_group_lookup_is_kept_while_the_group_file_is_unchanged(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (issue 13): getgrnam() at every status write cost 0.1 s of each drift repair."""
+    groups = tmp_path / "group"
+    groups.write_text("ipvland:x:1234:\n")
+    monkeypatch.setattr(status, "GROUP_FILE", str(groups))
+    monkeypatch.setattr(status, "_group_cache", None)
+    calls: list[str] = []
+    db = {"ipvland": 1234}
+
+    def getgrnam(name: str) -> Any:
+        calls.append(name)
+        if name not in db:
+            raise KeyError(name)
+        return grp.struct_group((name, "x", db[name], []))
+
+    monkeypatch.setattr(status.grp, "getgrnam", getgrnam)
+    assert [status.group_id() for _ in range(5)] == [1234] * 5
+    assert calls == ["ipvland"]  # looked up once
+    db["ipvland"] = 4321
+    groups.write_text("ipvland:x:4321:\nother:x:1:\n")  # groupmod: the file changes
+    assert status.group_id() == 4321 and len(calls) == 2
+    monkeypatch.setattr(status, "GROUP", "ipvland-other")  # another name is another lookup
+    assert status.group_id() is None and len(calls) == 3
+    now = [1000.0]
+    monkeypatch.setattr(status.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(status, "_group_cache", None)
+    db["ipvland-other"] = 77  # from an NSS source that is not the file: seen after GROUP_TTL
+    assert status.group_id() == 77 and len(calls) == 4
+    db["ipvland-other"] = 78
+    now[0] += status.GROUP_TTL / 2
+    assert status.group_id() == 77
+    now[0] += status.GROUP_TTL
+    assert status.group_id() == 78 and len(calls) == 5
