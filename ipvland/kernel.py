@@ -825,6 +825,9 @@ class Kernel:
         self._root_names: dict[int, str] = {}
         self._tag: int | None = None  # not None: writes are posted under this tag
         self._posting: _Channel | None = None  # the channel whose posted writes may be unsent
+        # the channels posted to since the last settle(), which reads only theirs: a repair at 1000
+        # namespaces posts to one or two of 1000 sockets
+        self._posted_to: dict[int, _Channel] = {}
         self._refused: list[tuple[int, KernelError]] = []  # of channels closed before settle()
         self._turns = 0  # depth of one_listing()
         self._listed: frozenset[str] | None = None  # the listing held by one_listing()
@@ -837,6 +840,7 @@ class Kernel:
         for _, channel in self._channels.values():
             channel.close()
         self._channels.clear()
+        self._posted_to.clear()
         if self._home >= 0:
             os.close(self._home)
             self._home = -1
@@ -852,6 +856,7 @@ class Kernel:
         cached = self._channels.pop(netns, None)
         if cached is not None:
             self._refused.extend(self._settle(cached[1]))
+            self._posted_to.pop(id(cached[1]), None)
             cached[1].close()
         self._index.pop(netns, None)
 
@@ -869,7 +874,8 @@ class Kernel:
     def settle(self) -> list[tuple[int, KernelError]]:
         """(tag, the kernel's refusal) of every posted write it refused, once all were done."""
         refused, self._refused = self._refused, []
-        for _, channel in list(self._channels.values()):
+        posted_to, self._posted_to = self._posted_to, {}
+        for channel in posted_to.values():
             refused.extend(self._settle(channel))
         self._posting = None
         return refused
@@ -1217,6 +1223,7 @@ class Kernel:
             if self._posting is not channel:
                 self._flush_posted()
                 self._posting = channel
+                self._posted_to[id(channel)] = channel
             channel.post(msg_type, body, flags, (self._tag, op))
         except OSError as e:
             raise _kernel_error(op, e) from None
