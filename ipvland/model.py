@@ -421,12 +421,13 @@ class ObservedRule:
 class Observed:
     """A snapshot of what the kernel has, in ipvland's own namespace and in named namespaces.
 
-    `scanned` lists the namespaces whose addresses, routes and neighbors were dumped; elsewhere
-    only links were read.
+    `scanned` lists the namespaces whose addresses, routes, neighbors and rules were dumped;
+    elsewhere only links were read, and those objects are unknown, not absent.
 
     `scope` None: links were read in every namespace. Otherwise a partial view for repairing drift
-    fast: only these namespaces were read at all (ipvland's own, None, always among them); what is
-    elsewhere is unknown, not absent, and the planner leaves it alone.
+    fast: only these namespaces were read at all (ipvland's own, None, always among them, for its
+    links: the parents); what is elsewhere is unknown, not absent, and the planner leaves it alone.
+    Ipvland's own namespace is in `scanned` only when the repair was asked for it (observe).
 
     `ports_known`: a partial view that also shows the mode of every port of the spec: out of scope,
     ipvlans were read (one filtered link dump per namespace, nothing else) until each port showed

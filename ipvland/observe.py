@@ -116,10 +116,14 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
     """A snapshot of the kernel. With spec None, scan only where ipvland's own objects are.
 
     scope: read only these namespaces (and ipvland's own): a partial view, see Observed.scope.
+    Ipvland's own namespace has its links read always (the parents live there); its addresses,
+    routes, neighbors and rules only when it is in the scope: a repair elsewhere did not change
+    them, and the host of a router holds many (see Observed.scanned).
     ports: with a scope, also read enough ipvlans out of it to know every port's mode: see
     Observed.ports_known.
     """
     namespaces = _with_paths(kernel.list_namespaces(), spec)
+    host_objects = scope is None or None in scope
     if scope is not None:
         # A namespace in scope that does not exist (any more) stays in scope: its devices are then
         # known to be absent, and the plan creates the namespace and them.
@@ -142,8 +146,12 @@ def observe(kernel: Kernel, spec: Spec | None = None, scope: frozenset[str | Non
     wanted = spec.namespaces & namespaces if spec is not None else frozenset()
     if scope is not None:
         wanted &= scope
-    scanned: set[str | None] = {None, *wanted, *(link.netns for link in links if _ours(link)
-                                                 and (scope is None or link.netns in scope))}
+    scanned: set[str | None] = {*wanted, *(link.netns for link in links if _ours(link)
+                                           and (scope is None or link.netns in scope))}
+    if host_objects:
+        scanned.add(None)
+    else:
+        scanned.discard(None)
     addresses: list[ObservedAddress] = []
     routes: list[ObservedRoute] = []
     neighbors: list[ObservedNeighbor] = []

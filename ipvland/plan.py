@@ -192,8 +192,9 @@ class _Planner:
             self.conflicts.append(Conflict(
                 f"parent {parent.name}", "is itself an ipvlan; name its real parent instead"))
             return
-        self._routes(None, parent.name, link.index, parent.routes)
-        self._neighbors(None, parent.name, link.index, parent.neighbors)
+        if None in self.observed.scanned:  # else a repair elsewhere: the host's own are unknown
+            self._routes(None, parent.name, link.index, parent.routes)
+            self._neighbors(None, parent.name, link.index, parent.neighbors)
         if not parent.devices:
             return
         assert parent.mode is not None  # the loader requires a mode once a parent has devices
@@ -299,6 +300,8 @@ class _Planner:
         if (device.state is State.UP) != existing.up:
             self.changes.append(LinkStateSet(ns, name, device.state is State.UP))
         self._sysctls(device, existing)
+        if ns not in self.observed.scanned:
+            return  # only its link was read (a device in ipvland's own namespace, a repair elsewhere)
         self._addresses(device, self.ix.addresses.get((ns, existing.index), {}))
         self._routes(ns, name, existing.index, _active_routes(device))
         # a state change flushes its neighbor entries: they are set again after it (normalize.py)

@@ -263,6 +263,40 @@ def test_a_scoped_reconcile_reads_and_repairs_only_its_namespaces(lab: Path) -> 
     assert addrs("api0", "api") == {"192.0.2.11/24"}
 
 
+def test_a_repair_elsewhere_leaves_the_hosts_own_objects_to_their_own_events(lab: Path) -> None:
+    """Issue 13: a scoped reconcile reads the host's links (the parents), not its neighbors, routes,
+    addresses and rules, unless the host is in scope (an event there). So host drift no event was
+    given for waits for the host's own repair, as drift in any other namespace out of scope does."""
+    spec = load(lab, """
+        version: 1
+        parents:
+          lab0:
+            mode: l3s
+            neighbors: [{address: 192.0.2.50, lladdr: "02:00:00:00:00:50"}]
+            routes: [{to: 198.51.100.0/24}]
+            devices:
+              web0: {netns: web, addresses: [192.0.2.10/24]}
+              hv0: {addresses: [192.0.2.30/24]}
+        """)
+    converge(spec)
+    ip("neigh", "del", "192.0.2.50", "dev", "lab0")
+    ip("addr", "flush", "dev", "hv0")
+    ip("link", "del", "web0", netns="web")
+    with Kernel() as kernel:
+        report = reconcile(spec, kernel, scope=frozenset({"web"}))
+        assert report.ok, json.dumps(report.to_json(), indent=1)
+        assert kernel.dumps[None] == 2  # the host's links, before and in the verify: nothing else there
+    assert addrs("web0", "web") == {"192.0.2.10/24"}  # repaired
+    assert ipj("neigh", "show", "dev", "lab0", "nud", "permanent") == []  # not in view: untouched
+    assert addrs("hv0") == set()
+    assert [(r["dst"]) for r in ipj("route", "show", "proto", "212", "dev", "lab0")] == ["198.51.100.0/24"]
+    with Kernel() as kernel:  # the host's own events: the host in scope
+        report = reconcile(spec, kernel, scope=frozenset({None}))
+        assert report.ok, json.dumps(report.to_json(), indent=1)
+    assert [n["dst"] for n in ipj("neigh", "show", "dev", "lab0", "nud", "permanent")] == ["192.0.2.50"]
+    assert addrs("hv0") == {"192.0.2.30/24"}
+
+
 TWO_NAMESPACES = """
     version: 1
     parents:

@@ -10,8 +10,20 @@ from dataclasses import replace
 import pytest
 
 from ipvland import events
-from ipvland.model import LinkCreate, LinkDelete, Mode, Observed
-from tests.unit.test_plan import API, WEB, ipvlan, parent_link, spec_of
+from ipvland.model import (
+    AddressAdd,
+    Device,
+    LinkCreate,
+    LinkDelete,
+    Mode,
+    Neighbor,
+    NeighborSet,
+    Observed,
+    Route,
+    RouteSet,
+    State,
+)
+from tests.unit.test_plan import API, IF, IP, NET, WEB, ipvlan, parent_link, spec_of
 
 # ---------------------------------------------------------------- the planner
 
@@ -206,3 +218,69 @@ def test_a_read_that_fails_in_a_namespace_still_there_is_an_error(monkeypatch: p
     k = VanishingKernel({None: [parent_link()], "web": [], "api": []}, {"api": "links"})
     with pytest.raises(OSError):
         observe_mod.observe(k, spec_of(WEB, API))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the host's own objects in a repair elsewhere
+
+
+class CountingKernel(FakeKernel):
+    """Which kinds were dumped in which namespace."""
+
+    def __init__(self, links: dict[str | None, list]) -> None:  # type: ignore[type-arg]
+        super().__init__(links)
+        self.reads: list[tuple[str, str | None]] = []
+
+    def addresses(self, netns: str | None) -> list:  # type: ignore[type-arg]
+        self.reads.append(("addresses", netns))
+        return []
+
+    def routes(self, netns: str | None, tables: object = None) -> list:  # type: ignore[type-arg]
+        self.reads.append(("routes", netns))
+        return []
+
+    def neighbors(self, netns: str | None) -> list:  # type: ignore[type-arg]
+        self.reads.append(("neighbors", netns))
+        return []
+
+    def rules(self, netns: str | None) -> list:  # type: ignore[type-arg]
+        self.reads.append(("rules", netns))
+        return []
+
+
+def test_a_repair_elsewhere_reads_only_the_hosts_links() -> None:
+    """Issue 13: each repair in a container's namespace dumped and decoded the host's neighbors,
+    routes, addresses and rules (a quarter of a repair at 1000 namespaces), which no event said had
+    changed. The host's links are still read: the parents are there."""
+    from ipvland.observe import observe
+
+    k = CountingKernel({None: [parent_link()], "web": [ipvlan("web0", 7, "web")], "api": []})
+    o = observe(k, spec_of(WEB, API), frozenset({"web"}))  # type: ignore[arg-type]
+    assert (None, None) in k.dumped  # the host's links
+    assert {ns for _, ns in k.reads} == {"web"}
+    assert o.scanned == frozenset({"web"}) and o.sees(None)
+    k = CountingKernel({None: [parent_link()], "web": [ipvlan("web0", 7, "web")], "api": []})
+    o = observe(k, spec_of(WEB, API), frozenset({None, "web"}))  # type: ignore[arg-type]
+    assert {ns for _, ns in k.reads} == {None, "web"} and o.scanned == frozenset({None, "web"})
+    k = CountingKernel({None: [parent_link()], "web": [ipvlan("web0", 7, "web")], "api": []})
+    o = observe(k, spec_of(WEB, API))  # type: ignore[arg-type]
+    assert None in o.scanned and ("neighbors", None) in k.reads  # a full view reads everything
+
+
+HOSTDEV = Device("hv0", "eth0", None, (IF("192.0.2.30/24"),), None, State.UP, (Route(NET("198.51.100.0/24")),))
+
+
+def test_the_hosts_objects_not_read_are_unknown_not_absent() -> None:
+    """The planner's half: with the host out of `scanned`, its routes, neighbors and the addresses of
+    an ipvlan in it are not planned (they would all look absent); the device in scope is."""
+    spec = spec_of(WEB, HOSTDEV, routes=(Route(NET("203.0.113.0/24")),),
+                   neighbors=(Neighbor(IP("192.0.2.1"), "02:00:00:00:00:aa"),))
+    links = (parent_link(), ipvlan("hv0", 9, None))  # web0 is gone: re-created
+    partial = Observed(namespaces=frozenset({"web"}), links=links, scanned=frozenset({"web"}),
+                       scope=frozenset({None, "web"}), ports_known=True)
+    p = plan_of(spec, partial)
+    assert {c.device for c in p.changes} == {("web", "web0")}
+    assert any(isinstance(c, LinkCreate) for c in p.changes)
+    # the same view with the host read (and holding nothing): each host object is planned
+    p = plan_of(spec, replace(partial, scanned=frozenset({None, "web"})))
+    host = [c for c in p.changes if getattr(c, "netns", "?") is None or getattr(c, "device", ("?",))[0] is None]
+    assert {type(c) for c in host} >= {RouteSet, NeighborSet, AddressAdd}
