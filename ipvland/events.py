@@ -136,25 +136,47 @@ def link_name(buf: bytes | bytearray | memoryview, offset: int, end: int) -> str
     return None
 
 
-class LinkMemory:
-    """What the monitor last saw of each link of one namespace: (name, MTU, flags, MAC) by ifindex.
+# Link attributes that change while nothing anyone set changed: counters (the statistics, the VFs'
+# and the carrier's, IPv6's in IFLA_AF_SPEC with its cacheinfo) and the notification's own reason.
+# LinkMemory leaves them out of what it compares.
+_VOLATILE = frozenset({
+    7,  # IFLA_STATS
+    22,  # IFLA_VFINFO_LIST (per-VF statistics)
+    23,  # IFLA_STATS64
+    26,  # IFLA_AF_SPEC (IPv6 statistics and cacheinfo, with its flags and conf)
+    35,  # IFLA_CARRIER_CHANGES
+    44,  # IFLA_EVENT
+    47,  # IFLA_CARRIER_UP_COUNT
+    48,  # IFLA_CARRIER_DOWN_COUNT
+})
 
-    `changed(kind, message)` says whether a link message shows anything new: a link not seen yet,
-    deleted, or any of those four changed. An unchanged RTM_NEWLINK (the parent's, sent when an
-    ipvlan is created on it or deleted) names no one. Forgotten when events were lost (ENOBUFS).
+
+class LinkMemory:
+    """What the monitor last saw of each link of one namespace, by ifindex: its (name, MTU, flags,
+    MAC), and every other attribute but the _VOLATILE ones.
+
+    `compare(kind, message)` says whether a link message shows anything new at all (a link not
+    seen yet, deleted, or any attribute that is not a counter changed) and whether it shows one of
+    those four changed (it names the link, see scan). The kernel sends an RTM_NEWLINK of the parent,
+    identical, for every ipvlan created on it or deleted (NETDEV_CHANGEUPPER): that one shows
+    nothing new, and is no event at all. Forgotten when events were lost (ENOBUFS).
     """
 
     def __init__(self) -> None:
         self.links: dict[int, tuple[str | None, int | None, int, bytes | None]] = {}
+        self.rest: dict[int, bytes] = {}
 
-    def changed(self, kind: int, buf: bytes | bytearray | memoryview, offset: int, end: int) -> bool:
+    def compare(self, kind: int, buf: bytes | bytearray | memoryview, offset: int, end: int) -> tuple[bool, bool]:
+        """(anything new, name/MTU/flags/MAC new); remembers the message."""
         if end - offset < _IFINFOMSG.size:
-            return True
+            return True, True
         _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(buf, offset)
         if kind == RTM_DELLINK:
             self.links.pop(index, None)
-            return True
+            self.rest.pop(index, None)
+            return True, True
         name = mtu = mac = None
+        rest = bytearray()
         for attr, value, length in _attrs(buf, offset + _IFINFOMSG_SIZE, end):
             if attr == IFLA_IFNAME:
                 name = bytes(buf[value:value + length]).split(b"\0", 1)[0].decode(errors="replace")
@@ -162,14 +184,21 @@ class LinkMemory:
                 mtu = struct.unpack_from("=I", buf, value)[0]
             elif attr == IFLA_ADDRESS:
                 mac = bytes(buf[value:value + length])
-        seen = (name, mtu, flags, mac)
-        if self.links.get(index) == seen:
-            return False
-        self.links[index] = seen
-        return True
+            elif attr not in _VOLATILE:
+                rest += buf[value - _RTATTR.size:value + length]
+        seen, other = (name, mtu, flags, mac), bytes(rest)
+        named = self.links.get(index) != seen
+        anything = named or self.rest.get(index) != other
+        self.links[index], self.rest[index] = seen, other
+        return anything, named
+
+    def changed(self, kind: int, buf: bytes | bytearray | memoryview, offset: int, end: int) -> bool:
+        """Whether the message names its link (name, MTU, flags or MAC new); remembers it."""
+        return self.compare(kind, buf, offset, end)[1]
 
     def clear(self) -> None:
         self.links.clear()
+        self.rest.clear()
 
     def seed(self, sock: socket.socket) -> None:
         """Learn every link of the socket's namespace from a dump (RTM_GETLINK), so that the first
@@ -221,16 +250,22 @@ def messages(buf: bytes | bytearray | memoryview, size: int) -> Iterator[tuple[i
 def scan(buf: bytes | bytearray | memoryview, size: int | None = None, names: set[str] | None = None,
          memory: LinkMemory | None = None) -> int:
     """How many messages in one datagram can concern ipvland; the names of links in link messages
-    are added to `names` (with `memory`: only of links whose message shows a change)."""
+    are added to `names`. With `memory` (the host's links): a link message that shows nothing new
+    does not count, and one names its link only when its name, MTU, flags or MAC changed."""
     count = 0
     for kind, start, end in messages(buf, len(buf) if size is None else size):
-        if relevant(kind, buf, start, end):
-            count += 1
-            if names is not None and kind in (RTM_NEWLINK, RTM_DELLINK) and (
-                    memory is None or memory.changed(kind, buf, start, end)):
-                name = link_name(buf, start, end)
-                if name:
-                    names.add(name)
+        if not relevant(kind, buf, start, end):
+            continue
+        named = True
+        if memory is not None and kind in (RTM_NEWLINK, RTM_DELLINK):
+            anything, named = memory.compare(kind, buf, start, end)
+            if not anything:
+                continue  # the same link as last seen: the parent's NETDEV_CHANGEUPPER echo
+        count += 1
+        if names is not None and named and kind in (RTM_NEWLINK, RTM_DELLINK):
+            name = link_name(buf, start, end)
+            if name:
+                names.add(name)
     return count
 
 
