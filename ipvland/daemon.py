@@ -217,6 +217,25 @@ class Daemon:
                 self.drift_last = time.time()
         self.request(f"netlink {netns or 'host'}", netns=netns, parents=links)
 
+    def on_port_echo(self, netns: str | None, links: frozenset[str]) -> None:
+        """Links whose RTM_NEWLINK showed nothing new (events.scan): for a parent, an ipvlan joined
+        or left its port. When that ipvlan is in a namespace ipvland does not watch (a CNI's), this
+        message is all ipvland hears of it, and the port's mode may have changed with it (every
+        create sets it for the whole port, with no event on the siblings); or a foreign ipvlan that
+        held a parent in conflict is gone. So: a port check, which reads each port's mode through
+        one sibling (cheap, unlike the host's objects), or a full turn after one not converged."""
+        spec = self.spec
+        if netns is not None or spec is None:
+            return
+        resolved = getattr(getattr(self.last_report, "plan", None), "resolved", ())
+        parents = {p.name for p in spec.parents} | {nic for _, nic in resolved}
+        hit = sorted(links & parents)
+        if hit:
+            with self._cond:
+                self.scheduler.request_port_check(self._clock(), f"netlink host: an ipvlan joined or left "
+                                                                 f"the port of {', '.join(hit)}")
+                self._cond.notify()
+
     # ------------------------------------------------------------------ the loop (one thread)
 
     def _alive(self) -> None:
@@ -313,7 +332,7 @@ class Daemon:
         if self.watch_netlink:
             from ipvland.events import NetlinkMonitor
 
-            self.monitor = NetlinkMonitor(self.on_netlink_event)
+            self.monitor = NetlinkMonitor(self.on_netlink_event, on_echo=self.on_port_echo)
             self.monitor.update({None})
             self.monitor.start()
 
@@ -339,7 +358,7 @@ class Daemon:
         last_converged = self.last is not None and self.last.get("result") == "ok"
         scope = choose_scope(job, last_converged=last_converged, parent_namespaces=self._parent_namespaces)
         t0 = self._clock()
-        self.reconcile_now(job.reasons, scope)
+        self.reconcile_now(job.reasons, scope, ports=job.ports and scope is not None)
         # Not converged after writing (or raising): its own echoes could loop, so back off. A
         # conflict or a pending object with no write attempted cannot: events of others still run.
         last = self.last or {}
@@ -531,10 +550,13 @@ class Daemon:
         self._clamp_said = message
         return clamped
 
-    def _call_reconcile(self, spec: Spec, kernel: Any, scope: frozenset[str | None] | None, rollback: bool) -> Any:
+    def _call_reconcile(self, spec: Spec, kernel: Any, scope: frozenset[str | None] | None, rollback: bool,
+                        ports: bool = False) -> Any:
         opts: dict[str, Any] = {}
         if scope is not None:
             opts["scope"] = scope
+        if ports:
+            opts["ports"] = True
         if rollback:
             opts["rollback_on_probe_failure"] = True
         if self._reconcile_fn is not None:
@@ -551,8 +573,10 @@ class Daemon:
         if confirm.pending(self.state_dir, time.time()) is not None:
             raise confirm.TryStarted()
 
-    def reconcile_now(self, reasons: list[str], scope: frozenset[str | None] | None = None) -> None:
-        """One reconcile; scope: only these namespaces (see reconcile.reconcile), None: everything."""
+    def reconcile_now(self, reasons: list[str], scope: frozenset[str | None] | None = None, *,
+                      ports: bool = False) -> None:
+        """One reconcile; scope: only these namespaces (see reconcile.reconcile), None: everything;
+        ports: also what shows each port's mode (a port check, see on_port_echo)."""
         if self._try_holds():
             return
         started = time.time()
@@ -564,10 +588,10 @@ class Daemon:
                          "trigger": reasons, "changes": [], "errors": [], "conflicts": [], "pending": []}
             return
         with contextlib.ExitStack() as turn:
-            self._reconcile_in(turn, spec, reasons, scope, started, t0)
+            self._reconcile_in(turn, spec, reasons, scope, started, t0, ports)
 
     def _reconcile_in(self, turn: contextlib.ExitStack, spec: Spec, reasons: list[str],
-                      scope: frozenset[str | None] | None, started: float, t0: float) -> None:
+                      scope: frozenset[str | None] | None, started: float, t0: float, ports: bool = False) -> None:
         """reconcile_now's body, in one listing of /run/netns (Kernel.one_listing) held by `turn`."""
         rollback = self.rollback_on_probe_failure and self.choice.rollback_allowed
         log.debug("reconcile (%s)%s%s", ", ".join(reasons),
@@ -584,7 +608,7 @@ class Daemon:
             self._update_monitor(scope)
             with self._cond:
                 self._writing = True  # from here on, the events are the echoes of our writes
-            report = self._call_reconcile(spec, kernel, scope, rollback)
+            report = self._call_reconcile(spec, kernel, scope, rollback, ports)
         except Exception as e:
             if type(e).__name__ == "TryStarted":
                 log.info("a try began while planning: nothing applied, holding off")

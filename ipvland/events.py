@@ -163,17 +163,21 @@ class LinkMemory:
     """
 
     def __init__(self) -> None:
-        self.links: dict[int, tuple[str | None, int | None, int, bytes | None]] = {}
-        self.rest: dict[int, bytes] = {}
+        # by (family, ifindex): the kernel also sends a link's AF_BRIDGE and AF_INET6 RTM_NEWLINKs,
+        # with other attributes, which must not look like changes of its AF_UNSPEC one
+        self.links: dict[tuple[int, int], tuple[str | None, int | None, int, bytes | None]] = {}
+        self.rest: dict[tuple[int, int], bytes] = {}
 
     def compare(self, kind: int, buf: bytes | bytearray | memoryview, offset: int, end: int) -> tuple[bool, bool]:
         """(anything new, name/MTU/flags/MAC new); remembers the message."""
         if end - offset < _IFINFOMSG.size:
             return True, True
-        _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(buf, offset)
+        family, _type, ifindex, flags, _change = _IFINFOMSG.unpack_from(buf, offset)
+        index = (family, ifindex)
         if kind == RTM_DELLINK:
-            self.links.pop(index, None)
-            self.rest.pop(index, None)
+            for key in [k for k in self.links if k[1] == ifindex]:
+                self.links.pop(key, None)
+                self.rest.pop(key, None)
             return True, True
         name = mtu = mac = None
         rest = bytearray()
@@ -248,10 +252,12 @@ def messages(buf: bytes | bytearray | memoryview, size: int) -> Iterator[tuple[i
 
 
 def scan(buf: bytes | bytearray | memoryview, size: int | None = None, names: set[str] | None = None,
-         memory: LinkMemory | None = None) -> int:
+         memory: LinkMemory | None = None, echoes: set[str] | None = None) -> int:
     """How many messages in one datagram can concern ipvland; the names of links in link messages
     are added to `names`. With `memory` (the host's links): a link message that shows nothing new
-    does not count, and one names its link only when its name, MTU, flags or MAC changed."""
+    does not count, and one names its link only when its name, MTU, flags or MAC changed; the names
+    of links whose message showed nothing new go to `echoes` (an ipvlan joined or left the port of
+    that link, maybe from a namespace ipvland does not watch: the daemon checks the port)."""
     count = 0
     for kind, start, end in messages(buf, len(buf) if size is None else size):
         if not relevant(kind, buf, start, end):
@@ -259,8 +265,11 @@ def scan(buf: bytes | bytearray | memoryview, size: int | None = None, names: se
         named = True
         if memory is not None and kind in (RTM_NEWLINK, RTM_DELLINK):
             anything, named = memory.compare(kind, buf, start, end)
-            if not anything:
-                continue  # the same link as last seen: the parent's NETDEV_CHANGEUPPER echo
+            if not anything:  # the same link as last seen: the parent's NETDEV_CHANGEUPPER echo
+                name = link_name(buf, start, end) if echoes is not None else None
+                if name:
+                    echoes.add(name)  # type: ignore[union-attr]
+                continue
         count += 1
         if names is not None and named and kind in (RTM_NEWLINK, RTM_DELLINK):
             name = link_name(buf, start, end)
@@ -365,8 +374,10 @@ class NetlinkMonitor:
 
     def __init__(self, on_event: Callable[[Ns, int, frozenset[str]], None],
                  open_socket: Callable[[Ns], tuple[Identity, socket.socket]] = open_event_socket,
-                 identity_of: Callable[[Ns], Identity] = identity, watch_netns_dir: bool = True) -> None:
+                 identity_of: Callable[[Ns], Identity] = identity, watch_netns_dir: bool = True,
+                 on_echo: Callable[[Ns, frozenset[str]], None] | None = None) -> None:
         self.on_event = on_event
+        self.on_echo = on_echo  # (netns, names of links whose message showed nothing new): see scan
         self._open = open_socket
         self._identity = identity_of
         self._lock = threading.Lock()  # the socket table
@@ -472,18 +483,24 @@ class NetlinkMonitor:
         except (OSError, ValueError):  # a socket closed under us by update(): read them all
             with self._lock:
                 sockets = [(ns, sock) for ns, (_, sock) in self._sockets.items()]
-        found: list[tuple[Ns, int, frozenset[str]]] = []
+        found: list[tuple[Ns, int, frozenset[str], frozenset[str]]] = []
         with self._read_lock:
             for ns, sock in sockets:
                 names: set[str] = set()
+                echoes: set[str] = set()
                 try:
-                    n = self._drain(sock, names, self._memory.setdefault(ns, LinkMemory()))
+                    n = self._drain(sock, names, self._memory.setdefault(ns, LinkMemory()), echoes)
                 except OSError:
                     continue
-                if n:
-                    found.append((ns, n, frozenset(names)))
-        for ns, n, names_ in found:
-            self.on_event(ns, n, names_)
+                found.append((ns, n, frozenset(names), frozenset(echoes)))
+        for ns, n, names_, echoes_ in found:
+            self._deliver(ns, n, names_, echoes_)
+
+    def _deliver(self, ns: Ns, count: int, names: frozenset[str], echoes: frozenset[str]) -> None:
+        if count:
+            self.on_event(ns, count, names)
+        if echoes and self.on_echo is not None:
+            self.on_echo(ns, echoes)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ipvland-netlink", daemon=True)
@@ -508,7 +525,8 @@ class NetlinkMonitor:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"x")
 
-    def _drain(self, sock: socket.socket, names: set[str], memory: LinkMemory | None = None) -> int:
+    def _drain(self, sock: socket.socket, names: set[str], memory: LinkMemory | None = None,
+               echoes: set[str] | None = None) -> int:
         """Read every queued datagram; the number of relevant messages (ENOBUFS counts as one)."""
         count = 0
         for _ in range(256):  # bounded: the pacing sleep comes between two rounds
@@ -525,7 +543,7 @@ class NetlinkMonitor:
                 raise
             if n == 0:
                 break
-            count += scan(self._buf, n, names, memory)
+            count += scan(self._buf, n, names, memory, echoes)
         return count
 
     def _netns_dir_changed(self) -> None:
@@ -568,20 +586,20 @@ class NetlinkMonitor:
                     continue
                 ns = key.data
                 names: set[str] = set()
+                echoes: set[str] = set()
                 try:
                     with self._read_lock:
                         n = self._drain(key.fileobj, names,  # type: ignore[arg-type]
-                                        self._memory.setdefault(ns, LinkMemory()))
+                                        self._memory.setdefault(ns, LinkMemory()), echoes)
                 except OSError as e:
                     if self._stop.is_set():
                         return
                     log.debug("netlink socket of netns %s: %s", ns, e)
                     continue
                 busy = True
-                if n:
-                    try:
-                        self.on_event(ns, n, frozenset(names))
-                    except Exception:  # the callback must not kill the monitor
-                        log.exception("netlink event callback failed")
+                try:
+                    self._deliver(ns, n, frozenset(names), frozenset(echoes))
+                except Exception:  # the callback must not kill the monitor
+                    log.exception("netlink event callback failed")
             if busy:
                 self._stop.wait(PACE)

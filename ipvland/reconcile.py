@@ -137,7 +137,7 @@ def _probes(probes: tuple[Probe, ...], progress: Callable[[], None] | None) -> t
 def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
               rollback_on_probe_failure: bool = False, scope: frozenset[str | None] | None = None,
               progress: Callable[[], None] | None = None,
-              before_apply: Callable[[Observed], None] | None = None) -> Report:
+              before_apply: Callable[[Observed], None] | None = None, ports: bool = False) -> Report:
     """Observe, plan, apply, verify (and probe, and roll back when asked).
 
     scope: the namespaces where something happened (the daemon's drift events). Only these are read,
@@ -149,21 +149,25 @@ def reconcile(spec: Spec, kernel: Kernel, *, dry_run: bool = False,
     before_apply(observed): called with the state observed before (the whole of it when scope is None),
     only when something is about to be applied: `apply --confirm-timeout` keeps it to restore, the
     daemon raises confirm.TryStarted there when a try began meanwhile (nothing is applied then).
+
+    ports: with a scope, read from the start what shows each port's mode (Observed.ports_known):
+    the daemon's check of a port an ipvlan joined or left (Daemon.on_port_echo).
     """
     with kernel.one_listing():  # one listing of /run/netns for the observes before and after
-        return _reconcile(spec, kernel, dry_run, rollback_on_probe_failure, scope, progress, before_apply)
+        return _reconcile(spec, kernel, dry_run, rollback_on_probe_failure, scope, progress, before_apply, ports)
 
 
 def _reconcile(spec: Spec, kernel: Kernel, dry_run: bool, rollback_on_probe_failure: bool,
                scope: frozenset[str | None] | None, progress: Callable[[], None] | None,
-               before_apply: Callable[[Observed], None] | None) -> Report:
+               before_apply: Callable[[Observed], None] | None, ports: bool = False) -> Report:
     started, t0 = time.time(), time.monotonic()
     watch = rollback_on_probe_failure and bool(spec.probes)
     if watch:
         scope = None  # a rollback restores everything observed before: it needs the whole picture
-    before = observe(kernel, spec, scope)
+    ports = ports and scope is not None
+    before = observe(kernel, spec, scope, ports=ports)
     planned = plan(spec, before)
-    if planned.needs_full_view is not None and scope is not None:
+    if planned.needs_full_view is not None and scope is not None and not ports:
         # Most often a device re-created alone on its port: the port's mode is then all it needs
         # from elsewhere, and one sibling shows it (Observed.ports_known).
         before = observe(kernel, spec, scope, ports=True)

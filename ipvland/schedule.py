@@ -63,6 +63,12 @@ class Job:
     triggers: set[Trigger] = field(default_factory=set)
     namespaces: set[Ns] = field(default_factory=set)  # where the netlink events came from
     parents: set[str] = field(default_factory=set)  # links named in events of ipvland's own namespace
+    # a parent's unchanged RTM_NEWLINK came (an ipvlan joined or left its port): read each port's mode
+    ports: bool = False
+
+    def note(self, reason: str) -> None:
+        if len(self.reasons) < 20 and reason not in self.reasons:
+            self.reasons.append(reason)
 
     @property
     def reload(self) -> bool:
@@ -79,8 +85,7 @@ class Job:
 
     def add(self, trigger: Trigger, reason: str, netns: Ns = None, parents: Iterable[str] = ()) -> None:
         self.triggers.add(trigger)
-        if len(self.reasons) < 20 and reason not in self.reasons:
-            self.reasons.append(reason)
+        self.note(reason)
         if trigger is Trigger.NETLINK:
             self.namespaces.add(netns)
             if netns is None:
@@ -116,6 +121,17 @@ class Scheduler:
     def request(self, trigger: Trigger, now: float, *, reason: str | None = None, netns: Ns = None,
                 parents: Iterable[str] = ()) -> None:
         self._job.add(trigger, reason or trigger.value, netns, parents)
+        self._burst(trigger, now)
+
+    def request_port_check(self, now: float, reason: str) -> None:
+        """A netlink job that reads no namespace for itself, only what shows each port's mode: an
+        ipvlan joined or left a parent's port, from a namespace that may not be watched (a CNI's)."""
+        self._job.triggers.add(Trigger.NETLINK)
+        self._job.note(reason)
+        self._job.ports = True
+        self._burst(Trigger.NETLINK, now)
+
+    def _burst(self, trigger: Trigger, now: float) -> None:
         if trigger is Trigger.NETLINK:
             self._first = now if self._first is None else self._first
             self._last = now

@@ -384,3 +384,46 @@ def test_sigkill_mid_apply_then_restart_converges(lab: Daemon) -> None:
             found = link(n, ns)
             assert found is not None and found.get("ifalias") == "ipvland", (ns, n, found)
     assert lab.stop() == 0
+
+
+PORT_ALONE = """
+    version: 1
+    parents:
+      lab0:
+        mode: l3s
+        devices:
+          web0: {netns: web, addresses: [192.0.2.10/24]}
+    """
+
+
+def conflicts(d: Daemon) -> list[str]:
+    return list((d.status().get("last_reconcile") or {}).get("conflicts") or [])
+
+
+def test_an_ipvlan_joining_or_leaving_the_port_from_an_unwatched_namespace_is_seen(lab: Daemon) -> None:
+    """Review of issue 13: an ipvlan created on a parent straight into a namespace ipvland does not
+    watch (a CNI plugin's), or gone with it, sends ipvland one message only: the parent's unchanged
+    RTM_NEWLINK (NETDEV_CHANGEUPPER). Once that message stopped counting as an event, a parent held
+    by a foreign ipvlan stayed blocked, and a port re-moded by a foreign create (the kernel sets the
+    mode of every member, with no event in their namespaces) showed "ok", each until the resync
+    (600 s here). Now it sets off a port check (or a full turn after one not converged)."""
+    # A: a foreign l2 ipvlan holds the port, so web0 (l3s) is not created; then its pod goes
+    ip("netns", "add", "cni-x")
+    ip("link", "add", "link", "lab0", "name", "theirs0", "netns", "cni-x", "type", "ipvlan", "mode", "l2")
+    write(lab.config, PORT_ALONE)
+    lab.start()
+    wait_until("the conflict reported", lambda: any(c.startswith("parent lab0") for c in conflicts(lab)), STARTUP)
+    assert link("web0", "web") is None
+    ip("netns", "del", "cni-x")
+    took = wait_until("web0 created once the port is free", lambda: addrs("web0", "web") == {"192.0.2.10/24"})
+    print(f"foreign ipvlan gone with its namespace: web0 created in {took:.2f}s")
+    wait_until("converged", lab.converged)
+    # B: converged; another tool's l2 ipvlan, created in a namespace of its own, re-modes the port
+    ip("netns", "add", "cni-y")
+    ip("link", "add", "link", "lab0", "name", "theirs1", "netns", "cni-y", "type", "ipvlan", "mode", "l2")
+    assert mode("web0", "web") == "l2"  # the kernel re-moded web0 with its port
+    took = wait_until("the re-moded port seen", lambda: any(c.startswith("parent lab0") and "theirs1" in c
+                                                            for c in conflicts(lab)))
+    print(f"port re-moded by a foreign create: conflict reported in {took:.2f}s")
+    assert lab.status()["last_reconcile"]["result"] != "ok"
+    assert mode("theirs1", "cni-y") == "l2"  # foreign: left alone

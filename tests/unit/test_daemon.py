@@ -20,7 +20,7 @@ import pytest
 from ipvland import status
 from ipvland.apply import Outcome
 from ipvland.daemon import Daemon, JournalFormatter
-from ipvland.model import AddressAdd, Conflict, Device, Flag, LinkCreate, Mode, Plan, Probe, Spec
+from ipvland.model import AddressAdd, Conflict, Device, Flag, LinkCreate, Mode, Parent, Plan, Probe, Spec
 from ipvland.probe import ProbeResult
 from ipvland.reconcile import Report
 from ipvland.spec import ConfigError, SpecError
@@ -846,3 +846,39 @@ def test_a_host_identity_change_is_logged_and_named_at_the_next_load(
     assert d.load()
     assert "host identity changed from localhost to web-1" in caplog.text
     assert "config generation 2 loaded for host web-1" in caplog.text
+
+
+class PortRecorder(Recorder):
+    """Also records each call's `ports` (a port check)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ports: list[bool] = []
+
+    def __call__(self, spec: Spec, kernel: Any, scope: frozenset[str | None] | None = None,
+                 ports: bool = False) -> Report:
+        self.ports.append(ports)
+        return super().__call__(spec, kernel, scope)
+
+
+def test_a_parents_unchanged_message_sets_off_a_port_check(config: Path, make: Any) -> None:
+    """Review of issue 13: an ipvlan created on a parent into a namespace ipvland does not watch, or
+    gone with it, shows only as the parent's unchanged RTM_NEWLINK (events.scan's echoes): it must
+    lead to a look at the port (here: a scoped turn that reads no namespace for itself, with ports),
+    and only for a parent of the spec in ipvland's own namespace."""
+    from dataclasses import replace
+
+    def load(path: Path) -> Spec:
+        return replace(fake_load(path), parents=(Parent("eth0", Mode.L3S, Flag.BRIDGE, (), (), ()),))
+
+    rec = PortRecorder()
+    d, rec, _notes, _r = make(config, rec, load_fn=load)
+    rec.wait_calls(1)
+    d.on_port_echo("web", frozenset({"eth0"}))  # another namespace's link of that name: not the parent
+    d.on_port_echo(None, frozenset({"docker0"}))  # not a parent of the spec
+    time.sleep(0.3)
+    assert rec.count == 1
+    d.on_port_echo(None, frozenset({"eth0", "docker0"}))
+    rec.wait_calls(2)
+    assert rec.scopes[-1] == frozenset() and rec.ports[-1] is True
+    assert rec.ports[0] is False  # the start: a full turn, no port check asked

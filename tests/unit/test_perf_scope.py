@@ -314,3 +314,24 @@ def test_the_hosts_objects_not_read_are_unknown_not_absent() -> None:
     p = plan_of(spec, replace(partial, scanned=frozenset({None, "web"})))
     host = [c for c in p.changes if getattr(c, "netns", "?") is None or getattr(c, "device", ("?",))[0] is None]
     assert {type(c) for c in host} >= {RouteSet, NeighborSet, AddressAdd}
+
+
+def test_an_unchanged_link_message_is_an_echo_of_its_link() -> None:
+    """Review of issue 13: the unchanged message is no event, but the daemon hears of it (a port check)."""
+    memory = events.LinkMemory()
+    echoes: set[str] = set()
+    assert events.scan(newlink(2, "eth0", 1500), memory=memory, echoes=echoes) == 1 and echoes == set()
+    assert events.scan(newlink(2, "eth0", 1500), memory=memory, echoes=echoes) == 0
+    assert echoes == {"eth0"}
+
+
+def test_the_same_link_in_another_family_is_remembered_apart() -> None:
+    """Review of issue 13: the kernel also sends a link's AF_BRIDGE RTM_NEWLINK (a bridge port), with
+    other attributes; keyed by ifindex alone, the two kinds alternated and neither ever looked unchanged."""
+    memory = events.LinkMemory()
+    bridge = bytearray(newlink(2, "eth0", 1500, extra=attr(12, b"\x03\x00\x00\x00")))
+    bridge[16] = 7  # ifi_family AF_BRIDGE
+    for message in (newlink(2, "eth0", 1500), bytes(bridge)):
+        events.scan(message, memory=memory)
+    assert events.scan(newlink(2, "eth0", 1500), memory=memory) == 0
+    assert events.scan(bytes(bridge), memory=memory) == 0

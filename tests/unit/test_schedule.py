@@ -144,3 +144,15 @@ def test_scope() -> None:
     assert choose_scope(other, last_converged=True, parent_namespaces=of) == {"web"}
     job.add(Trigger.CONFIG, "config file")
     assert choose_scope(job, last_converged=True, parent_namespaces=of) is None
+
+
+def test_a_port_check_is_a_netlink_job_that_reads_no_namespace_for_itself() -> None:
+    s = Scheduler(interval=60.0, now=0.0, debounce=0.1, max_delay=0.5)
+    s.request_port_check(1.0, "netlink host: an ipvlan joined or left the port of eth0")
+    assert s.take(1.05) is None  # debounced as netlink events are
+    job = s.take(1.2)
+    assert job is not None and job.ports and job.triggers == {Trigger.NETLINK} and not job.namespaces
+    assert choose_scope(job, last_converged=True, parent_namespaces=lambda p: {None}) == frozenset()
+    assert choose_scope(job, last_converged=False, parent_namespaces=lambda p: {None}) is None
+    s.request(Trigger.NETLINK, 2.0, reason="netlink web", netns="web")
+    assert not s.take(2.2).ports  # type: ignore[union-attr]  # the next job starts afresh
