@@ -397,7 +397,8 @@ PORT_ALONE = """
 
 
 def conflicts(d: Daemon) -> list[str]:
-    return list((d.status().get("last_reconcile") or {}).get("conflicts") or [])
+    """The last reconcile's conflicts, without their "! " mark."""
+    return [c.removeprefix("! ") for c in (d.status().get("last_reconcile") or {}).get("conflicts") or []]
 
 
 def test_an_ipvlan_joining_or_leaving_the_port_from_an_unwatched_namespace_is_seen(lab: Daemon) -> None:
