@@ -386,14 +386,7 @@ def test_sigkill_mid_apply_then_restart_converges(lab: Daemon) -> None:
     assert lab.stop() == 0
 
 
-PORT_ALONE = """
-    version: 1
-    parents:
-      lab0:
-        mode: l3s
-        devices:
-          web0: {netns: web, addresses: [192.0.2.10/24]}
-    """
+PORT_ALONE = "version: 1\nparents: {lab0: {mode: l3s, devices: {web0: {netns: web, addresses: [192.0.2.10/24]}}}}\n"
 
 
 def conflicts(d: Daemon) -> list[str]:
