@@ -227,8 +227,9 @@ class Daemon:
         spec = self.spec
         if netns is not None or spec is None:
             return
+        ports = {p.name for p in spec.parents if p.devices}  # a parent with routes or neighbors only has no port
         resolved = getattr(getattr(self.last_report, "plan", None), "resolved", ())
-        parents = {p.name for p in spec.parents} | {nic for _, nic in resolved}
+        parents = ports | {nic for name, nic in resolved if name in ports}
         hit = sorted(links & parents)
         if hit:
             with self._cond:

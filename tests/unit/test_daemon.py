@@ -869,13 +869,16 @@ def test_a_parents_unchanged_message_sets_off_a_port_check(config: Path, make: A
     from dataclasses import replace
 
     def load(path: Path) -> Spec:
-        return replace(fake_load(path), parents=(Parent("eth0", Mode.L3S, Flag.BRIDGE, (), (), ()),))
+        return replace(fake_load(path), parents=(
+            Parent("eth0", Mode.L3S, Flag.BRIDGE, (), (), (Device("web0", "eth0", "web"),)),
+            Parent("eth1", None, Flag.BRIDGE, (), (), ())))  # routes or neighbors only: no port
 
     rec = PortRecorder()
     d, rec, _notes, _r = make(config, rec, load_fn=load)
     rec.wait_calls(1)
     d.on_port_echo("web", frozenset({"eth0"}))  # another namespace's link of that name: not the parent
     d.on_port_echo(None, frozenset({"docker0"}))  # not a parent of the spec
+    d.on_port_echo(None, frozenset({"eth1"}))  # a parent without devices: a NIC others put uppers on
     time.sleep(0.3)
     assert rec.count == 1
     d.on_port_echo(None, frozenset({"eth0", "docker0"}))
