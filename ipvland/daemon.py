@@ -359,7 +359,7 @@ class Daemon:
         last_converged = self.last is not None and self.last.get("result") == "ok"
         scope = choose_scope(job, last_converged=last_converged, parent_namespaces=self._parent_namespaces)
         t0 = self._clock()
-        self.reconcile_now(job.reasons, scope, ports=job.ports and scope is not None)
+        self.reconcile_now(job.reasons, scope, ports=job.ports)  # reconcile ignores it without a scope
         # Not converged after writing (or raising): its own echoes could loop, so back off. A
         # conflict or a pending object with no write attempted cannot: events of others still run.
         last = self.last or {}

@@ -210,7 +210,7 @@ class LinkMemory:
         widened the first repair after a start to every namespace of the port (issue 13's 9.9 s
         repair at 300 namespaces). A link that changes between the dump and its event is in the dump
         already, and the daemon's first reconcile reads everything anyway."""
-        self.links.clear()
+        self.clear()
         request = _NLMSGHDR.pack(_NLMSGHDR.size + _IFINFOMSG.size, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
         sock.send(request + _IFINFOMSG.pack(0, 0, 0, 0, 0))
         buf = bytearray(1 << 16)
@@ -266,9 +266,8 @@ def scan(buf: bytes | bytearray | memoryview, size: int | None = None, names: se
         if memory is not None and kind in (RTM_NEWLINK, RTM_DELLINK):
             anything, named = memory.compare(kind, buf, start, end)
             if not anything:  # the same link as last seen: the parent's NETDEV_CHANGEUPPER echo
-                name = link_name(buf, start, end) if echoes is not None else None
-                if name:
-                    echoes.add(name)  # type: ignore[union-attr]
+                if echoes is not None and (name := link_name(buf, start, end)):
+                    echoes.add(name)
                 continue
         count += 1
         if names is not None and named and kind in (RTM_NEWLINK, RTM_DELLINK):
